@@ -1,0 +1,54 @@
+/* main.c - the one corral binary: looks the first argument up in the subcommand
+ * table (commands.def) and hands over argc/argv. Daemons (controller, agent,
+ * worker) and the user CLI are all subcommands, so one file deploys everything. */
+#include "cli/cli.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef CORRAL_VERSION
+#define CORRAL_VERSION "0.1.0"
+#endif
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command_t;
+
+static const command_t commands[] = {
+#define X(name, fn, summary) {name, fn, summary},
+#include "cli/commands.def"
+#undef X
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: corral <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'corral <command> --help' for a command's options.\n");
+}
+
+int cli_version_main(int argc, char **argv)
+{
+    (void)argc; (void)argv;
+    printf("corral %s\n", CORRAL_VERSION);
+    return CLI_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_EUSER : CLI_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) return cli_version_main(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "corral: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return CLI_EUSER;
+}

@@ -1,0 +1,94 @@
+/* harness.c - CUnit runner with skips and a summary line; see harness.h. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <CUnit/Basic.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int skipped_now;   /* set by test_skip during the running test */
+static int skipped_total;
+static char tmp_root[4096];
+
+void test_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    CU_pTest t = CU_get_current_test();
+    fprintf(stdout, "\n  SKIPPED %s: ", t ? t->pName : "?");
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    va_end(ap);
+    skipped_now = 1;
+}
+
+static void before_test(const CU_pTest t, const CU_pSuite s) { (void)t; (void)s; skipped_now = 0; }
+static void after_test(const CU_pTest t, const CU_pSuite s, const CU_pFailureRecord f)
+{
+    (void)t; (void)s; (void)f;
+    if (skipped_now) skipped_total++;
+}
+
+static void remove_tmp(void)
+{
+    if (tmp_root[0] && !getenv("CORRAL_KEEP_TMP")) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+        if (system(cmd) != 0) fprintf(stderr, "harness: could not remove %s\n", tmp_root);
+    }
+}
+
+const char *test_tmpdir(void)
+{
+    static char path[4200];
+    static int seq;
+    if (!tmp_root[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(tmp_root, sizeof tmp_root, "%s/corral-test-XXXXXX", base && *base ? base : "/tmp");
+        if (!mkdtemp(tmp_root)) { perror("mkdtemp"); abort(); }
+        atexit(remove_tmp);
+    }
+    snprintf(path, sizeof path, "%s/t%d", tmp_root, ++seq);
+    if (mkdir(path, 0755) != 0) { perror("mkdir"); abort(); }
+    return path;
+}
+
+static const char *env_path(const char *var, const char *fallback, const char *rel)
+{
+    static char path[2][4200];
+    static int which;
+    const char *base = getenv(var);
+    which ^= 1;
+    snprintf(path[which], sizeof path[which], "%s/%s", base && *base ? base : fallback, rel);
+    return path[which];
+}
+
+const char *test_source_path(const char *rel) { return env_path("CORRAL_SOURCE_DIR", ".", rel); }
+const char *test_build_path(const char *rel) { return env_path("CORRAL_BUILD_DIR", "build", rel); }
+
+int test_main(const char *suite_name, const test_case_t *cases, int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (CU_initialize_registry() != CUE_SUCCESS) return 2;
+    CU_pSuite suite = CU_add_suite(suite_name, NULL, NULL);
+    for (const test_case_t *c = cases; c->name; c++) {
+        int want = argc < 2;
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], c->name) == 0) want = 1;
+        if (want) CU_add_test(suite, c->name, c->fn);
+    }
+    CU_set_test_start_handler(before_test);
+    CU_set_test_complete_handler(after_test);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned ran = CU_get_number_of_tests_run();
+    unsigned failed = CU_get_number_of_tests_failed();
+    unsigned passed = ran - failed - (unsigned)skipped_total;
+    printf("\nCORRAL-RESULT suite=%s passed=%u failed=%u skipped=%d\n", suite_name, passed, failed,
+           skipped_total);
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
