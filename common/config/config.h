@@ -146,7 +146,8 @@ typedef struct cfg_field {
     size_t item_size;         /* lists: sizeof one item */
     const char *def;          /* default as YAML text ("256", "10ms", "[1, 2]"), or CFG_REQUIRED;
                                * STRUCT and NODE fields have none (absent = sub-defaults, NULL) */
-    long long imin, imax;     /* INT, SIZE, DURATION (and their list items); 0, 0 = any */
+    long long imin, imax;     /* INT, SIZE, DURATION (and their list items); 0, 0 = any
+                               * value of the member (sizes, durations: any >= 0) */
     double dmin, dmax;        /* DOUBLE (and its list items); 0, 0 = any finite number */
     const char *const *names; /* ENUM: allowed values, NULL-terminated */
     const struct cfg_table *sub;  /* STRUCT, STRUCT_LIST */

@@ -313,8 +313,8 @@ int cfg_parse_tree(const cfg_origin_t *o, const char *yaml, size_t len, const ch
 {
     *out = NULL;
     if (len > CFG_MAX_INPUT)
-        return cr_err_set(err, CR_ETOOBIG, "%s: %zu bytes, more than the %u a config may have",
-                          o->source, len, CFG_MAX_INPUT);
+        return cr_err_set(err, CR_ETOOBIG, "%s: larger than the %u bytes a config may have",
+                          o->source, CFG_MAX_INPUT);
     parse_t ps = {.o = o, .yaml = yaml, .len = len, .err = err};
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p))
@@ -368,17 +368,30 @@ int cfg_node_parse_file(const char *path, cfg_node_t **out, cr_err_t *err)
         int code = e == ENOENT ? CR_ENOENT : e == EACCES ? CR_EPERM : CR_EIO;
         return cr_err_set(err, code, "%s: cannot open: %s", path, strerror(e));
     }
-    char *buf = malloc(CFG_MAX_INPUT + 1);
-    if (!buf) {
-        fclose(f);
-        return cr_err_set(err, CR_ENOMEM, "%s: out of memory", path);
-    }
-    size_t n = fread(buf, 1, CFG_MAX_INPUT + 1, f);
+    /* Read up to one byte past the limit, so an oversized file is refused, not cut. */
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
     int rc = 0;
-    if (ferror(f))
-        rc = cr_err_set(err, CR_EIO, "%s: read failed: %s", path, strerror(errno));
+    while (rc == 0 && len <= CFG_MAX_INPUT) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            if (cap > CFG_MAX_INPUT + 1) cap = CFG_MAX_INPUT + 1;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                rc = cr_err_set(err, CR_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            if (ferror(f)) rc = cr_err_set(err, CR_EIO, "%s: read failed: %s", path, strerror(errno));
+            break;
+        }
+    }
     fclose(f);
-    if (rc == 0) rc = cfg_node_parse(path, buf, n, out, err);
+    if (rc == 0) rc = cfg_node_parse(path, buf, len, out, err);
     free(buf);
     return rc;
 }

@@ -581,8 +581,9 @@ static void test_node_tree(void)
 
 static void test_file(void)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/exp.yaml", test_tmpdir());
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s", test_tmpdir());
+    snprintf(path, sizeof path, "%s/exp.yaml", dir);
     FILE *f = fopen(path, "w");
     ASSERT_TRUE(f != NULL);
     fputs("# an experiment\nalgorithm:\n  batch_size: 64\n\nrobots:\n  - name: arm\n"
@@ -601,11 +602,30 @@ static void test_file(void)
              "got 'mokc'; did you mean 'mock'?", path);
     ASSERT_STR_EQ(err.msg, want);
 
-    snprintf(path, sizeof path, "%s/missing.yaml", test_tmpdir());
+    snprintf(path, sizeof path, "%s/missing.yaml", dir);
     ASSERT_INT_EQ(cfg_load_file(&exp_table, &c, path, NULL, 0, &err), CR_ENOENT);
     snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
     ASSERT_STR_EQ(err.msg, want);
     ASSERT_TRUE(all_zero(&c, sizeof c));
+
+    /* A directory opens but does not read; an oversized file is refused, not cut. */
+    ASSERT_INT_EQ(cfg_load_file(&exp_table, &c, dir, NULL, 0, &err), CR_EIO);
+    snprintf(want, sizeof want, "%s: read failed: Is a directory", dir);
+    ASSERT_STR_EQ(err.msg, want);
+    snprintf(path, sizeof path, "%s/big.yaml", dir);
+    f = fopen(path, "w");
+    ASSERT_TRUE(f != NULL);
+    static char line[4096];
+    memset(line, ' ', sizeof line - 1);
+    line[0] = '#';
+    line[sizeof line - 2] = '\n';
+    for (size_t n = 0; n <= CFG_MAX_INPUT; n += sizeof line - 1)
+        fputs(line, f);
+    fclose(f);
+    ASSERT_INT_EQ(cfg_load_file(&exp_table, &c, path, NULL, 0, &err), CR_ETOOBIG);
+    snprintf(want, sizeof want, "%s: larger than the %u bytes a config may have", path,
+             CFG_MAX_INPUT);
+    ASSERT_STR_EQ(err.msg, want);
 }
 
 static void test_doc(void)
