@@ -6,9 +6,9 @@
  * reference text (cfg_doc) and the error messages, which always read
  *
  *     SOURCE:LINE:COL: DOTTED.PATH: MESSAGE
- *     configs/exp.yaml:12:15: algorithm.batch_size: expected a positive integer, got 'abc'
+ *     configs/exp.yaml:12:17: algorithm.batch_size: expected an integer between 1 and 65536, got 'abc'
  *     configs/exp.yaml:4:3: algorithm.batchsize: unknown key; did you mean 'batch_size'?
- *     --set:2:22: algorithm.lr: expected a number between 0 and 1, got '3'
+ *     --set:2:14: algorithm.lr: expected a number between 0 and 1, got '3'
  *
  * For a `--set` override SOURCE is "--set", LINE is the 1-based index of the override
  * among those passed, and COL the 1-based byte position inside "a.b.c=value".
@@ -60,8 +60,8 @@
  *
  * Semantics shared by every type: a key that is absent, or whose value is YAML null
  * (nothing, `~`, `null`), takes the field's default; a field whose default is
- * CFG_REQUIRED must then be given. Unknown keys, duplicate keys, anchors/aliases and a
- * second YAML document are errors. Nothing here keeps a pointer to the caller's input.
+ * CFG_REQUIRED must then be given. Unknown keys, duplicate keys, aliases (*name) and a
+ * second YAML document are errors; tags and anchors are ignored. Nothing here keeps a pointer to the caller's input.
  * Error codes: CR_EINVAL for bad input, CR_ENOENT / CR_EPERM / CR_EIO for a file that
  * cannot be read, CR_ETOOBIG for one over CFG_MAX_INPUT, CR_ENOMEM, and CR_EINTERNAL for
  * a table that contradicts itself (see cfg_table_check: our bug, not the user's). */
@@ -203,11 +203,14 @@ typedef struct cfg_table {
 /* List items of INT/SIZE/DURATION/DOUBLE/ENUM take their range or names from the
  * field: add `.imin = .., .imax = ..` (or .dmin/.dmax, .names) after the macro;
  * without them any value of the item type is accepted. */
+/* The count member must be a size_t: anything else fails to compile (negative array). */
+#define CFG_COUNT_(T, n) \
+    (offsetof(T, n) + 0 * sizeof(char[sizeof(((T *)0)->n) == sizeof(size_t) ? 1 : -1]))
 #define CFG_LIST(T, m, n, item_, def_, max_, doc_) \
-    CFG_MEMBER_(T, m), .type = CFG_LIST, .count_offset = offsetof(T, n), .item = (item_), \
+    CFG_MEMBER_(T, m), .type = CFG_LIST, .count_offset = CFG_COUNT_(T, n), .item = (item_), \
     .item_size = sizeof(*((T *)0)->m), .def = (def_), .max_count = (max_), .doc = (doc_)
 #define CFG_STRUCT_LIST(T, m, n, sub_, def_, max_, doc_) \
-    CFG_MEMBER_(T, m), .type = CFG_STRUCT_LIST, .count_offset = offsetof(T, n), \
+    CFG_MEMBER_(T, m), .type = CFG_STRUCT_LIST, .count_offset = CFG_COUNT_(T, n), \
     .item_size = sizeof(*((T *)0)->m), .sub = (sub_), .def = (def_), .max_count = (max_), \
     .doc = (doc_)
 #define CFG_TABLE(T, fields_) \
