@@ -199,6 +199,8 @@ typedef struct buf_counters {
     int64_t cached_rows, cache_capacity;
     int64_t commits, duplicates, pending;
     int64_t disk_reads;         /* rows read by the prefetcher */
+    size_t cache_bytes;         /* allocated for the caches */
+    size_t index_bytes;         /* allocated for the transition index and priorities */
     size_t ram_bytes;           /* cache + index */
 } buf_counters_t;
 

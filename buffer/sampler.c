@@ -14,6 +14,7 @@
  * Pool ring: [head, head+count) ready, the next `reserved` slots being read by the
  * prefetcher (its only writer); samplers only pop from head, which keeps the
  * reserved slots' positions fixed while the prefetcher reads without mu. */
+#define _GNU_SOURCE
 #include "buffer/internal.h"
 
 #include "common/log.h"
@@ -437,6 +438,7 @@ static int fetch(buf_t *b, const draw_t *d, pitem_t *it, cr_err_t *err)
 void *buf_prefetch_main(void *arg)
 {
     buf_t *b = arg;
+    pthread_setname_np(pthread_self(), "buf-prefetch");
     uint64_t rng[4];
     pthread_mutex_lock(&b->mu);
     for (int i = 0; i < 4; i++) rng[i] = buf_rng_next(b->rng) | 1;

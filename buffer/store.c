@@ -474,9 +474,12 @@ void buf_counters(buf_t *b, buf_counters_t *o)
     o->duplicates = b->duplicates;
     o->pending = b->q_len;
     o->disk_reads = b->disk_reads;
-    for (int i = 0; i < b->n_db; i++)
-        o->ram_bytes += buf_cache_bytes(&b->db[i].cache) + (size_t)b->db[i].cap_tr * sizeof(tr_t);
+    for (int i = 0; i < b->n_db; i++) {
+        o->cache_bytes += buf_cache_bytes(&b->db[i].cache);
+        o->index_bytes += (size_t)b->db[i].cap_tr * sizeof(tr_t);
+    }
     for (int s = 0; s < BUF_SRC_COUNT; s++)
-        o->ram_bytes += (size_t)b->src[s].cap * sizeof(uint64_t) + (size_t)b->src[s].tree.cap * 2 * sizeof(double);
+        o->index_bytes += (size_t)b->src[s].cap * sizeof(uint64_t) + (size_t)b->src[s].tree.cap * 2 * sizeof(double);
+    o->ram_bytes = o->cache_bytes + o->index_bytes;
     pthread_mutex_unlock(&b->mu);
 }

@@ -10,6 +10,7 @@
  * restored from its snapshot, and every put of the batch is acked with the error (the
  * producer retries; nothing acknowledged is affected). A repeated (producer, seq) is
  * caught by the UNIQUE index and acked as a duplicate without a second row. */
+#define _GNU_SOURCE
 #include "buffer/internal.h"
 
 #include "common/log.h"
@@ -147,7 +148,9 @@ int buf_put(buf_t *b, const buf_step_t *step, buf_ack_fn ack, void *ctx, int64_t
     b->q_tail = it;
     b->q_len++;
     b->q_bytes += it->bytes;
-    pthread_cond_signal(&b->work_cv);
+    /* Wake the writer for the first put of a batch and for a full batch only: waking
+     * it for every put would cost a context switch per row inside the window. */
+    if (b->q_len == 1 || b->q_len >= b->cfg.max_batch_rows) pthread_cond_signal(&b->work_cv);
     pthread_mutex_unlock(&b->mu);
     return 0;
 }
@@ -461,6 +464,7 @@ static void save_samples(buf_t *b, wstmts_t *w, int64_t samples)
 void *buf_writer_main(void *arg)
 {
     buf_t *b = arg;
+    pthread_setname_np(pthread_self(), "buf-writer");
     wstmts_t w = {0};
     cr_err_t err = {0};
     int ready = prepare(b->wdb, &w, &err) == 0;

@@ -7,7 +7,10 @@
 #include "tests/unit/buffer/bufutil.h"
 #include "tests/unit/buffer/faultvfs.h"
 #include "common/time.h"
+#include "buffer/internal.h"  /* the sum tree, tested directly */
 
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -520,6 +523,47 @@ static void test_stats(void)
     ASSERT_INT_EQ(buf_stats(db_path("nope.db"), &s, &err), CR_ENOENT);
 }
 
+/* `corral buffer stats PATH --json` on the same file, parsed back. */
+static void test_cli_stats(void)
+{
+    const char *corral = test_build_path("corral");
+    TEST_SKIP_IF(access(corral, X_OK) != 0, "%s is not built", corral);
+    cr_err_t err = {0};
+    const char *path = db_path("cli.db");
+    buf_layout_t l = tu_layout();
+    buf_config_t c = fast_config();
+    buf_t *b;
+    ASSERT_OK(buf_open(path, &l, &c, &b, &err), &err);
+    uint64_t seq = 0;
+    put_episode(b, 1, &seq, 0, 6, NULL, 1, &err);
+    put_episode(b, 1, &seq, 1, 2, NULL, 0, &err);
+    buf_close(b);
+    char cmd[9000], out[16384];
+    snprintf(cmd, sizeof cmd, "'%s' buffer stats '%s' --json", corral, path);
+    FILE *p = popen(cmd, "r");
+    ASSERT_TRUE(p != NULL);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    ASSERT_INT_EQ(pclose(p), 0);
+    cJSON *j = cJSON_Parse(out);
+    ASSERT_TRUE(j != NULL);
+    cJSON *eps = cJSON_GetObjectItem(j, "episodes"), *steps = cJSON_GetObjectItem(j, "steps");
+    ASSERT_INT_EQ(cJSON_GetObjectItem(eps, "online")->valueint, 2);
+    ASSERT_INT_EQ(cJSON_GetObjectItem(eps, "ended")->valueint, 1);
+    ASSERT_INT_EQ(cJSON_GetObjectItem(steps, "total")->valueint, 7 + 2);
+    ASSERT_NEAR(cJSON_GetObjectItem(j, "success_rate")->valuedouble, 1.0, 1e-9);
+    ASSERT_TRUE(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "disk_bytes"), "total")->valuedouble > 0);
+    cJSON_Delete(j);
+    /* Plain text, and a clear failure on a file that is not a buffer. */
+    snprintf(cmd, sizeof cmd, "'%s' buffer stats '%s' 2>&1", corral, corral);
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int rc = pclose(p);
+    ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    ASSERT_TRUE(strstr(out, "not") != NULL);
+}
+
 static void write_file(const char *path, const char *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -690,7 +734,34 @@ static void test_file_size_limit(void)
     ASSERT_TRUE(tu_integrity_ok(path));
 }
 
-static void test_sumtree_and_bad_args(void)
+/* The sum tree against a linear scan, across growth and updates. */
+static void test_sumtree(void)
+{
+    sumtree_t t = {0};
+    double v[5000];
+    uint64_t x = 7;
+    for (int i = 0; i < 5000; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        v[i] = (i % 7 == 0) ? 0 : (double)(x % 1000) / 10;
+        ASSERT_INT_EQ(buf_sumtree_push(&t, v[i]), 0);
+    }
+    for (int i = 0; i < 5000; i += 3) { v[i] = (double)(i % 11); buf_sumtree_set(&t, i, v[i]); }
+    double total = 0;
+    for (int i = 0; i < 5000; i++) total += v[i];
+    ASSERT_NEAR(buf_sumtree_total(&t), total, 1e-6 * total);
+    for (int k = 0; k < 2000; k++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        double u = (double)(x >> 11) * 0x1.0p-53 * total, acc = 0;
+        int want = 0;
+        while (want < 4999 && acc + v[want] <= u) acc += v[want++];
+        int64_t got = buf_sumtree_find(&t, u);
+        ASSERT_TRUE(v[got] > 0);
+        ASSERT_TRUE(got == want || fabs(acc - u) < 1e-6);  /* boundaries may round either way */
+    }
+    buf_sumtree_free(&t);
+}
+
+static void test_bad_args(void)
 {
     cr_err_t err = {0};
     buf_config_t c = fast_config();
@@ -727,7 +798,9 @@ int main(int argc, char **argv)
         {"bad_files", test_bad_files},
         {"failing_writes", test_failing_writes},
         {"file_size_limit", test_file_size_limit},
-        {"bad_args", test_sumtree_and_bad_args},
+        {"sumtree", test_sumtree},
+        {"bad_args", test_bad_args},
+        {"cli_stats", test_cli_stats},
         {NULL, NULL}};
     return test_main("buffer", cases, argc, argv);
 }
