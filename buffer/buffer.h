@@ -83,7 +83,8 @@ typedef struct buf_config {
     double gamma;               /* discount for n-step returns; default 0.99 */
     /* Rate limiter (Reverb): samples_per_insert 0 disables the ratio check. A sample
      * waits until at least min_size transitions exist; then inserts*spi - samples
-     * stays within spi*min_size +- error_buffer. Samples count batch items. */
+     * stays within spi*min_size +- error_buffer. Samples count batch items.
+     * Transitions of attached demo buffers count towards min_size only. */
     double samples_per_insert;
     int64_t min_size;           /* default 1 */
     double error_buffer;        /* default max(1, spi) * 100 */

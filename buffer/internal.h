@@ -89,6 +89,9 @@ typedef struct limiter {
     int64_t min_size;
     int64_t inserts, samples;   /* persisted: inserts from the rows, samples in meta */
     int64_t pending;            /* inserts admitted and queued, not yet committed */
+    int64_t preloaded;          /* transitions of attached demo buffers: they count
+                                 * towards min_size (offline learning can start), not
+                                 * towards the samples-per-insert band */
 } limiter_t;
 
 void buf_limiter_init(limiter_t *l, const buf_config_t *cfg);

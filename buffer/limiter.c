@@ -14,7 +14,7 @@ void buf_limiter_init(limiter_t *l, const buf_config_t *cfg)
     l->spi = cfg->samples_per_insert;
     l->min_size = cfg->min_size < 1 ? 1 : cfg->min_size;
     l->error_buffer = cfg->error_buffer;
-    l->inserts = l->samples = l->pending = 0;
+    l->inserts = l->samples = l->pending = l->preloaded = 0;
 }
 
 int buf_limiter_can_insert(const limiter_t *l, int64_t n)
@@ -27,7 +27,7 @@ int buf_limiter_can_insert(const limiter_t *l, int64_t n)
 
 int buf_limiter_can_sample(const limiter_t *l, int64_t n)
 {
-    if (l->inserts < l->min_size) return 0;
+    if (l->inserts + l->preloaded < l->min_size) return 0;
     if (l->spi <= 0) return 1;
     double min_diff = l->spi * (double)l->min_size - l->error_buffer;
     return (double)l->inserts * l->spi - (double)(l->samples + n) >= min_diff;

@@ -448,6 +448,7 @@ int buf_attach_demo(buf_t *b, const char *path, cr_err_t *err)
         close_db(&b->db[dbi]);
     } else {
         b->demo_budget_left -= buf_cache_bytes(&b->db[dbi].cache);
+        b->lim.preloaded += b->db[dbi].n_tr;
         b->n_db = dbi + 1;
         pthread_cond_broadcast(&b->sample_cv);
     }

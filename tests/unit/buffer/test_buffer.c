@@ -344,6 +344,28 @@ static void test_source_mixing(void)
     buf_close(b);
 }
 
+/* Behaviour cloning from earlier buffers: no online data at all. */
+static void test_offline_only(void)
+{
+    cr_err_t err = {0};
+    const char *demo = db_path("demo2.db");
+    make_demo(demo, 2, &err);
+    buf_layout_t l = tu_layout();
+    buf_config_t c = fast_config();
+    c.min_size = 5;
+    buf_t *b;
+    ASSERT_OK(buf_open(db_path("offline.db"), &l, &c, &b, &err), &err);
+    buf_batch_t *bt;
+    ASSERT_OK(buf_batch_create(b, 32, &bt, &err), &err);
+    ASSERT_INT_EQ(buf_sample(b, bt, 10, &err), CR_ETIMEDOUT);
+    ASSERT_OK(buf_attach_demo(b, demo, &err), &err);
+    ASSERT_OK(buf_sample(b, bt, 1000, &err), &err);
+    for (int i = 0; i < bt->size; i++) ASSERT_INT_EQ(bt->source[i], BUF_SRC_DEMO);
+    check_batch(bt);
+    buf_batch_destroy(bt);
+    buf_close(b);
+}
+
 static void test_nstep_returns(void)
 {
     cr_err_t err = {0};
@@ -790,6 +812,7 @@ int main(int argc, char **argv)
         {"recovery_truncates", test_recovery_truncates},
         {"disk_gathers", test_disk_gathers},
         {"source_mixing", test_source_mixing},
+        {"offline_only", test_offline_only},
         {"nstep_returns", test_nstep_returns},
         {"prioritized", test_prioritized},
         {"recent_window", test_recent_window},
