@@ -413,7 +413,7 @@ static int commit_batch(buf_t *b, wstmts_t *w, putitem_t *batch, int n, int64_t 
 {
     cr_err_t err = {0};
     int64_t n_ep0 = b->n_ep, ntr0 = b->w_ntr;
-    memcpy(snap, b->ep, (size_t)n_ep0 * sizeof *snap);
+    if (n_ep0) memcpy(snap, b->ep, (size_t)n_ep0 * sizeof *snap);
     int code = buf_exec(b->wdb, "BEGIN IMMEDIATE", &err);
     int i = 0;
     for (putitem_t *it = batch; it && !code; it = it->next, i++) code = write_step(b, w, it, &eff[i], &err);
@@ -424,7 +424,7 @@ static int commit_batch(buf_t *b, wstmts_t *w, putitem_t *batch, int n, int64_t 
     if (!code) code = buf_exec(b->wdb, "COMMIT", &err);
     if (code) {
         if (!sqlite3_get_autocommit(b->wdb)) sqlite3_exec(b->wdb, "ROLLBACK", NULL, NULL, NULL);
-        memcpy(b->ep, snap, (size_t)n_ep0 * sizeof *snap);
+        if (n_ep0) memcpy(b->ep, snap, (size_t)n_ep0 * sizeof *snap);
         b->n_ep = n_ep0;
         b->w_ntr = ntr0;
         CR_ERROR("buffer", "%s: %d put(s) not stored: %s", b->path, n, err.msg);
