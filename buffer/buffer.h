@@ -102,7 +102,8 @@ typedef struct buf buf_t;
  * index and the rate limiter are rebuilt. A layout given for an existing buffer must
  * match the stored one (CR_EINVAL otherwise); NULL accepts the stored one. Errors:
  * CR_ECORRUPT (not a database, or not a corral buffer), CR_EVERSION (newer schema),
- * CR_EIO, CR_ENOSPC. cfg NULL: defaults. */
+ * CR_EBUSY (another process has it open: one writing process per buffer, held by a
+ * flock on PATH.lock), CR_EIO, CR_ENOSPC. cfg NULL: defaults. */
 int buf_open(const char *path, const buf_layout_t *layout, const buf_config_t *cfg,
              buf_t **out, cr_err_t *err);
 

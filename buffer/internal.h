@@ -158,6 +158,7 @@ struct buf {
     int obs_dim;
     char path[1024];
     sqlite3 *wdb;               /* writer connection */
+    int lock_fd;                /* flock on PATH.lock: one writing process per buffer */
     pthread_mutex_t mu;
     pthread_cond_t put_cv;      /* queue has room / limiter admits inserts */
     pthread_cond_t work_cv;     /* writer: queue non-empty */

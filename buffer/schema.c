@@ -258,7 +258,8 @@ int buf_schema_open(const char *path, const buf_layout_t *layout, int readonly,
                     cr_err_t *err)
 {
     *out = NULL;
-    if (layout && layout_validate(layout, err)) return err ? err->code : CR_EINVAL;
+    int bad = layout ? layout_validate(layout, err) : 0;
+    if (bad) return bad;
     struct stat sb;
     int exists = stat(path, &sb) == 0;
     if (!exists && (readonly || !layout))
@@ -276,20 +277,27 @@ int buf_schema_open(const char *path, const buf_layout_t *layout, int readonly,
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, 10000);
     int code = 0;
+    /* Recognise the file before changing anything in it: a foreign database must
+     * not even be switched to WAL. Reading the header fails on a damaged file. */
+    int64_t n_tables = 0, app = 0;
+    if ((code = pragma_int(db, "PRAGMA application_id", &app, err)) ||
+        (code = pragma_int(db, "SELECT count(*) FROM sqlite_master", &n_tables, err))) {
+        cr_err_wrap(err, "%s is not a usable SQLite database", path);
+        goto fail;
+    }
+    if (n_tables > 0 && app != APP_ID) {
+        code = cr_err_set(err, CR_ECORRUPT, "%s is not a corral buffer (application_id %lld)",
+                          path, (long long)app);
+        goto fail;
+    }
     if (!readonly) {
-        /* journal_mode reads page 1: a foreign or damaged file fails here. */
         if ((code = buf_exec(db, "PRAGMA journal_mode=WAL", err))) {
-            cr_err_wrap(err, "%s is not a usable SQLite database", path);
+            cr_err_wrap(err, "%s: cannot switch to WAL", path);
             goto fail;
         }
         if ((code = buf_exec(db, sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", err)))
             goto fail;
         buf_exec(db, "PRAGMA cache_size=-16384", NULL);
-    }
-    int64_t n_tables = 0;
-    if ((code = pragma_int(db, "SELECT count(*) FROM sqlite_master", &n_tables, err))) {
-        cr_err_wrap(err, "%s is not a usable SQLite database", path);
-        goto fail;
     }
     if (n_tables == 0 && !readonly && layout) {
         if ((code = create_schema(db, layout, err))) { cr_err_wrap(err, "create %s", path); goto fail; }

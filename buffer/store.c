@@ -13,10 +13,14 @@
 #include "common/log.h"
 #include "common/time.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 int buf_layout_obs_dim(const buf_layout_t *l)
 {
@@ -327,6 +331,24 @@ static int recover(buf_t *b, cr_err_t *err)
     return 0;
 }
 
+/* Two processes writing one buffer would each index only their own rows: the second
+ * is refused. The kernel drops the lock when its holder dies, so a SIGKILLed
+ * writer never blocks its successor. (A lock on the database file itself would be
+ * released by SQLite's POSIX locks' close semantics, hence the side file.) */
+static int lock_buffer(buf_t *b, cr_err_t *err)
+{
+    char lock[1100];
+    snprintf(lock, sizeof lock, "%s.lock", b->path);
+    b->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (b->lock_fd < 0)
+        return cr_err_set(err, errno == EACCES || errno == EROFS ? CR_EPERM : CR_EIO,
+                          "%s: %s", lock, strerror(errno));
+    if (flock(b->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return cr_err_set(err, errno == EWOULDBLOCK ? CR_EBUSY : CR_EIO,
+                          "%s is open for writing in another process (%s)", b->path, strerror(errno));
+    return 0;
+}
+
 int buf_open(const char *path, const buf_layout_t *layout, const buf_config_t *cfg,
              buf_t **out, cr_err_t *err)
 {
@@ -338,6 +360,7 @@ int buf_open(const char *path, const buf_layout_t *layout, const buf_config_t *c
     int code = check_config(&b->cfg, err);
     if (code) { free(b); return code; }
     snprintf(b->path, sizeof b->path, "%s", path);
+    b->lock_fd = -1;
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -356,6 +379,7 @@ int buf_open(const char *path, const buf_layout_t *layout, const buf_config_t *c
         b->rng[i] = z ^ (z >> 31);
     }
     b->n_db = 1;
+    if ((code = lock_buffer(b, err))) goto fail;
     if ((code = buf_schema_open(path, layout, 0, b->cfg.sync_full, b->cfg.vfs, &b->wdb, &b->layout, err)))
         goto fail;
     b->obs_dim = buf_layout_obs_dim(&b->layout);
@@ -406,6 +430,7 @@ void buf_close(buf_t *b)
         buf_sumtree_free(&b->src[s].tree);
     }
     sqlite3_close(b->wdb);
+    if (b->lock_fd >= 0) close(b->lock_fd);  /* releases the flock */
     free(b->ep);
     pthread_cond_t *cvs[] = {&b->put_cv, &b->work_cv, &b->done_cv, &b->sample_cv, &b->fetch_cv};
     for (size_t i = 0; i < sizeof cvs / sizeof cvs[0]; i++) pthread_cond_destroy(cvs[i]);

@@ -83,6 +83,15 @@ static void test_create_and_layout(void)
     buf_close(b);
     ASSERT_OK(buf_open(path, NULL, &c, &b, &err), &err);  /* layout read back */
     ASSERT_INT_EQ(buf_layout(b)->cam_c[0], 3);
+    /* A second writer process is refused while the first holds the buffer. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        buf_t *b2;
+        _exit(buf_open(path, NULL, &c, &b2, &err) == CR_EBUSY ? 0 : 1);
+    }
+    int status;
+    ASSERT_INT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     buf_close(b);
     buf_layout_t other = l;
     other.act_dim = 3;
@@ -617,7 +626,8 @@ static void test_bad_files(void)
     sqlite3_close(db);
     ASSERT_INT_EQ(buf_open(foreign, &l, &c, &b, &err), CR_ECORRUPT);
     ASSERT_TRUE(strstr(err.msg, "not a corral buffer") != NULL);
-    ASSERT_INT_EQ(tu_query(foreign, "SELECT x FROM t"), 1);  /* left untouched */
+    ASSERT_INT_EQ(tu_query(foreign, "SELECT x FROM t"), 1);  /* left untouched, */
+    ASSERT_INT_EQ(tu_query(foreign, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode='delete'"), 1);
     /* A newer schema. */
     const char *newer = db_path("newer.db");
     ASSERT_OK(buf_open(newer, &l, &c, &b, &err), &err);
