@@ -56,6 +56,8 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
             arg_int(a, GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
         }
     }
+    if (server) /* a second server on a taken port is an error, not a silent share */
+        arg_int(a, GRPC_ARG_ALLOW_REUSEPORT, 0);
     if (!server) {
         int b0 = o && o->backoff_initial_ms > 0 ? o->backoff_initial_ms : 100;
         int bmax = o && o->backoff_max_ms > 0 ? o->backoff_max_ms : 2000;

@@ -308,6 +308,7 @@ void rpc_backoff_reset(rpc_backoff_t *b);    /* after a success */
  *   dir/ca.pem, dir/ca-key.pem       the CA (reused when present, so clients can
  *                                    be added later)
  *   dir/server/{ca,cert,key}.pem     CN = hosts[0]; SANs = hosts + localhost + 127.0.0.1
+ *                                    (kept when n_hosts is 0 and it exists)
  *   dir/<client>/{ca,cert,key}.pem   one per client name, CN = the name
  * Keys are EC P-256, written 0600; certificates valid for 10 years. Each
  * directory is a complete cert_dir for rpc_opts_t. hosts may be empty

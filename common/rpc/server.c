@@ -778,7 +778,15 @@ int rpc_server_start(rpc_server_t *s, cr_err_t *err)
 
 void rpc_server_stop(rpc_server_t *s)
 {
-    if (!s || !s->started || s->stopped) return;
+    if (!s || s->stopped) return;
+    if (!s->started) {
+        /* gRPC insists on a shutdown before destroy once a port was added */
+        grpc_server_shutdown_and_notify(s->gs, s->queues[0].cq, &s->shutdown_tag);
+        while (grpc_completion_queue_next(s->queues[0].cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).tag !=
+               &s->shutdown_tag) {}
+        s->stopped = 1;
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_mutex_unlock(&s->mu);
@@ -793,7 +801,7 @@ void rpc_server_stop(rpc_server_t *s)
 void rpc_server_destroy(rpc_server_t *s)
 {
     if (!s) return;
-    rpc_server_stop(s);
+    if (s->gs && s->queues) rpc_server_stop(s);
     if (s->gs) grpc_server_destroy(s->gs);
     for (int i = 0; s->queues && i < s->n_queues; i++) {
         queue_t *q = &s->queues[i];
