@@ -136,10 +136,11 @@ typedef struct rpc_method {
     unsigned flags;                            /* RPC_METHOD_* */
     void *user;                                /* for the callbacks: rpc_call_method(c)->user */
 
-    /* Optional, streams from the client: the call arrived, before any message. */
+    /* Optional: the call arrived, before its first message (set up per-call state). */
     void (*on_start)(rpc_call_t *call);
     /* Each request (unary and server-stream: exactly one). msg is borrowed until
-     * return. Malformed bytes never get here: the layer answers INVALID_ARGUMENT. */
+     * return. Malformed or oversized requests never get here: the layer logs them
+     * and answers INVALID_ARGUMENT / RESOURCE_EXHAUSTED. */
     void (*on_message)(rpc_call_t *call, const ProtobufCMessage *msg);
     /* Optional, client-stream and bidi: the client will send no more. NULL means
      * finish with OK once queued replies are sent. (A client that is cancelling can

@@ -381,17 +381,42 @@ static void test_oversized(void)
     rpc_channel_t *big = fx_channel(f.target, &co);
     cr_err_t err = {0};
     rpc_code_t st;
-    int rc = fx_echo(big, "big", 0, 0, 2 << 20, 3000, &st, NULL, 0, &err);
+    /* over the limit: the layer's own check, with a log line naming size and limit */
+    int rc = fx_echo(big, "big", 0, 0, 1536 << 10, 3000, &st, NULL, 0, &err);
     ASSERT_INT_EQ(st, RPC_RESOURCE_EXHAUSTED);
     ASSERT_INT_EQ(rc, CR_ETOOBIG);
     fprintf(stderr, "  oversized: %s\n", err.msg);
+    /* far over: gRPC refuses it before the layer sees it; same status */
+    rc = fx_echo(big, "huge", 0, 0, 3 << 20, 3000, &st, NULL, 0, &err);
+    ASSERT_INT_EQ(st, RPC_RESOURCE_EXHAUSTED);
+    ASSERT_INT_EQ(rc, CR_ETOOBIG);
+    fprintf(stderr, "  far oversized: %s\n", err.msg);
     /* a client with the server's limit refuses before sending anything */
     rpc_channel_t *small = fx_channel(f.target, &so);
     rc = fx_echo(small, "big", 0, 0, 2 << 20, 3000, &st, NULL, 0, &err);
     ASSERT_INT_EQ(rc, CR_ETOOBIG);
     ASSERT_TRUE(strstr(err.msg, "exceeds the message limit") != NULL);
     ASSERT_OK(fx_echo(big, "small", 0, 0, 1000, 2000, &st, NULL, 0, &err), &err);
+    /* the same inside a stream, after a few good messages */
+    fx_rec_t r;
+    fx_rec_init(&r);
+    rpc_stream_cbs_t cbs = fx_rec_cbs(&r);
+    rpc_stream_t *s;
+    ASSERT_OK(rpc_stream_open(big, &s, RPC_ECHO_COLLECT, &corral__v1__echo_reply__descriptor, &cbs, 5000, &err), &err);
+    send_reqs(s, 3, 1000);
+    send_reqs(s, 1, 1536 << 10);
+    rpc_code_t code;
+    ASSERT_TRUE(rpc_stream_wait(s, 5000, &code, &err) != 0);
+    fprintf(stderr, "  oversized in a stream: %s\n", err.msg);
+    ASSERT_INT_EQ(code, RPC_RESOURCE_EXHAUSTED);
+    rpc_stream_destroy(s);
+    ASSERT_OK(fx_echo(big, "small", 0, 0, 1000, 2000, &st, NULL, 0, &err), &err);
     fx_log_release();
+    ASSERT_TRUE(fx_log_has("Unary from ipv4:127.0.0.1:"));
+    ASSERT_TRUE(fx_log_has("Unary from ipv4:127.0.0.1:") && fx_log_has("message 1 of 15728"));
+    ASSERT_TRUE(fx_log_has("Collect from ipv4:127.0.0.1:"));
+    ASSERT_TRUE(fx_log_has("bytes exceeds the limit of 1048576 bytes: answered RESOURCE_EXHAUSTED") && fx_log_has("message 4 of 15728"));
+    ASSERT_INT_EQ(fx_log_has("no request message"), 0);
     rpc_channel_destroy(small);
     rpc_channel_destroy(big);
     fx_server_stop(&f);
