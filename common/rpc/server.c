@@ -205,12 +205,13 @@ static int done_due_locked(rpc_call_t *c)
     return 1;
 }
 
-/* Called with c->mu held: posts the next receive if the call still wants one. */
+/* Unary and server-stream calls read exactly one request. */
 static int one_request(const rpc_call_t *c)
 {
     return c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
 }
 
+/* Called with c->mu held: posts the next receive if the call still wants one. */
 static void want_recv_locked(rpc_call_t *c)
 {
     if (c->recv_pending || c->half_closed || c->finishing || c->close_done) return;
