@@ -13,6 +13,10 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, sr
 
 static void cpu_fill(float *x, float v, size_t N)
 {
+    if (v == 0.0f) {   /* the common case: clearing gradients */
+        memset(x, 0, N * sizeof(float));
+        return;
+    }
     for (size_t i = 0; i < N; i++) x[i] = v;
 }
 
