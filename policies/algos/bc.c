@@ -135,6 +135,9 @@ static int bc_act(void *self, const float *obs, int deterministic, float *action
     bc_t *s = self;
     cr_err_t *err = pol_err(cerr);
     int rc = reserve(s, 1, err), A = s->spec.act_dim;
+    for (int i = 0; !rc && i < s->spec.obs_dim; i++)
+        if (!isfinite(obs[i]))
+            return cr_err_set(err, CR_EINVAL, "%s: observation[%d] is not finite", s->algo, i);
     if (rc) return rc;
     float eps[64];
     for (int j = 0; j < A && j < 64; j++) eps[j] = deterministic ? 0.0f : nn_rng_normal(&s->rng);

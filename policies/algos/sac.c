@@ -369,6 +369,9 @@ static int sac_act(void *self, const float *obs, int deterministic, float *actio
     sac_t *s = self;
     cr_err_t *err = pol_err(cerr);
     int rc = reserve(s, 1, err);
+    for (int i = 0; !rc && i < s->spec.obs_dim; i++)
+        if (!isfinite(obs[i]))
+            return cr_err_set(err, CR_EINVAL, "%s: observation[%d] is not finite", s->algo, i);
     if (rc) return rc;
     const nn_backend_t *be = s->be;
     be->upload(s->obs, obs, (size_t)s->spec.obs_dim * sizeof(float));
