@@ -46,7 +46,8 @@ static int make_context(mj_render_t *rd, cr_err_t *err)
         return cr_err_set(err, CR_EUNAVAIL, "camera: eglInitialize failed (0x%x)", eglGetError());
     }
     const EGLint attrs[] = {EGL_RED_SIZE, 8, EGL_GREEN_SIZE, 8, EGL_BLUE_SIZE, 8,
-                            EGL_DEPTH_SIZE, 24, EGL_RENDERABLE_TYPE, EGL_OPENGL_BIT, EGL_NONE};
+                            EGL_DEPTH_SIZE, 24, EGL_RENDERABLE_TYPE, EGL_OPENGL_BIT,
+                            EGL_SURFACE_TYPE, EGL_PBUFFER_BIT, EGL_NONE};
     EGLConfig cfg;
     EGLint n = 0;
     if (!eglChooseConfig(rd->dpy, attrs, &cfg, 1, &n) || n < 1)
