@@ -333,4 +333,45 @@ uint16_t hal_dxl_crc(uint16_t crc, const uint8_t *data, size_t n);
 #define HAL_DXL_PRESENT_VELOCITY 128
 #define HAL_DXL_PRESENT_POSITION 132
 
+/* ---- hardware probe (`corral hal probe`) ----------------------------------- */
+
+#define HAL_PROBE_MAX_PORTS 16
+#define HAL_PROBE_MAX_SERVOS 32
+
+typedef struct hal_probe_port {
+    char path[256];
+    int baud;                          /* the rate that answered, or the last tried */
+    int n_servos;
+    int ids[HAL_PROBE_MAX_SERVOS];
+    uint16_t models[HAL_PROBE_MAX_SERVOS];
+    char error[200];                   /* "" when the port opened */
+} hal_probe_port_t;
+
+typedef struct hal_probe_model {
+    char name[64];
+    int obs_dim, act_dim, n_cams;
+    char mode[32];
+    double rate_hz;
+    int episode_steps;
+    char error[300];                   /* "" when the model loads */
+} hal_probe_model_t;
+
+typedef struct hal_probe {
+    char gpu_source[32];
+    int n_gpus;
+    hal_gpu_t gpus[HAL_MAX_GPUS];
+    int n_ports;
+    hal_probe_port_t ports[HAL_PROBE_MAX_PORTS];
+    int n_models;
+    hal_probe_model_t models[16];
+} hal_probe_t;
+
+/* Probes GPUs, serial ports (the given ones, else /dev/ttyUSB* and /dev/ttyACM*)
+ * with a broadcast ping at each baud rate (0: 57600 then 1000000), and the
+ * simulated robots in hal_mujoco_models_dir(). Per-device failures are recorded
+ * in the report, not returned. */
+int hal_probe_run(const char *const *ports, int n_ports, int baud, hal_probe_t *out, cr_err_t *err);
+/* The report as JSON; malloc'ed, the caller frees. NULL when out of memory. */
+char *hal_probe_json(const hal_probe_t *p);
+
 #endif

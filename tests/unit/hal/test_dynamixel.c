@@ -9,6 +9,8 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static const int ids3[] = {1, 2, 3};
 
@@ -183,6 +185,44 @@ static void test_bad_config(void)
     ASSERT_TRUE(strstr(err.msg, "option port is required") != NULL);
 }
 
+static void test_probe(void)
+{
+    dxl_emu_t *emu;
+    ASSERT_INT_EQ(dxl_emu_start(ids3, 3, &emu), 0);
+    setenv("CORRAL_ROBOTS_DIR", test_source_path("configs/robots"), 1);
+    setenv("CORRAL_SIM_GPUS", "1xH100-80GB", 1);
+    hal_probe_t *p = malloc(sizeof *p);
+    cr_err_t err = {0};
+    const char *ports[] = {dxl_emu_port(emu), "/dev/does-not-exist-dxl"};
+    ASSERT_OK(hal_probe_run(ports, 2, 0, p, &err), &err);
+    ASSERT_INT_EQ(p->n_ports, 2);
+    ASSERT_INT_EQ(p->ports[0].n_servos, 3);
+    ASSERT_INT_EQ(p->ports[0].models[0], 1060);
+    ASSERT_INT_EQ(p->ports[1].n_servos, 0);
+    ASSERT_TRUE(strstr(p->ports[1].error, "does-not-exist") != NULL);
+    ASSERT_INT_EQ(p->n_gpus, 1);
+    ASSERT_TRUE(p->n_models >= 3);
+    char *json = hal_probe_json(p);
+    ASSERT_TRUE(json && strstr(json, "\"reach2d\"") && strstr(json, "\"simulated\":\ttrue"));
+    free(json);
+    free(p);
+
+    /* The same through the CLI, as a user runs it. */
+    const char *bin = test_build_path("corral");
+    if (access(bin, X_OK) == 0) {
+        char cmd[2048], out[16384];
+        snprintf(cmd, sizeof cmd, "%s hal probe --json --port %s", bin, dxl_emu_port(emu));
+        FILE *f = popen(cmd, "r");
+        ASSERT_TRUE(f != NULL);
+        size_t n = fread(out, 1, sizeof out - 1, f);
+        out[n] = 0;
+        ASSERT_INT_EQ(pclose(f), 0);
+        ASSERT_TRUE(strstr(out, "\"id\":\t3") && strstr(out, "H100") && strstr(out, "push"));
+    }
+    unsetenv("CORRAL_SIM_GPUS");
+    dxl_emu_stop(emu);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -191,6 +231,7 @@ int main(int argc, char **argv)
         {"driver", test_driver},
         {"faults", test_faults},
         {"bad_config", test_bad_config},
+        {"probe", test_probe},
         {NULL, NULL},
     };
     return test_main("hal_dynamixel", cases, argc, argv);
