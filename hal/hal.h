@@ -280,6 +280,13 @@ typedef struct hal_loop_stats {
 int hal_loop_run(int64_t period_ns, int64_t n_ticks, int (*fn)(void *ctx, int64_t tick),
                  void *ctx, hal_loop_stats_t *stats);
 
+/* Asks for real-time scheduling (SCHED_FIFO at priority 1..99) and locks memory,
+ * for the thread that runs a robot's control loop. CR_EPERM when not allowed
+ * (no CAP_SYS_NICE / rtprio limit): the loop still runs, with more jitter. */
+int hal_loop_realtime(int priority, cr_err_t *err);
+/* Back to normal scheduling for the calling thread. */
+void hal_loop_normal(void);
+
 /* ---- GPUs ------------------------------------------------------------------- */
 
 typedef struct hal_gpu {

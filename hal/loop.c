@@ -10,6 +10,10 @@
 #include "common/time.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -70,4 +74,23 @@ int hal_loop_run(int64_t period_ns, int64_t n_ticks, int (*fn)(void *ctx, int64_
     }
     free(jit);
     return rc;
+}
+
+int hal_loop_realtime(int priority, cr_err_t *err)
+{
+    struct sched_param sp = {.sched_priority = priority};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+    if (rc)
+        return cr_err_set(err, rc == EPERM ? CR_EPERM : CR_EINVAL,
+                          "SCHED_FIFO priority %d refused: %s", priority, strerror(rc));
+    /* Page faults in a control period are jitter too. */
+    mlockall(MCL_CURRENT | MCL_FUTURE);
+    return 0;
+}
+
+void hal_loop_normal(void)
+{
+    struct sched_param sp = {.sched_priority = 0};
+    pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
+    munlockall();
 }
