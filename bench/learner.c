@@ -11,7 +11,6 @@
 #include "common/time.h"
 #include "policies/policies.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +111,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    openblas_set_num_threads(1);
+    nn_cpu_set_threads(1);
     const char *src = getenv("CORRAL_SOURCE_DIR");
     char script[4096];
     snprintf(script, sizeof script, "%s/bench/peers/sac_torch.py", src ? src : CORRAL_SOURCE_DIR_DEFAULT);
