@@ -1,0 +1,75 @@
+/* server.c - the controller daemon's object: registry, liveness table and the
+ * gRPC server carrying Registry and AgentLink, started and stopped in the order
+ * that lets every handler finish before what it uses goes away. */
+#include "controller/server_int.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
+{
+    *out = NULL;
+    ctl_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv) return cr_err_set(err, CR_ENOMEM, "controller");
+    snprintf(srv->listen, sizeof srv->listen, "%s", opts->listen ? opts->listen : CTL_DEFAULT_LISTEN);
+    snprintf(srv->state_dir, sizeof srv->state_dir, "%s",
+             opts->state_dir ? opts->state_dir : CTL_DEFAULT_STATE_DIR);
+    srv->heartbeat_ms = opts->heartbeat_ms > 0 ? opts->heartbeat_ms : CTL_DEFAULT_HEARTBEAT_MS;
+    srv->missed = opts->missed > 0 ? opts->missed : CTL_DEFAULT_MISSED;
+    int rc = ctl_registry_open(srv->state_dir, &srv->reg, err);
+    if (rc) goto fail;
+    size_t n = ctl_service_methods(srv, srv->methods);
+    ctl_agentlink_method(srv, &srv->methods[n++]);
+    rpc_opts_t ro = opts->rpc;
+    if (ro.pool_threads == 0) ro.pool_threads = 2;
+    rc = rpc_server_create(&srv->rpc, srv->listen, &ro, srv->methods, n, err);
+    if (rc) {
+        cr_err_wrap(err, "listen on %s", srv->listen);
+        goto fail;
+    }
+    *out = srv;
+    return 0;
+fail:
+    ctl_server_destroy(srv);
+    return rc;
+}
+
+int ctl_server_port(const ctl_server_t *srv) { return rpc_server_port(srv->rpc); }
+
+ctl_registry_t *ctl_server_registry(ctl_server_t *srv) { return srv->reg; }
+
+size_t ctl_server_sessions(ctl_server_t *srv) { return srv->lv ? ctl_liveness_count(srv->lv) : 0; }
+
+int ctl_server_start(ctl_server_t *srv, cr_err_t *err)
+{
+    /* Liveness first: a session may arrive as soon as the server starts. */
+    int rc = ctl_liveness_create(srv->reg, srv->heartbeat_ms, srv->missed, &srv->lv, err);
+    if (rc) return rc;
+    if ((rc = rpc_server_start(srv->rpc, err))) return rc;
+    srv->started = 1;
+    CR_INFO("controller", "serving on %s (port %d), state in %s, heartbeat %d ms, lost after %d missed",
+            srv->listen, ctl_server_port(srv), ctl_registry_path(srv->reg), srv->heartbeat_ms, srv->missed);
+    return 0;
+}
+
+void ctl_server_stop(ctl_server_t *srv)
+{
+    if (!srv || srv->stopped) return;
+    srv->stopped = 1;
+    if (srv->lv) ctl_liveness_stopping(srv->lv);
+    /* rpc_server_stop cancels every session and waits for their on_done, which
+     * still use the liveness table and the registry: both outlive it. */
+    if (srv->rpc) rpc_server_stop(srv->rpc);
+}
+
+void ctl_server_destroy(ctl_server_t *srv)
+{
+    if (!srv) return;
+    ctl_server_stop(srv);
+    rpc_server_destroy(srv->rpc);
+    ctl_liveness_destroy(srv->lv);
+    ctl_registry_close(srv->reg);
+    free(srv);
+}
