@@ -20,6 +20,7 @@ typedef struct session {
     ctl_server_t *srv;
     char node[64];
     uint64_t id;            /* liveness session id; 0 until the inventory is accepted */
+    int half_closed;        /* the agent said it will send no more */
     char why[160];          /* why the session ended, when we know better than the code */
 } session_t;
 
@@ -133,8 +134,10 @@ static void on_message(rpc_call_t *call, const ProtobufCMessage *msg)
 
 static void on_half_close(rpc_call_t *call)
 {
+    /* A cancelling client can look like a half-close; on_done's code tells them
+     * apart (OK only for a real goodbye). */
     session_t *s = rpc_call_data(call);
-    if (s) snprintf(s->why, sizeof s->why, "agent closed its session");
+    if (s) s->half_closed = 1;
     rpc_call_finish(call, RPC_OK, NULL);
 }
 
@@ -146,7 +149,8 @@ static void on_done(rpc_call_t *call, rpc_code_t code)
     if (s->id) {
         char why[200];
         if (s->why[0]) snprintf(why, sizeof why, "%s", s->why);
-        else snprintf(why, sizeof why, "session ended (%s)", rpc_code_name(code));
+        else if (s->half_closed && code == RPC_OK) snprintf(why, sizeof why, "agent closed its session");
+        else snprintf(why, sizeof why, "session ended (%s: agent gone or connection lost)", rpc_code_name(code));
         ctl_liveness_release(s->srv->lv, s->node, s->id, why);
     }
     free(s);

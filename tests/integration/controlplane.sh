@@ -85,6 +85,26 @@ while True:
     time.sleep(0.1)
 PY
 }
+# wait_seen SECONDS NODE SINCE_MS: until the node's agent has opened a session
+# after SINCE_MS (unix ms); a restarted controller shows the nodes it knew as
+# ready for a grace period, so state alone does not prove a reconnect.
+wait_seen() {
+    python3 - "$@" <<'PY'
+import json, subprocess, sys, time, os
+limit, name, since = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+t0 = time.monotonic()
+while True:
+    p = subprocess.run([os.environ["CORRAL"], "node", "list", "--json"], capture_output=True, text=True)
+    if p.returncode == 0:
+        for r in json.loads(p.stdout):
+            if r["name"] == name and r["state"] == "ready" and r["last_seen_unix_ms"] >= since:
+                print("%.2f" % (time.monotonic() - t0)); sys.exit(0)
+    if time.monotonic() - t0 > limit:
+        print("timeout"); sys.exit(1)
+    time.sleep(0.1)
+PY
+}
+now_ms() { python3 -c 'import time; print(int(time.time() * 1000))'; }
 export CORRAL
 
 echo "controlplane: controller on $ADDR, state in $T"
@@ -177,15 +197,24 @@ start_agent1
 t=$(wait_for 10 node n1 state ready) && ok "n1 back ${t}s after restart" || bad "n1 back ($t)"
 t=$(wait_for 3 robot arm1 state available) && ok "arm1 available again" || bad "arm1 available again ($t)"
 
+# --- a frozen agent (SIGSTOP): its connection stays open, its heartbeats stop ---------
+kill -STOP $A2_PID
+t=$(wait_for 4 node n2 state lost) && ok "frozen n2 lost ${t}s after SIGSTOP (keepalive or 3 missed heartbeats)" \
+    || bad "frozen n2 lost ($t)"
+kill -CONT $A2_PID
+t=$(wait_for 10 node n2 state ready) && ok "n2 back ${t}s after SIGCONT" || bad "n2 back after SIGCONT ($t)"
+
 # --- the controller killed with SIGKILL and restarted --------------------------------------
 "$CORRAL" robot list --json >"$T/before.json"
 "$CORRAL" gpu list --json >"$T/gpus-before.json"
 kill -9 $CTL_PID; wait $CTL_PID 2>/dev/null; CTL_PID=
 out=$("$CORRAL" node list 2>&1); rc=$?
 [ $rc -eq 2 ] && ok "controller down: CLI exit 2" || bad "controller down: rc $rc"
+sleep 1   # the agents notice and back off while no controller answers
+since=$(now_ms)
 start_controller
-t=$(wait_for 10 node n1 state ready) && ok "n1 reconnected by itself (${t}s)" || bad "n1 reconnect ($t)"
-t=$(wait_for 10 node n2 state ready) && ok "n2 reconnected by itself (${t}s)" || bad "n2 reconnect ($t)"
+t=$(wait_seen 10 n1 "$since") && ok "n1 reconnected by itself (${t}s)" || bad "n1 reconnect ($t)"
+t=$(wait_seen 10 n2 "$since") && ok "n2 reconnected by itself (${t}s)" || bad "n2 reconnect ($t)"
 "$CORRAL" robot list --json >"$T/after.json"
 "$CORRAL" gpu list --json >"$T/gpus-after.json"
 check "robots intact after controller restart" cmp -s "$T/before.json" "$T/after.json"
