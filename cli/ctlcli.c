@@ -105,6 +105,27 @@ void cli_json_print(cJSON *json)
     cJSON_Delete(json);
 }
 
+void cli_json_array_begin(cli_json_array_t *a)
+{
+    a->n = 0;
+    fputc('[', stdout);
+}
+
+void cli_json_array_item(cli_json_array_t *a, cJSON *obj)
+{
+    char *s = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!s) return;
+    fputs(a->n++ ? ",\n  " : "\n  ", stdout);
+    fputs(s, stdout);
+    cJSON_free(s);
+}
+
+void cli_json_array_end(cli_json_array_t *a)
+{
+    fputs(a->n ? "\n]\n" : "]\n", stdout);
+}
+
 static void add_str_or_null(cJSON *o, const char *key, const char *s)
 {
     if (s && *s) cJSON_AddStringToObject(o, key, s);

@@ -45,9 +45,10 @@ static int do_list(const char *prog, rpc_channel_t *ch, const cli_args_t *a)
                           (ProtobufCMessage **)&resp);
     if (rc) return rc;
     if (a->json) {
-        cJSON *arr = cJSON_CreateArray();
-        for (size_t i = 0; i < resp->n_nodes; i++) cJSON_AddItemToArray(arr, cli_node_json(resp->nodes[i]));
-        cli_json_print(arr);
+        cli_json_array_t arr;
+        cli_json_array_begin(&arr);
+        for (size_t i = 0; i < resp->n_nodes; i++) cli_json_array_item(&arr, cli_node_json(resp->nodes[i]));
+        cli_json_array_end(&arr);
     } else {
         static const char *const h[] = {"NAME", "STATE", "ADDRESS", "CORES", "MEMORY", "ROBOTS", "GPUS", "LAST-SEEN"};
         cli_table_t *t = cli_table_new(8, h);

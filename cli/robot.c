@@ -86,9 +86,10 @@ static int do_list(const char *prog, rpc_channel_t *ch, const cli_args_t *a)
                           (ProtobufCMessage **)&resp);
     if (rc) return rc;
     if (a->json) {
-        cJSON *arr = cJSON_CreateArray();
-        for (size_t i = 0; i < resp->n_robots; i++) cJSON_AddItemToArray(arr, cli_robot_json(resp->robots[i]));
-        cli_json_print(arr);
+        cli_json_array_t arr;
+        cli_json_array_begin(&arr);
+        for (size_t i = 0; i < resp->n_robots; i++) cli_json_array_item(&arr, cli_robot_json(resp->robots[i]));
+        cli_json_array_end(&arr);
     } else {
         static const char *const h[] = {"NAME", "DRIVER", "NODE", "STATE", "EXPERIMENT", "MODEL"};
         cli_table_t *t = cli_table_new(6, h);

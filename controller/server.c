@@ -47,6 +47,7 @@ int ctl_server_start(ctl_server_t *srv, cr_err_t *err)
     /* Liveness first: a session may arrive as soon as the server starts. */
     int rc = ctl_liveness_create(srv->reg, srv->heartbeat_ms, srv->missed, &srv->lv, err);
     if (rc) return rc;
+    if ((rc = ctl_workq_create(&srv->wq, err))) return rc;
     if ((rc = rpc_server_start(srv->rpc, err))) return rc;
     srv->started = 1;
     CR_INFO("controller", "serving on %s (port %d), state in %s, heartbeat %d ms, lost after %d missed",
@@ -59,9 +60,12 @@ void ctl_server_stop(ctl_server_t *srv)
     if (!srv || srv->stopped) return;
     srv->stopped = 1;
     if (srv->lv) ctl_liveness_stopping(srv->lv);
-    /* rpc_server_stop cancels every session and waits for their on_done, which
-     * still use the liveness table and the registry: both outlive it. */
+    /* rpc_server_stop cancels every session and waits for their on_done, whose
+     * jobs still use the liveness table and the registry: both outlive them. */
     if (srv->rpc) rpc_server_stop(srv->rpc);
+    /* The sessions' last jobs (queued by on_done) run before the queue goes. */
+    ctl_workq_destroy(srv->wq);
+    srv->wq = NULL;
 }
 
 void ctl_server_destroy(ctl_server_t *srv)

@@ -5,6 +5,7 @@
 
 #include "controller/controller.h"
 #include "controller/liveness.h"
+#include "controller/workq.h"
 
 #include <stdatomic.h>
 
@@ -25,6 +26,7 @@ struct ctl_server {
     int heartbeat_ms, missed;
     ctl_registry_t *reg;
     ctl_liveness_t *lv;
+    ctl_workq_t *wq;          /* SQLite work handed off by AgentLink callbacks */
     rpc_server_t *rpc;
     rpc_method_t methods[CTL_REGISTRY_METHODS + 1];
     ctl_handler_t handlers[CTL_REGISTRY_METHODS];
