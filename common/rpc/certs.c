@@ -218,7 +218,11 @@ int rpc_certs_make(const char *dir, const char *const *hosts, size_t n_hosts,
         }
     }
     snprintf(san + off, sizeof san - off, "DNS:localhost,IP:127.0.0.1,IP:::1");
-    rc = make_leaf(dir, "server", first, san, ca, ca_key, err);
+    /* The server's certificate is kept when only clients are being added. */
+    char probe[4300];
+    snprintf(probe, sizeof probe, "%s/server/cert.pem", dir);
+    if (n_hosts > 0 || access(probe, F_OK) != 0)
+        rc = make_leaf(dir, "server", first, san, ca, ca_key, err);
     for (size_t i = 0; !rc && i < n_clients; i++)
         rc = make_leaf(dir, clients[i], clients[i], NULL, ca, ca_key, err);
 out:

@@ -136,10 +136,11 @@ typedef struct rpc_method {
     unsigned flags;                            /* RPC_METHOD_* */
     void *user;                                /* for the callbacks: rpc_call_method(c)->user */
 
-    /* Optional, streams from the client: the call arrived, before any message. */
+    /* Optional: the call arrived, before its first message (set up per-call state). */
     void (*on_start)(rpc_call_t *call);
     /* Each request (unary and server-stream: exactly one). msg is borrowed until
-     * return. Malformed bytes never get here: the layer answers INVALID_ARGUMENT. */
+     * return. Malformed or oversized requests never get here: the layer logs them
+     * and answers INVALID_ARGUMENT / RESOURCE_EXHAUSTED. */
     void (*on_message)(rpc_call_t *call, const ProtobufCMessage *msg);
     /* Optional, client-stream and bidi: the client will send no more. NULL means
      * finish with OK once queued replies are sent. (A client that is cancelling can
@@ -308,6 +309,7 @@ void rpc_backoff_reset(rpc_backoff_t *b);    /* after a success */
  *   dir/ca.pem, dir/ca-key.pem       the CA (reused when present, so clients can
  *                                    be added later)
  *   dir/server/{ca,cert,key}.pem     CN = hosts[0]; SANs = hosts + localhost + 127.0.0.1
+ *                                    (kept when n_hosts is 0 and it exists)
  *   dir/<client>/{ca,cert,key}.pem   one per client name, CN = the name
  * Keys are EC P-256, written 0600; certificates valid for 10 years. Each
  * directory is a complete cert_dir for rpc_opts_t. hosts may be empty

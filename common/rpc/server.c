@@ -56,7 +56,6 @@ typedef struct req_slot {
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
-    grpc_byte_buffer *payload;
     grpc_call_details details;     /* unknown methods only */
 } req_slot_t;
 
@@ -103,7 +102,6 @@ struct rpc_call {
     int details_set;
     grpc_byte_buffer *recv_bb;
     grpc_byte_buffer *reply_bb;    /* unary fast path: sent with the status */
-    grpc_byte_buffer *payload;     /* unary / server-stream request from the request */
     rpc_sendq_t sendq;
     int work_kind;
     grpc_byte_buffer *work_bb;
@@ -204,9 +202,15 @@ static int done_due_locked(rpc_call_t *c)
 }
 
 /* Called with c->mu held: posts the next receive if the call still wants one. */
+static int one_request(const rpc_call_t *c)
+{
+    return c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
+}
+
 static void want_recv_locked(rpc_call_t *c)
 {
     if (c->recv_pending || c->half_closed || c->finishing || c->close_done) return;
+    if (one_request(c) && c->n_messages > 0) return;
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
@@ -239,7 +243,16 @@ static void log_bad_message(rpc_call_t *c, size_t len)
 /* Unpacks and hands one request to on_message; 0 when the handler ran. */
 static int deliver(rpc_call_t *c, grpc_byte_buffer *bb)
 {
-    size_t len = 0;
+    size_t len = grpc_byte_buffer_length(bb);
+    if (len > c->srv->max_message) {
+        grpc_byte_buffer_destroy(bb);
+        CR_WARN("rpc", "%s from %s: message %ld of %zu bytes exceeds the limit of %zu bytes: "
+                "answered RESOURCE_EXHAUSTED", call_name(c), c->peer.address, c->n_messages + 1, len,
+                c->srv->max_message);
+        rpc_call_finish(c, RPC_RESOURCE_EXHAUSTED, "message of %zu bytes exceeds the limit of %zu bytes",
+                        len, c->srv->max_message);
+        return -1;
+    }
     ProtobufCMessage *msg = rpc_msg_unpack(bb, c->m->input, &len);
     grpc_byte_buffer_destroy(bb);
     if (!msg) {
@@ -259,8 +272,7 @@ static void release(rpc_call_t *c)
     pthread_mutex_lock(&c->mu);
     rpc_sendq_clear(&c->sendq);
     if (c->reply_bb) grpc_byte_buffer_destroy(c->reply_bb);
-    if (c->payload) grpc_byte_buffer_destroy(c->payload);
-    c->reply_bb = c->payload = NULL;
+    c->reply_bb = NULL;
     grpc_call *gc = c->gc;
     c->gc = NULL;
     pthread_mutex_unlock(&c->mu);
@@ -275,19 +287,7 @@ static void run_work(rpc_work_t *w)
     int kind = c->work_kind;
     switch (kind) {
     case W_START:
-        if (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM) {
-            grpc_byte_buffer *bb = c->payload;
-            c->payload = NULL;
-            if (!bb) {
-                CR_WARN("rpc", "%s from %s: no request message: answered INVALID_ARGUMENT",
-                        call_name(c), c->peer.address);
-                rpc_call_finish(c, RPC_INVALID_ARGUMENT, "no request message");
-            } else {
-                deliver(c, bb);
-            }
-        } else if (c->m->on_start) {
-            c->m->on_start(c);
-        }
+        c->m->on_start(c);
         break;
     case W_MESSAGE: {
         grpc_byte_buffer *bb = c->work_bb;
@@ -296,8 +296,15 @@ static void run_work(rpc_work_t *w)
         break;
     }
     case W_HALF_CLOSE:
-        if (c->m->on_half_close) c->m->on_half_close(c);
-        else rpc_call_finish(c, RPC_OK, NULL);
+        if (one_request(c) && c->n_messages == 0) {
+            CR_WARN("rpc", "%s from %s: no request message: answered INVALID_ARGUMENT",
+                    call_name(c), c->peer.address);
+            rpc_call_finish(c, RPC_INVALID_ARGUMENT, "no request message");
+        } else if (c->m->on_half_close) {
+            c->m->on_half_close(c);
+        } else if (!one_request(c)) {
+            rpc_call_finish(c, RPC_OK, NULL);
+        }
         break;
     case W_DONE: {
         rpc_code_t code = c->cancelled ? RPC_CANCELLED : c->code;
@@ -308,8 +315,7 @@ static void run_work(rpc_work_t *w)
     }
     pthread_mutex_lock(&c->mu);
     c->in_handler = 0;
-    if (kind != W_HALF_CLOSE && c->m->kind != RPC_UNARY && c->m->kind != RPC_SERVER_STREAM)
-        want_recv_locked(c);
+    if (kind != W_HALF_CLOSE) want_recv_locked(c);
     int done = done_due_locked(c);
     pthread_mutex_unlock(&c->mu);
     if (done) dispatch(c);
@@ -364,7 +370,9 @@ static void on_recv(rpc_call_t *c, int ok)
         work = W_MESSAGE;
     } else {
         if (bb) grpc_byte_buffer_destroy(bb);
-        if (!c->half_closed && !c->finishing && !c->close_done) work = W_HALF_CLOSE;
+        /* !ok: the call failed (cancel, lost peer, a message gRPC refused); close
+         * will say so. ok with no message: the client half-closed. */
+        if (ok && !c->half_closed && !c->finishing && !c->close_done) work = W_HALF_CLOSE;
         c->half_closed = 1;
     }
     int done = 0;
@@ -460,14 +468,12 @@ static void on_request(req_slot_t *r, int ok)
         CR_ERROR("rpc", "no memory for an incoming call: refused");
         grpc_call_cancel_with_status(r->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "server out of memory", NULL);
         grpc_call_unref(r->call);
-        if (r->payload) grpc_byte_buffer_destroy(r->payload);
         if (c) free(c);
     } else {
         c->srv = s;
         c->m = r->method >= 0 ? &s->methods[r->method] : NULL;
         c->gc = r->call;
         c->deadline = r->deadline;
-        c->payload = r->payload;
         c->code = RPC_OK;
         atomic_init(&c->refs, 1);
         pthread_mutex_init(&c->mu, NULL);
@@ -483,7 +489,6 @@ static void on_request(req_slot_t *r, int ok)
         live_add(s, 1);
     }
     r->call = NULL;
-    r->payload = NULL;
     grpc_metadata_array md = r->md;
     grpc_metadata_array_init(&r->md);
     if (r->method < 0) {
@@ -511,9 +516,11 @@ static void on_request(req_slot_t *r, int ok)
         finish_locked(c, RPC_UNIMPLEMENTED, "no such method");
     } else if (!allowed) {
         finish_locked(c, RPC_UNAUTHENTICATED, "missing or wrong bearer token");
-    } else {
+    } else if (c->m->on_start) {
         c->in_handler = 1;
         c->work_kind = work = W_START;
+    } else {
+        want_recv_locked(c);   /* nothing to run first: read the first request now */
     }
     int done = work ? 0 : done_due_locked(c);
     pthread_mutex_unlock(&c->mu);
@@ -531,11 +538,7 @@ static void post_request(req_slot_t *r)
         e = GRPC_CALL_ERROR;
     } else if (r->method >= 0) {
         e = grpc_server_request_registered_call(s->gs, s->reg[r->method], &r->call, &r->deadline, &r->md,
-                                                s->methods[r->method].kind == RPC_UNARY ||
-                                                        s->methods[r->method].kind == RPC_SERVER_STREAM
-                                                    ? &r->payload
-                                                    : NULL,
-                                                r->q->cq, r->q->cq, &r->tag);
+                                                NULL, r->q->cq, r->q->cq, &r->tag);
     } else {
         e = grpc_server_request_call(s->gs, &r->call, &r->details, &r->md, r->q->cq, r->q->cq, &r->tag);
     }
@@ -724,12 +727,10 @@ int rpc_server_create(rpc_server_t **out, const char *addr, const rpc_opts_t *op
         s->queues[i].cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(s->gs, s->queues[i].cq, NULL);
     }
-    for (size_t i = 0; i < n_methods && s->reg; i++) {
-        int payload = methods[i].kind == RPC_UNARY || methods[i].kind == RPC_SERVER_STREAM;
-        s->reg[i] = grpc_server_register_method(s->gs, methods[i].name, NULL,
-                                                payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
-                                                        : GRPC_SRM_PAYLOAD_NONE, 0);
-    }
+    /* Requests are read with RECV_MESSAGE for every kind (not as the call's
+     * initial payload), so a request gRPC refuses still surfaces as a call we log. */
+    for (size_t i = 0; i < n_methods && s->reg; i++)
+        s->reg[i] = grpc_server_register_method(s->gs, methods[i].name, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
     if (!s->reg || !s->queues) {
         grpc_server_credentials_release(creds);
         rpc_server_destroy(s);
@@ -778,7 +779,15 @@ int rpc_server_start(rpc_server_t *s, cr_err_t *err)
 
 void rpc_server_stop(rpc_server_t *s)
 {
-    if (!s || !s->started || s->stopped) return;
+    if (!s || s->stopped) return;
+    if (!s->started) {
+        /* gRPC insists on a shutdown before destroy once a port was added */
+        grpc_server_shutdown_and_notify(s->gs, s->queues[0].cq, &s->shutdown_tag);
+        while (grpc_completion_queue_next(s->queues[0].cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).tag !=
+               &s->shutdown_tag) {}
+        s->stopped = 1;
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_mutex_unlock(&s->mu);
@@ -793,7 +802,7 @@ void rpc_server_stop(rpc_server_t *s)
 void rpc_server_destroy(rpc_server_t *s)
 {
     if (!s) return;
-    rpc_server_stop(s);
+    if (s->gs && s->queues) rpc_server_stop(s);
     if (s->gs) grpc_server_destroy(s->gs);
     for (int i = 0; s->queues && i < s->n_queues; i++) {
         queue_t *q = &s->queues[i];
