@@ -77,7 +77,8 @@ int agent_robot_parse(const char *spec, Corral__V1__RobotInfo **out, cr_err_t *e
 /* Host facts: cores, memory, hostname, and advertise (NULL: no inbound). */
 int agent_host_facts(const char *advertise, Corral__V1__HostFacts **out, cr_err_t *err);
 
-/* GPUs of this node: *gpus is a malloc'd array of *n malloc'd GpuInfo. */
+/* GPUs of this node from hal_gpu_probe: *gpus is a malloc'd array of *n malloc'd
+ * GpuInfo (uuid "<source>-<index>", e.g. "sim-0", "nvml-1"). */
 int agent_gpu_probe(Corral__V1__GpuInfo ***gpus, size_t *n, cr_err_t *err);
 
 #endif

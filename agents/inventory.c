@@ -1,10 +1,11 @@
 /* inventory.c - what a node offers, gathered for the agent's Inventory message:
  * robot specs from the command line, host facts from the kernel, GPUs from the
- * probe. Everything here is read once at agent start. */
+ * HAL's probe (simulated GPUs from CORRAL_SIM_GPUS, else NVML, else the CUDA
+ * runtime). Everything here is read once at agent start. */
 #include "agents/agent.h"
 #include "common/id.h"
+#include "hal/hal.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,61 +83,38 @@ int agent_host_facts(const char *advertise, Corral__V1__HostFacts **out, cr_err_
     return 0;
 }
 
-/* Parses CORRAL_SIM_GPUS, "COUNTxMODEL-MEMGB" entries separated by ',' (e.g.
- * "2xH100-80GB"), the simulated GPUs the HAL's probe also understands. */
-static int sim_gpus(const char *spec, Corral__V1__GpuInfo ***gpus, size_t *n, cr_err_t *err)
-{
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", spec);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        unsigned count = 0, gb = 0;
-        char model[128];
-        char *x = strchr(tok, 'x');
-        char *dash = strrchr(tok, '-');
-        if (!x || !dash || dash < x || sscanf(tok, "%u", &count) != 1 ||
-            sscanf(dash + 1, "%uGB", &gb) != 1 || count == 0 || count > 64 || gb == 0)
-            return cr_err_set(err, CR_EINVAL, "CORRAL_SIM_GPUS entry '%s': expected COUNTxMODEL-MEMGB, "
-                              "e.g. 2xH100-80GB", tok);
-        snprintf(model, sizeof model, "%.*s", (int)(dash - x - 1), x + 1);
-        for (unsigned i = 0; i < count; i++) {
-            Corral__V1__GpuInfo *g = calloc(1, sizeof *g);
-            Corral__V1__GpuInfo **grown = realloc(*gpus, (*n + 1) * sizeof **gpus);
-            if (!g || !grown) {
-                free(g);
-                return cr_err_set(err, CR_ENOMEM, "GPU list");
-            }
-            *gpus = grown;
-            corral__v1__gpu_info__init(g);
-            g->index = (uint32_t)*n;
-            g->model = strdup(model);
-            g->memory_bytes = (uint64_t)gb << 30;
-            char uuid[64];
-            snprintf(uuid, sizeof uuid, "sim-%s-%zu", model, *n);
-            for (char *c = uuid; *c; c++) *c = (char)tolower((unsigned char)*c);
-            g->uuid = strdup(uuid);
-            (*gpus)[(*n)++] = g;
-        }
-    }
-    return 0;
-}
-
 int agent_gpu_probe(Corral__V1__GpuInfo ***gpus, size_t *n, cr_err_t *err)
 {
     *gpus = NULL;
     *n = 0;
-    /* The HAL's probe (NVML / CUDA) replaces this once hal/ provides it; until then
-     * only simulated GPUs are reported, and a machine without them reports none. */
-    const char *sim = getenv("CORRAL_SIM_GPUS");
-    if (sim && *sim) {
-        int rc = sim_gpus(sim, gpus, n, err);
-        if (rc) {
-            for (size_t i = 0; i < *n; i++) protobuf_c_message_free_unpacked(&(*gpus)[i]->base, NULL);
+    hal_gpu_t found[HAL_MAX_GPUS];
+    int count = 0;
+    char source[32] = "";
+    int rc = hal_gpu_probe(NULL, found, HAL_MAX_GPUS, &count, source, err);
+    if (rc) return cr_err_wrap(err, "GPU probe");
+    if (count == 0) return 0;
+    *gpus = calloc((size_t)count, sizeof **gpus);
+    if (!*gpus) return cr_err_set(err, CR_ENOMEM, "GPU list");
+    for (int i = 0; i < count; i++) {
+        Corral__V1__GpuInfo *g = calloc(1, sizeof *g);
+        char uuid[64];
+        snprintf(uuid, sizeof uuid, "%s-%d", source, found[i].index);
+        if (g) {
+            corral__v1__gpu_info__init(g);
+            g->index = (uint32_t)found[i].index;
+            g->model = strdup(found[i].model);
+            g->memory_bytes = found[i].mem_total;
+            g->uuid = strdup(uuid);
+        }
+        if (!g || !g->model || !g->uuid) {
+            if (g) protobuf_c_message_free_unpacked(&g->base, NULL);
+            for (size_t j = 0; j < *n; j++) protobuf_c_message_free_unpacked(&(*gpus)[j]->base, NULL);
             free(*gpus);
             *gpus = NULL;
             *n = 0;
+            return cr_err_set(err, CR_ENOMEM, "GPU list");
         }
-        return rc;
+        (*gpus)[(*n)++] = g;
     }
     return 0;
 }
