@@ -347,3 +347,13 @@ size_t ctl_liveness_count(ctl_liveness_t *lv)
     pthread_mutex_unlock(&lv->mu);
     return n;
 }
+
+int64_t ctl_liveness_last_seen_ms(ctl_liveness_t *lv, const char *node)
+{
+    int64_t ms = 0;
+    pthread_mutex_lock(&lv->mu);
+    entry_t *e = find(lv, node, 0);
+    if (e && e->session) ms = (cr_wall_ns() - (cr_now_ns() - e->last_ns)) / CR_NS_PER_MS;
+    pthread_mutex_unlock(&lv->mu);
+    return ms;
+}

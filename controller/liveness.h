@@ -40,6 +40,9 @@ void ctl_liveness_release(ctl_liveness_t *lv, const char *node, uint64_t session
  * node has no session; rpc_call_send's errors otherwise. */
 int ctl_liveness_send(ctl_liveness_t *lv, const char *node, const ProtobufCMessage *msg,
                       cr_err_t *err);
+/* Wall-clock time (unix ms) of the node's last heartbeat when it has a live
+ * session; 0 otherwise. */
+int64_t ctl_liveness_last_seen_ms(ctl_liveness_t *lv, const char *node);
 /* Sessions currently live. */
 size_t ctl_liveness_count(ctl_liveness_t *lv);
 

@@ -18,7 +18,9 @@
  *     lost -node_up-> ready|draining;  ready <-drain/undo-> draining.
  *
  *   Robot facts: node (NULL until registered with --node or reported by an agent),
- *   estopped (latched by ctl_reg_robot_estop), experiment (set by the scheduler),
+ *   estopped (latched by ctl_reg_robot_estop), experiment (set and cleared by the
+ *   scheduler through ctl_reg_robot_claim / _release; only an available robot can
+ *   be claimed),
  *   registered (by the CLI), reported (by its node's agent). State, first match:
  *       estopped   the e-stop is latched (it wins, even over lost: safety first)
  *       lost       no node, or the node is lost
@@ -761,6 +763,105 @@ int ctl_reg_robot_estop(ctl_registry_t *reg, const char *name, int release, Corr
     return rc;
 }
 
+/* ---- holds by experiments ------------------------------------------------------- */
+
+/* Claims (experiment != NULL) or releases (experiment == NULL, `holder` the one
+ * releasing) the row of `table` matched by `where` (?1, ?2 bound to key1, key2). */
+static int hold_locked(ctl_registry_t *reg, const char *table, const char *where, const char *key1,
+                       int key2, const char *what, const char *experiment, const char *holder,
+                       cr_err_t *err)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT state, IFNULL(experiment, '') FROM %s WHERE %s", table, where);
+    sqlite3_stmt *st;
+    int rc = prep(reg, sql, &st, err);
+    if (rc) return rc;
+    bind_text(st, 1, key1);
+    sqlite3_bind_int(st, 2, key2);
+    rc = sqlite3_step(st);
+    char state[16] = "", held[64] = "";
+    if (rc == SQLITE_ROW) {
+        snprintf(state, sizeof state, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(held, sizeof held, "%s", (const char *)sqlite3_column_text(st, 1));
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_DONE) return cr_err_set(err, CR_ENOENT, "unknown %s", what);
+    if (rc != SQLITE_ROW) return SQLFAIL(reg, err, "read hold");
+    if (experiment) {
+        if (*held && strcmp(held, experiment) == 0) return 0;
+        if (*held) return cr_err_set(err, CR_EBUSY, "%s is in use by experiment %s", what, held);
+        if (strcmp(state, "available") != 0) return cr_err_set(err, CR_EBUSY, "%s is %s", what, state);
+    } else {
+        if (!*held) return 0;
+        if (strcmp(held, holder) != 0)
+            return cr_err_set(err, CR_EBUSY, "%s is held by experiment %s, not %s", what, held, holder);
+    }
+    snprintf(sql, sizeof sql, "UPDATE %s SET experiment = ?3 WHERE %s", table, where);
+    if ((rc = prep(reg, sql, &st, err))) return rc;
+    bind_text(st, 1, key1);
+    sqlite3_bind_int(st, 2, key2);
+    if (experiment) bind_text(st, 3, experiment);
+    else sqlite3_bind_null(st, 3);
+    if ((rc = run(reg, st, err))) return rc;
+    if (strcmp(table, "robots") == 0) rc = refresh_robot(reg, key1, err);
+    else rc = refresh_node(reg, key1, err);
+    if (rc) return rc;
+    event(reg, wall_ms(), experiment ? "hold.claimed" : "hold.released", what, "experiment %s",
+          experiment ? experiment : holder);
+    return 0;
+}
+
+static int hold(ctl_registry_t *reg, const char *table, const char *where, const char *key1, int key2,
+                const char *what, const char *experiment, const char *holder, cr_err_t *err)
+{
+    int rc = check_name("experiment", experiment ? experiment : holder, err);
+    if (rc) return rc;
+    pthread_mutex_lock(&reg->mu);
+    if (!(rc = begin(reg, err)))
+        rc = finish(reg, hold_locked(reg, table, where, key1, key2, what, experiment, holder, err), err);
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
+int ctl_reg_robot_claim(ctl_registry_t *reg, const char *name, const char *experiment, cr_err_t *err)
+{
+    char what[96];
+    int rc = check_name("robot", name, err);
+    if (rc) return rc;
+    snprintf(what, sizeof what, "robot %s", name);
+    /* "?2 = ?2" gives the robots' statement the same two parameters as the GPUs'. */
+    return hold(reg, "robots", "name = ?1 AND ?2 = ?2", name, 0, what, experiment, NULL, err);
+}
+
+int ctl_reg_robot_release(ctl_registry_t *reg, const char *name, const char *experiment, cr_err_t *err)
+{
+    char what[96];
+    int rc = check_name("robot", name, err);
+    if (rc) return rc;
+    snprintf(what, sizeof what, "robot %s", name);
+    return hold(reg, "robots", "name = ?1 AND ?2 = ?2", name, 0, what, NULL, experiment, err);
+}
+
+int ctl_reg_gpu_claim(ctl_registry_t *reg, const char *node, uint32_t index, const char *experiment,
+                      cr_err_t *err)
+{
+    char what[96];
+    int rc = check_name("node", node, err);
+    if (rc) return rc;
+    snprintf(what, sizeof what, "GPU %u of node %s", index, node);
+    return hold(reg, "gpus", "node = ?1 AND idx = ?2", node, (int)index, what, experiment, NULL, err);
+}
+
+int ctl_reg_gpu_release(ctl_registry_t *reg, const char *node, uint32_t index, const char *experiment,
+                        cr_err_t *err)
+{
+    char what[96];
+    int rc = check_name("node", node, err);
+    if (rc) return rc;
+    snprintf(what, sizeof what, "GPU %u of node %s", index, node);
+    return hold(reg, "gpus", "node = ?1 AND idx = ?2", node, (int)index, what, NULL, experiment, err);
+}
+
 /* ---- GPUs ------------------------------------------------------------------- */
 
 static int gpu_free_index(ctl_registry_t *reg, const char *node, int *idx, cr_err_t *err)
@@ -1214,28 +1315,6 @@ int ctl_reg_node_lost(ctl_registry_t *reg, const char *name, const char *why, in
     if (rc) return rc;
     pthread_mutex_lock(&reg->mu);
     if (!(rc = begin(reg, err))) rc = finish(reg, node_lost_locked(reg, name, why, now_ms, err), err);
-    pthread_mutex_unlock(&reg->mu);
-    return rc;
-}
-
-int ctl_reg_nodes_seen(ctl_registry_t *reg, const char *const *names, size_t n, int64_t now_ms,
-                       cr_err_t *err)
-{
-    if (n == 0) return 0;
-    pthread_mutex_lock(&reg->mu);
-    int rc = begin(reg, err);
-    if (!rc) {
-        sqlite3_stmt *st = NULL;
-        int r2 = prep(reg, "UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1", &st, err);
-        for (size_t i = 0; !r2 && i < n; i++) {
-            sqlite3_reset(st);
-            bind_text(st, 1, names[i]);
-            sqlite3_bind_int64(st, 2, now_ms);
-            if (sqlite3_step(st) != SQLITE_DONE) r2 = SQLFAIL(reg, err, "update last_seen");
-        }
-        sqlite3_finalize(st);
-        rc = finish(reg, r2, err);
-    }
     pthread_mutex_unlock(&reg->mu);
     return rc;
 }

@@ -50,11 +50,25 @@ int ctl_reg_robot_remove(ctl_registry_t *reg, const char *name, cr_err_t *err);
 int ctl_reg_robot_estop(ctl_registry_t *reg, const char *name, int release,
                         Corral__V1__Robot **out, char node_out[64], cr_err_t *err);
 
+/* The scheduler's hold on a robot: claim makes an available robot in-use by
+ * experiment (CR_EBUSY naming the state otherwise, CR_ENOENT when unknown);
+ * release frees it (0 when it is not held; CR_EBUSY when another experiment holds
+ * it). A held robot whose node is lost shows lost and keeps its experiment, so it
+ * is in-use again when the node returns. */
+int ctl_reg_robot_claim(ctl_registry_t *reg, const char *name, const char *experiment, cr_err_t *err);
+int ctl_reg_robot_release(ctl_registry_t *reg, const char *name, const char *experiment, cr_err_t *err);
+
 /* GPUs. */
 int ctl_reg_gpu_register(ctl_registry_t *reg, const Corral__V1__RegisterGpuRequest *req,
                          Corral__V1__Gpu **out, cr_err_t *err);
 int ctl_reg_gpu_list(ctl_registry_t *reg, const char *node, Corral__V1__ListGpusResponse **out,
                      cr_err_t *err);
+
+/* The same for one GPU (node, index). */
+int ctl_reg_gpu_claim(ctl_registry_t *reg, const char *node, uint32_t index, const char *experiment,
+                      cr_err_t *err);
+int ctl_reg_gpu_release(ctl_registry_t *reg, const char *node, uint32_t index, const char *experiment,
+                        cr_err_t *err);
 
 /* Nodes. */
 int ctl_reg_node_list(ctl_registry_t *reg, Corral__V1__ListNodesResponse **out, cr_err_t *err);
@@ -78,9 +92,6 @@ int ctl_reg_node_up(ctl_registry_t *reg, const Corral__V1__Inventory *inv, int64
  * robots and GPUs become lost. CR_ENOENT for an unknown node. */
 int ctl_reg_node_lost(ctl_registry_t *reg, const char *name, const char *why, int64_t now_ms,
                       cr_err_t *err);
-/* Records last_seen for many nodes in one transaction (liveness flushes). */
-int ctl_reg_nodes_seen(ctl_registry_t *reg, const char *const *names, size_t n, int64_t now_ms,
-                       cr_err_t *err);
 /* Names of nodes not lost, for the liveness table after a restart. *names is one
  * malloc'd array of malloc'd strings; free with ctl_names_free. */
 int ctl_reg_nodes_live(ctl_registry_t *reg, char ***names, size_t *n, cr_err_t *err);

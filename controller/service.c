@@ -117,13 +117,23 @@ static int list_gpus(ctl_server_t *srv, const ProtobufCMessage *m, ProtobufCMess
     return rc;
 }
 
+/* The registry records last_seen at session changes only (heartbeats stay in
+ * memory); a live node's last heartbeat comes from the liveness table. */
+static void fill_last_seen(ctl_server_t *srv, Corral__V1__Node *n)
+{
+    int64_t ms = srv->lv ? ctl_liveness_last_seen_ms(srv->lv, n->name) : 0;
+    if (ms > n->last_seen_unix_ms) n->last_seen_unix_ms = ms;
+}
+
 static int list_nodes(ctl_server_t *srv, const ProtobufCMessage *m, ProtobufCMessage **out,
                       cr_err_t *err)
 {
     Corral__V1__ListNodesResponse *resp = NULL;
     int rc = ctl_reg_node_list(srv->reg, &resp, err);
-    if (!rc) *out = &resp->base;
-    return rc;
+    if (rc) return rc;
+    for (size_t i = 0; i < resp->n_nodes; i++) fill_last_seen(srv, resp->nodes[i]);
+    *out = &resp->base;
+    return 0;
 }
 
 static int get_node(ctl_server_t *srv, const ProtobufCMessage *m, ProtobufCMessage **out,
@@ -133,6 +143,7 @@ static int get_node(ctl_server_t *srv, const ProtobufCMessage *m, ProtobufCMessa
     Corral__V1__Node *n = NULL;
     int rc = ctl_reg_node_get(srv->reg, req->name, &n, err);
     if (rc) return rc;
+    fill_last_seen(srv, n);
     RESP(Corral__V1__GetNodeResponse, corral__v1__get_node_response__init, resp);
     resp->node = n;
     *out = &resp->base;

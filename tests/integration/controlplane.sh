@@ -186,6 +186,13 @@ check "drain n2" "$CORRAL" node drain n2
 [ "$(field node n2 state)" = draining ] && ok "n2 draining" || bad "n2 not draining"
 [ "$(field robot cam1 state)" = draining ] && ok "cam1 draining" || bad "cam1 not draining"
 check "undrain n2" "$CORRAL" node drain n2 --undo
+"$CORRAL" node list --json >"$T/nodes2.json"
+check "live nodes show their last heartbeat (under 2.5 s old)" python3 - "$T/nodes2.json" <<'PY'
+import json, sys, time
+for n in json.load(open(sys.argv[1])):
+    age = time.time() * 1000 - n["last_seen_unix_ms"]
+    assert n["state"] != "ready" or age < 2500, (n["name"], age)
+PY
 
 # --- an agent killed with SIGKILL ------------------------------------------------------
 kill -9 $A1_PID; wait $A1_PID 2>/dev/null; A1_PID=

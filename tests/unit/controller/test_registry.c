@@ -519,6 +519,49 @@ static void test_list_filters_by_node(void)
     ctl_registry_close(reg);
 }
 
+static void test_holds_by_experiments(void)
+{
+    ctl_registry_t *reg = open_fresh();
+    cr_err_t err = {0};
+    inv_buf_t b;
+    const char *r1[] = {"arm1:mock", "arm2:mock", NULL};
+    const char *g1[] = {"H100", NULL};
+    ASSERT_OK(ctl_reg_node_up(reg, inv_make(&b, "n1", r1, g1), 1, &err), &err);
+    ASSERT_OK(ctl_reg_robot_claim(reg, "arm1", "exp1", &err), &err);
+    ASSERT_STR_EQ(robot_state(reg, "arm1"), "in-use");
+    ASSERT_OK(ctl_reg_robot_claim(reg, "arm1", "exp1", &err), &err);  /* idempotent */
+    ASSERT_INT_EQ(ctl_reg_robot_claim(reg, "arm1", "exp2", &err), CR_EBUSY);
+    ASSERT_TRUE(strstr(err.msg, "in use by experiment exp1") != NULL);
+    ASSERT_INT_EQ(ctl_reg_robot_claim(reg, "ghost", "exp2", &err), CR_ENOENT);
+    ASSERT_INT_EQ(ctl_reg_robot_claim(reg, "arm2", "Bad Exp", &err), CR_EINVAL);
+    ASSERT_OK(ctl_reg_gpu_claim(reg, "n1", 0, "exp1", &err), &err);
+    ASSERT_INT_EQ(ctl_reg_gpu_claim(reg, "n1", 0, "exp2", &err), CR_EBUSY);
+    ASSERT_INT_EQ(ctl_reg_gpu_claim(reg, "n1", 7, "exp2", &err), CR_ENOENT);
+    char g[64];
+    gpu_states(reg, "n1", g, sizeof g);
+    ASSERT_STR_EQ(g, "0:H100:in-use");
+    /* An in-use robot cannot be removed; a lost node keeps the hold. */
+    ASSERT_OK(ctl_reg_node_lost(reg, "n1", "x", 2, &err), &err);
+    ASSERT_STR_EQ(robot_state(reg, "arm1"), "lost");
+    ASSERT_INT_EQ(ctl_reg_robot_remove(reg, "arm1", &err), CR_EBUSY);
+    ASSERT_INT_EQ(ctl_reg_robot_claim(reg, "arm2", "exp2", &err), CR_EBUSY);  /* lost: not claimable */
+    ASSERT_TRUE(strstr(err.msg, "robot arm2 is lost") != NULL);
+    ASSERT_OK(ctl_reg_node_up(reg, inv_make(&b, "n1", r1, g1), 3, &err), &err);
+    ASSERT_STR_EQ(robot_state(reg, "arm1"), "in-use");
+    Corral__V1__Robot *r = NULL;
+    ASSERT_OK(ctl_reg_robot_get(reg, "arm1", &r, &err), &err);
+    ASSERT_STR_EQ(r->experiment, "exp1");
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ASSERT_INT_EQ(ctl_reg_robot_release(reg, "arm1", "exp2", &err), CR_EBUSY);
+    ASSERT_OK(ctl_reg_robot_release(reg, "arm1", "exp1", &err), &err);
+    ASSERT_OK(ctl_reg_robot_release(reg, "arm1", "exp1", &err), &err);
+    ASSERT_STR_EQ(robot_state(reg, "arm1"), "available");
+    ASSERT_OK(ctl_reg_gpu_release(reg, "n1", 0, "exp1", &err), &err);
+    gpu_states(reg, "n1", g, sizeof g);
+    ASSERT_STR_EQ(g, "0:H100:available");
+    ctl_registry_close(reg);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -535,6 +578,7 @@ int main(int argc, char **argv)
         {"gpu_register", test_gpu_register},
         {"robot_remove", test_robot_remove},
         {"list_filters_by_node", test_list_filters_by_node},
+        {"holds_by_experiments", test_holds_by_experiments},
         {NULL, NULL},
     };
     return test_main("controller.registry", cases, argc, argv);
