@@ -4,9 +4,37 @@
 #include "controller/server_int.h"
 #include "common/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+/* One controller per state directory: a second one would split the agents'
+ * sessions between two liveness tables over one registry. flock is released by
+ * the kernel when the process dies, so a kill -9 leaves no stale lock. */
+static int lock_state_dir(ctl_server_t *srv, cr_err_t *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/controller.lock", srv->state_dir);
+    srv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (srv->lock_fd < 0) return cr_err_set(err, CR_EIO, "cannot open %s: %s", path, strerror(errno));
+    if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(srv->lock_fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        return cr_err_set(err, CR_EBUSY, "state directory %s is in use by another controller%s%s",
+                          srv->state_dir, *pid ? " (pid " : "", *pid ? strcat(pid, ")") : "");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(srv->lock_fd, 0) != 0 || pwrite(srv->lock_fd, pid, (size_t)len, 0) != len)
+        CR_WARN("controller", "cannot write the pid into %s", path);
+    return 0;
+}
 
 int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
 {
@@ -18,8 +46,9 @@ int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
              opts->state_dir ? opts->state_dir : CTL_DEFAULT_STATE_DIR);
     srv->heartbeat_ms = opts->heartbeat_ms > 0 ? opts->heartbeat_ms : CTL_DEFAULT_HEARTBEAT_MS;
     srv->missed = opts->missed > 0 ? opts->missed : CTL_DEFAULT_MISSED;
-    int rc = ctl_registry_open(srv->state_dir, &srv->reg, err);
-    if (rc) goto fail;
+    srv->lock_fd = -1;
+    int rc = ctl_registry_open(srv->state_dir, &srv->reg, err);  /* creates the directory */
+    if (rc || (rc = lock_state_dir(srv, err))) goto fail;
     size_t n = ctl_service_methods(srv, srv->methods);
     ctl_agentlink_method(srv, &srv->methods[n++]);
     rpc_opts_t ro = opts->rpc;
@@ -75,5 +104,6 @@ void ctl_server_destroy(ctl_server_t *srv)
     rpc_server_destroy(srv->rpc);
     ctl_liveness_destroy(srv->lv);
     ctl_registry_close(srv->reg);
+    if (srv->lock_fd >= 0) close(srv->lock_fd);
     free(srv);
 }

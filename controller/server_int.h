@@ -31,6 +31,7 @@ struct ctl_server {
     rpc_method_t methods[CTL_REGISTRY_METHODS + 1];
     ctl_handler_t handlers[CTL_REGISTRY_METHODS];
     int started, stopped;
+    int lock_fd;              /* DIR/controller.lock, flock'ed while we run */
     atomic_long heartbeats;
 };
 

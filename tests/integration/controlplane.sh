@@ -164,6 +164,9 @@ expect_user_error "unknown robot" "NOT_FOUND" "$CORRAL" robot show nosuch
 expect_user_error "missing --driver" "driver is required" "$CORRAL" robot register arm9
 "$CORRAL" robot list --json >"$T/robots2.json"
 check "registry unchanged by refused calls" cmp -s "$T/robots.json" "$T/robots2.json"
+out=$("$CORRAL" controller --listen 127.0.0.1:0 --state "$T/ctl" 2>&1); rc=$?
+[ $rc -eq 1 ] && printf '%s' "$out" | grep -q "in use by another controller (pid $CTL_PID)" \
+    && ok "second controller on the same state refused" || bad "second controller: rc $rc ($out)"
 out=$("$CORRAL" --controller 127.0.0.1:1 node list 2>&1); rc=$?
 [ $rc -eq 2 ] && ok "unreachable controller: exit 2" || bad "unreachable controller: rc $rc ($out)"
 
