@@ -117,13 +117,16 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
     sqlite3_bind_text(st, i, nz(s), -1, SQLITE_TRANSIENT);
 }
 
-/* Runs a statement that returns no rows; the caller binds first. Finalizes st. */
-static int run(ctl_registry_t *reg, sqlite3_stmt *st, cr_err_t *err)
+/* Runs a statement that returns no rows; the caller binds first. Finalizes st.
+ * A failure is logged with the caller's file and line. */
+#define run(reg, st, err) run_at((reg), (st), (err), __FILE__, __LINE__)
+static int run_at(ctl_registry_t *reg, sqlite3_stmt *st, cr_err_t *err, const char *file, int line)
 {
     int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) rc = sqlfail(reg, err, "write", file, line);
+    else rc = 0;
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return SQLFAIL(reg, err, "write");
-    return 0;
+    return rc;
 }
 
 static int exec(ctl_registry_t *reg, const char *sql, cr_err_t *err)

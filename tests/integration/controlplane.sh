@@ -230,6 +230,30 @@ t=$(wait_seen 10 n2 "$since") && ok "n2 reconnected by itself (${t}s)" || bad "n
 check "robots intact after controller restart" cmp -s "$T/before.json" "$T/after.json"
 check "GPUs intact after controller restart" cmp -s "$T/gpus-before.json" "$T/gpus-after.json"
 
+# --- acknowledged registrations survive kill -9 of the controller mid-stream ----------
+( i=0; while [ $i -lt 500 ]; do
+      "$CORRAL" robot register d$i --driver mock >/dev/null 2>&1 || break
+      echo d$i; i=$((i + 1))
+  done ) >"$T/acked.txt" &
+LOOP=$!
+sleep 0.8
+kill -9 $CTL_PID; wait $CTL_PID 2>/dev/null; CTL_PID=
+wait $LOOP
+start_controller
+t=$(wait_for 10 node n1 state ready) || true
+"$CORRAL" robot list --json >"$T/after-kill.json"
+check "every acknowledged registration survived kill -9 ($(wc -l <"$T/acked.txt") acknowledged)" \
+    python3 - "$T/acked.txt" "$T/after-kill.json" "$T/ctl/state.db" <<'PY'
+import json, sqlite3, sys
+acked = open(sys.argv[1]).read().split()
+have = {r["name"] for r in json.load(open(sys.argv[2]))}
+assert len(acked) > 0, "no registration was acknowledged before the kill"
+missing = [n for n in acked if n not in have]
+assert not missing, missing
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[3], uri=True)
+assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+PY
+
 # --- clean shutdown -----------------------------------------------------------------------
 kill -TERM $A2_PID; wait $A2_PID; rc=$?; A2_PID=
 [ $rc -eq 0 ] && ok "agent n2 exits 0 on SIGTERM" || bad "agent n2 exit $rc"

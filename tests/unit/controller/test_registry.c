@@ -562,6 +562,50 @@ static void test_holds_by_experiments(void)
     ctl_registry_close(reg);
 }
 
+/* Faults injected through SQLite itself: a trigger (created over a second
+ * connection, as another process could) makes one statement in the middle of a
+ * transaction fail; everything before it in that transaction must be undone. */
+static void test_sqlite_failure_mid_transaction_rolls_back(void)
+{
+    ctl_registry_t *reg = open_fresh();
+    cr_err_t err = {0};
+    sqlite3 *db = NULL;
+    ASSERT_INT_EQ(sqlite3_open(ctl_registry_path(reg), &db), SQLITE_OK);
+    ASSERT_INT_EQ(sqlite3_exec(db, "CREATE TRIGGER inject BEFORE INSERT ON gpus BEGIN "
+                                   "SELECT RAISE(ABORT, 'injected fault'); END", NULL, NULL, NULL), SQLITE_OK);
+    inv_buf_t b;
+    const char *r1[] = {"arm1:mock", "arm2:mock", NULL};
+    const char *g1[] = {"H100", NULL};
+    /* node_up writes the node and two robots, then fails on the GPU. */
+    ASSERT_INT_EQ(ctl_reg_node_up(reg, inv_make(&b, "n1", r1, g1), 1, &err), CR_EIO);
+    ASSERT_TRUE(strstr(err.msg, "injected fault") != NULL);
+    ASSERT_STR_EQ(node_state(reg, "n1"), "absent");
+    ASSERT_INT_EQ(robot_count(reg), 0);
+
+    ASSERT_OK(ctl_reg_node_up(reg, inv_make(&b, "n1", r1, NULL), 2, &err), &err);
+    ASSERT_INT_EQ(sqlite3_exec(db, "DROP TRIGGER inject; CREATE TRIGGER inject BEFORE UPDATE OF state ON robots "
+                                   "BEGIN SELECT RAISE(ABORT, 'injected fault'); END", NULL, NULL, NULL), SQLITE_OK);
+    /* node_lost marks the node lost, then fails recomputing its robots. */
+    ASSERT_INT_EQ(ctl_reg_node_lost(reg, "n1", "x", 3, &err), CR_EIO);
+    ASSERT_STR_EQ(node_state(reg, "n1"), "ready");
+    ASSERT_INT_EQ(ctl_reg_robot_estop(reg, "arm1", 0, &(Corral__V1__Robot *){NULL}, NULL, &err), CR_EIO);
+    ASSERT_INT_EQ(sqlite3_exec(db, "DROP TRIGGER inject", NULL, NULL, NULL), SQLITE_OK);
+    ASSERT_STR_EQ(robot_state(reg, "arm1"), "available");  /* the e-stop flag was rolled back too */
+    Corral__V1__Robot *r = NULL;
+    ASSERT_OK(ctl_reg_robot_get(reg, "arm1", &r, &err), &err);
+    ASSERT_TRUE(!r->estopped);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ASSERT_OK(ctl_reg_node_lost(reg, "n1", "x", 4, &err), &err);
+    ASSERT_STR_EQ(robot_state(reg, "arm2"), "lost");
+    sqlite3_stmt *st;
+    ASSERT_INT_EQ(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    ASSERT_INT_EQ(sqlite3_step(st), SQLITE_ROW);
+    ASSERT_STR_EQ((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ctl_registry_close(reg);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -579,6 +623,7 @@ int main(int argc, char **argv)
         {"robot_remove", test_robot_remove},
         {"list_filters_by_node", test_list_filters_by_node},
         {"holds_by_experiments", test_holds_by_experiments},
+        {"sqlite_failure_mid_transaction_rolls_back", test_sqlite_failure_mid_transaction_rolls_back},
         {NULL, NULL},
     };
     return test_main("controller.registry", cases, argc, argv);
