@@ -62,6 +62,10 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
     }
     if (server) /* a second server on a taken port is an error, not a silent share */
         arg_int(a, GRPC_ARG_ALLOW_REUSEPORT, 0);
+    /* Per-call machinery the layer does not use: gRPC's transparent retries
+     * (callers decide about retrying) and channelz statistics. */
+    arg_int(a, GRPC_ARG_ENABLE_CHANNELZ, 0);
+    if (!server) arg_int(a, GRPC_ARG_ENABLE_RETRIES, 0);
     if (!server) {
         int b0 = o && o->backoff_initial_ms > 0 ? o->backoff_initial_ms : 100;
         int bmax = o && o->backoff_max_ms > 0 ? o->backoff_max_ms : 2000;

@@ -103,6 +103,7 @@ struct rpc_call {
     grpc_byte_buffer *recv_bb;
     grpc_byte_buffer *reply_bb;    /* unary fast path: sent with the status */
     rpc_sendq_t sendq;
+    int waiters;                   /* senders blocked on a full queue */
     int work_kind;
     grpc_byte_buffer *work_bb;
     long n_messages;
@@ -170,6 +171,8 @@ static void pump_locked(rpc_call_t *c)
     if (c->sendq.count) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = rpc_sendq_head(&c->sendq);
+        /* more are queued behind it: let gRPC coalesce them into fewer writes */
+        if (c->sendq.count > 1) ops[n].flags = GRPC_WRITE_BUFFER_HINT;
         n++;
         c->md_sent = 1;
         if (start_batch(c, ops, n, &c->t_send) == 0) c->send_pending = 1;
@@ -392,7 +395,8 @@ static void on_send(rpc_call_t *c, int ok)
     c->send_pending = 0;
     rpc_sendq_pop(&c->sendq);
     if (!ok) rpc_sendq_clear(&c->sendq);   /* the call is gone; close will tell */
-    pthread_cond_broadcast(&c->cv);
+    /* Wake blocked senders once the queue is half empty, not per message. */
+    if (c->waiters && (!ok || c->sendq.count <= c->sendq.cap / 2)) pthread_cond_broadcast(&c->cv);
     pump_locked(c);
     int done = done_due_locked(c);
     pthread_mutex_unlock(&c->mu);
@@ -609,8 +613,13 @@ int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms
             return cr_err_set(err, CR_ECLOSED, "%s: call already finished or cancelled", call_name(c));
         }
         if (c->sendq.count < c->sendq.cap) break;
-        if (timeout_ms == 0 || rpc_on_queue_thread ||
-            rpc_cond_wait_until(&c->cv, &c->mu, deadline) != 0) {
+        int timed_out = timeout_ms == 0 || rpc_on_queue_thread;
+        if (!timed_out) {
+            c->waiters++;
+            timed_out = rpc_cond_wait_until(&c->cv, &c->mu, deadline) != 0;
+            c->waiters--;
+        }
+        if (timed_out) {
             if (c->sendq.count < c->sendq.cap) break;
             pthread_mutex_unlock(&c->mu);
             grpc_byte_buffer_destroy(bb);
