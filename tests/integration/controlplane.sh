@@ -239,8 +239,10 @@ LOOP=$!
 sleep 0.8
 kill -9 $CTL_PID; wait $CTL_PID 2>/dev/null; CTL_PID=
 wait $LOOP
+since=$(now_ms)
 start_controller
-t=$(wait_for 10 node n1 state ready) || true
+t=$(wait_seen 10 n1 "$since") && t=$(wait_seen 10 n2 "$since") && ok "agents back after the second kill" \
+    || bad "agents back after the second kill"
 "$CORRAL" robot list --json >"$T/after-kill.json"
 check "every acknowledged registration survived kill -9 ($(wc -l <"$T/acked.txt") acknowledged)" \
     python3 - "$T/acked.txt" "$T/after-kill.json" "$T/ctl/state.db" <<'PY'
