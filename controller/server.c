@@ -101,8 +101,11 @@ void ctl_server_destroy(ctl_server_t *srv)
 {
     if (!srv) return;
     ctl_server_stop(srv);
-    rpc_server_destroy(srv->rpc);
+    /* The liveness table holds call references: drop them while the RPC layer
+     * (and gRPC under it) is still there to free what they hold. */
     ctl_liveness_destroy(srv->lv);
+    srv->lv = NULL;
+    rpc_server_destroy(srv->rpc);
     ctl_registry_close(srv->reg);
     if (srv->lock_fd >= 0) close(srv->lock_fd);
     free(srv);
