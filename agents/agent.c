@@ -127,6 +127,14 @@ int agent_create(const agent_opts_t *o, agent_t **out, cr_err_t *err)
     if (!cr_name_valid(o->node))
         return cr_err_set(err, CR_EINVAL, "invalid node name '%.80s': use a-z, 0-9, '_' and '-', start "
                           "with a letter or digit, at most 63 characters", o->node);
+    if (o->advertise && *o->advertise) {
+        const char *colon = strrchr(o->advertise, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == o->advertise || !end || *end || port < 1 || port > 65535)
+            return cr_err_set(err, CR_EINVAL, "--advertise '%.100s': expected HOST:PORT with a port 1..65535",
+                              o->advertise);
+    }
     agent_t *a = calloc(1, sizeof *a);
     if (!a) return cr_err_set(err, CR_ENOMEM, "agent");
     pthread_mutex_init(&a->mu, NULL);

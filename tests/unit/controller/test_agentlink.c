@@ -323,6 +323,12 @@ static void test_agent_library_end_to_end(void)
     o2.n_robots = 0;
     o2.node = "N2";
     ASSERT_INT_EQ(agent_create(&o2, &a, &err), CR_EINVAL);
+    o2.node = "n2";
+    o2.advertise = "10.0.0.1";
+    ASSERT_INT_EQ(agent_create(&o2, &a, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "HOST:PORT") != NULL);
+    o2.advertise = "10.0.0.1:99999";
+    ASSERT_INT_EQ(agent_create(&o2, &a, &err), CR_EINVAL);
     stop_server();
 }
 
