@@ -252,7 +252,8 @@ static void on_close(rpc_stream_t *st, rpc_code_t code, const char *details, voi
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-/* Waits on the condition until pred() holds, stop is set, or abs_ns passes. mu held. */
+/* One wait on the agent's condition, until woken or abs_ns (monotonic) passes; mu held.
+ * Callers loop on their own condition. */
 static void wait_until(agent_t *a, int64_t abs_ns)
 {
     struct timespec ts = {.tv_sec = abs_ns / CR_NS_PER_S, .tv_nsec = abs_ns % CR_NS_PER_S};

@@ -154,6 +154,8 @@ static double time_cli_list(const char *corral, const char *addr)
     return ms;
 }
 
+static volatile size_t sink;
+
 /* Wall milliseconds to read the same rows straight from state.db. */
 static double time_sqlite_select(const char *db_path, long *rows)
 {
@@ -173,7 +175,8 @@ static double time_sqlite_select(const char *db_path, long *rows)
     double ms = (cr_now_s() - t0) * 1e3;
     sqlite3_close(db);
     *rows = n;
-    return bytes ? ms : ms;
+    sink += bytes;  /* the bytes are read, as the CLI reads them */
+    return ms;
 }
 
 static double median(double *v, int n) { return bench_percentile(v, (size_t)n, 50); }
