@@ -239,8 +239,9 @@ int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err)
 /* Blocking unary call. On 0, *resp is a message of resp_desc owned by the caller:
  * free it with protobuf_c_message_free_unpacked(*resp, NULL). On error, *resp is
  * NULL and the return is rpc_code_to_err(status) with "STATUS_NAME: details" in
- * err. timeout_ms <= 0 means no deadline (avoid: a dead peer is then noticed only
- * by keepalive). Thread-safe; many threads may call at once. */
+ * err; a request over the size limit fails before any call with CR_ETOOBIG.
+ * timeout_ms <= 0 means no deadline (avoid: a dead peer is then noticed only by
+ * keepalive). Thread-safe; many threads may call at once. */
 int rpc_unary(rpc_channel_t *ch, const char *method, const ProtobufCMessage *req,
               const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
               int64_t timeout_ms, cr_err_t *err);

@@ -82,7 +82,8 @@ struct rpc_server {
 struct rpc_call {
     rpc_tag_t t_close, t_recv, t_send, t_status;
     rpc_work_t work;
-    rpc_server_t *srv;
+    rpc_server_t *srv;             /* not to be touched once on_done has run */
+    size_t max_message;
     const rpc_method_t *m;         /* NULL: unknown method, answered UNIMPLEMENTED */
     char *unknown_name;
     grpc_call *gc;
@@ -204,12 +205,13 @@ static int done_due_locked(rpc_call_t *c)
     return 1;
 }
 
-/* Called with c->mu held: posts the next receive if the call still wants one. */
+/* Unary and server-stream calls read exactly one request. */
 static int one_request(const rpc_call_t *c)
 {
     return c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
 }
 
+/* Called with c->mu held: posts the next receive if the call still wants one. */
 static void want_recv_locked(rpc_call_t *c)
 {
     if (c->recv_pending || c->half_closed || c->finishing || c->close_done) return;
@@ -247,13 +249,13 @@ static void log_bad_message(rpc_call_t *c, size_t len)
 static int deliver(rpc_call_t *c, grpc_byte_buffer *bb)
 {
     size_t len = grpc_byte_buffer_length(bb);
-    if (len > c->srv->max_message) {
+    if (len > c->max_message) {
         grpc_byte_buffer_destroy(bb);
         CR_WARN("rpc", "%s from %s: message %ld of %zu bytes exceeds the limit of %zu bytes: "
                 "answered RESOURCE_EXHAUSTED", call_name(c), c->peer.address, c->n_messages + 1, len,
-                c->srv->max_message);
+                c->max_message);
         rpc_call_finish(c, RPC_RESOURCE_EXHAUSTED, "message of %zu bytes exceeds the limit of %zu bytes",
-                        len, c->srv->max_message);
+                        len, c->max_message);
         return -1;
     }
     ProtobufCMessage *msg = rpc_msg_unpack(bb, c->m->input, &len);
@@ -475,6 +477,7 @@ static void on_request(req_slot_t *r, int ok)
         if (c) free(c);
     } else {
         c->srv = s;
+        c->max_message = s->max_message;
         c->m = r->method >= 0 ? &s->methods[r->method] : NULL;
         c->gc = r->call;
         c->deadline = r->deadline;
@@ -602,7 +605,7 @@ int rpc_call_send_queued(const rpc_call_t *c)
 int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
 {
     if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->srv ? c->srv->max_message : 0, err);
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->max_message, err);
     if (!bb) return err ? err->code : CR_EINVAL;
     int64_t deadline = timeout_ms < 0 ? -1 : cr_now_ns() + timeout_ms * CR_NS_PER_MS;
     pthread_mutex_lock(&c->mu);
@@ -635,7 +638,7 @@ int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms
 int rpc_call_reply(rpc_call_t *c, const ProtobufCMessage *msg, cr_err_t *err)
 {
     if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->srv->max_message, err);
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->max_message, err);
     if (!bb) {
         int code = err ? err->code : CR_EINVAL;
         CR_ERROR("rpc", "%s: reply not sent: %s", call_name(c), err ? err->msg : "pack failed");
