@@ -10,10 +10,16 @@
 #include <string.h>
 #include <strings.h>
 
+/* The address the CLI talks to, for messages. */
+static char target[256];
+
 int cli_ctl_connect(const char *prog, const char *addr, rpc_channel_t **ch)
 {
     cr_err_t err = {0};
-    if (ctl_client_connect(addr, NULL, CLI_CONNECT_TIMEOUT_MS, ch, &err) != 0) {
+    const char *env = getenv("CORRAL_CONTROLLER");
+    snprintf(target, sizeof target, "%s", addr && *addr ? addr : env && *env ? env : CTL_DEFAULT_LISTEN);
+    /* No wait for READY: a controller that is down fails the first call at once. */
+    if (ctl_client_connect(target, NULL, 0, ch, &err) != 0) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return CLI_EUNREACHABLE;
     }
@@ -27,9 +33,12 @@ int cli_ctl_call(const char *prog, rpc_channel_t *ch, const char *method, const 
     rpc_code_t code = RPC_OK;
     if (ctl_client_call(ch, method, req, resp_desc, resp, CLI_CALL_TIMEOUT_MS, &code, &err) == 0)
         return CLI_OK;
-    fprintf(stderr, "%s: %s\n", prog, err.msg);
-    if (code == RPC_UNAVAILABLE || code == RPC_DEADLINE_EXCEEDED || code == RPC_CANCELLED)
+    if (code == RPC_UNAVAILABLE || code == RPC_DEADLINE_EXCEEDED || code == RPC_CANCELLED) {
+        fprintf(stderr, "%s: controller %s unreachable (is `corral controller` running there? set "
+                "--controller or CORRAL_CONTROLLER): %s\n", prog, target, err.msg);
         return CLI_EUNREACHABLE;
+    }
+    fprintf(stderr, "%s: %s\n", prog, err.msg);
     return CLI_EUSER;
 }
 

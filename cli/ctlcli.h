@@ -11,9 +11,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Seconds a CLI call may take before the controller counts as unreachable. */
+/* Milliseconds a CLI call may take before the controller counts as unreachable. */
 #define CLI_CALL_TIMEOUT_MS 10000
-#define CLI_CONNECT_TIMEOUT_MS 3000
 
 /* The options of every control-plane subcommand, parsed by one function so
  * they spell and fail the same way everywhere. */

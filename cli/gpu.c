@@ -24,19 +24,21 @@ static void gpu_row(cli_table_t *t, const Corral__V1__Gpu *g)
     cli_table_row(t, cells);
 }
 
-static int do_register(const char *prog, rpc_channel_t *ch, const cli_args_t *a)
+/* Builds the request from the options; local mistakes are reported before any
+ * connection is made (exit 1, whether or not a controller is up). */
+static int gpu_request(const char *prog, const cli_args_t *a, Corral__V1__RegisterGpuRequest *req)
 {
-    Corral__V1__RegisterGpuRequest req = CORRAL__V1__REGISTER_GPU_REQUEST__INIT;
+    corral__v1__register_gpu_request__init(req);
     if (!a->node || !a->model || !a->memory) {
         fprintf(stderr, "%s: --node, --model and --memory are required\n", prog);
         return CLI_EUSER;
     }
     cr_err_t err = {0};
-    if (cli_parse_size(a->memory, &req.memory_bytes, &err)) {
+    if (cli_parse_size(a->memory, &req->memory_bytes, &err)) {
         fprintf(stderr, "%s: --memory: %s\n", prog, err.msg);
         return CLI_EUSER;
     }
-    req.index = -1;
+    req->index = -1;
     if (a->index) {
         char *end = NULL;
         errno = 0;
@@ -45,13 +47,19 @@ static int do_register(const char *prog, rpc_channel_t *ch, const cli_args_t *a)
             fprintf(stderr, "%s: --index '%s': expected a number 0..4095\n", prog, a->index);
             return CLI_EUSER;
         }
-        req.index = (int32_t)v;
+        req->index = (int32_t)v;
     }
-    req.node = (char *)a->node;
-    req.model = (char *)a->model;
-    req.uuid = (char *)(a->uuid ? a->uuid : "");
+    req->node = (char *)a->node;
+    req->model = (char *)a->model;
+    req->uuid = (char *)(a->uuid ? a->uuid : "");
+    return CLI_OK;
+}
+
+static int do_register(const char *prog, rpc_channel_t *ch, const cli_args_t *a,
+                       const Corral__V1__RegisterGpuRequest *req)
+{
     Corral__V1__RegisterGpuResponse *resp = NULL;
-    int rc = cli_ctl_call(prog, ch, CTL_M_REGISTER_GPU, &req.base, &corral__v1__register_gpu_response__descriptor,
+    int rc = cli_ctl_call(prog, ch, CTL_M_REGISTER_GPU, &req->base, &corral__v1__register_gpu_response__descriptor,
                           (ProtobufCMessage **)&resp);
     if (rc) return rc;
     if (a->json) {
@@ -107,10 +115,11 @@ int cli_gpu_main(int argc, char **argv)
     cli_args_t a;
     int rc = cli_args_parse(prog, argc - 1, argv + 1, is_reg ? "node,model,memory,index,uuid" : "node", 0, 0, &a);
     if (rc) return rc;
+    Corral__V1__RegisterGpuRequest req;
+    if (is_reg && (rc = gpu_request(prog, &a, &req))) return rc;
     rpc_channel_t *ch = NULL;
-    if (is_reg && (!a.node || !a.model || !a.memory)) return do_register(prog, NULL, &a);
     if ((rc = cli_ctl_connect(prog, a.controller, &ch))) return rc;
-    rc = is_reg ? do_register(prog, ch, &a) : do_list(prog, ch, &a);
+    rc = is_reg ? do_register(prog, ch, &a, &req) : do_list(prog, ch, &a);
     rpc_channel_destroy(ch);
     return rc;
 }

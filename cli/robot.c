@@ -179,6 +179,13 @@ int cli_robot_main(int argc, char **argv)
             fprintf(stderr, "%s: --driver is required (one of %s)\n", prog, ctl_driver_names());
             return CLI_EUSER;
         }
+        for (size_t k = 0; k < a.n_sets; k++) {  /* local mistakes before any connection */
+            const char *eq = strchr(a.sets[k], '=');
+            if (!eq || eq == a.sets[k] || eq - a.sets[k] >= 64) {
+                fprintf(stderr, "%s: --set '%s': expected key=value\n", prog, a.sets[k]);
+                return CLI_EUSER;
+            }
+        }
         rpc_channel_t *ch = NULL;
         if ((rc = cli_ctl_connect(prog, a.controller, &ch))) return rc;
         rc = verbs[i].fn(prog, ch, &a);

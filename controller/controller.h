@@ -69,7 +69,8 @@ rpc_code_t ctl_status_from_err(int cr_code);
 
 /* Opens a channel to the controller at addr (NULL: $CORRAL_CONTROLLER, else
  * CTL_DEFAULT_LISTEN) and waits up to timeout_ms for it to be reachable:
- * CR_EUNAVAIL with a message naming addr when it is not. */
+ * CR_EUNAVAIL with a message naming addr when it is not. timeout_ms 0 does not
+ * wait: the first call then fails at once with UNAVAILABLE if nobody answers. */
 int ctl_client_connect(const char *addr, const rpc_opts_t *opts, int64_t timeout_ms,
                        rpc_channel_t **out, cr_err_t *err);
 
