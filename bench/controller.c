@@ -8,7 +8,9 @@
  *   heartbeat round trip p50/p99 (agent send -> HeartbeatAck) with 1000 agents,
  *     against a single agent;
  *   `corral robot list --json` wall time for 10,000 robots (a process, a call, the
- *     JSON), against a plain SQLite SELECT of the same rows from state.db.
+ *     JSON), against a plain SQLite SELECT of the same rows from state.db;
+ *   the time until every agent has reconnected after the controller is killed
+ *     with SIGKILL and restarted, against the time of the first connect.
  * Targets (the issue): CPU under 10% of one core; the listing under 200 ms.
  * usage: bench/controller [AGENTS] [SECONDS]   (defaults 1000 and 10) */
 #include "agents/agent.h"
@@ -179,6 +181,20 @@ static double time_sqlite_select(const char *db_path, long *rows)
     return ms;
 }
 
+/* Sum of stats.sessions over all agents (sessions accepted so far). */
+static long sessions_total(agent_t **agents, int n, int *connected)
+{
+    long total = 0;
+    *connected = 0;
+    for (int i = 0; i < n; i++) {
+        agent_stats_t s;
+        agent_get_stats(agents[i], &s);
+        total += s.sessions;
+        *connected += s.connected;
+    }
+    return total;
+}
+
 static double median(double *v, int n) { return bench_percentile(v, (size_t)n, 50); }
 
 int main(int argc, char **argv)
@@ -267,7 +283,8 @@ int main(int argc, char **argv)
         if (connected == nagents) break;
         cr_sleep_ns(200 * CR_NS_PER_MS);
     }
-    printf("sessions: %d of %d accepted after %.1f s\n", connected, nagents, cr_now_s() - t0);
+    double connect_s = cr_now_s() - t0;
+    printf("sessions: %d of %d accepted after %.1f s\n", connected, nagents, connect_s);
     cr_sleep_ns(2 * CR_NS_PER_S);
     size_t nn = 0;
     double cpuN = measure(ctl, seconds, &nn);
@@ -304,6 +321,28 @@ int main(int argc, char **argv)
            "`corral robot list --json`", cli_ms, sql_ms, sql_ms > 0 ? cli_ms / sql_ms : 0, rows);
     printf("%-44s %12zu %12d\n", "nodes ready", ready, nagents);
 
+    /* The controller killed with SIGKILL and restarted on the same state: time until
+     * every agent has a new accepted session (baseline: the first connect). */
+    int before = 0;
+    long base_sessions = sessions_total(agents, nagents, &before);
+    kill(ctl, SIGKILL);
+    waitpid(ctl, NULL, 0);
+    cr_sleep_ns(500 * CR_NS_PER_MS);
+    ctl = spawn(cargv, log);
+    double r0 = cr_now_s();
+    int back = 0;
+    while (cr_now_s() - r0 < 120) {
+        int c = 0;
+        long total = sessions_total(agents, nagents, &c);
+        back = (int)(total - base_sessions);
+        if (back >= nagents && c == nagents) break;
+        cr_sleep_ns(100 * CR_NS_PER_MS);
+    }
+    double reconnect_s = cr_now_s() - r0;
+    printf("%-44s %11.1fs %11.1fs %8.2f   (baseline: first connect; %d of %d back)\n",
+           "all agents back after controller kill -9", reconnect_s, connect_s,
+           connect_s > 0 ? reconnect_s / connect_s : 0, back < nagents ? back : nagents, nagents);
+
     for (int i = 0; i < nagents; i++) agent_destroy(agents[i]);
     for (int c = 0; c < nch; c++) rpc_channel_destroy(chans[c]);
     rpc_channel_destroy(client);
@@ -319,6 +358,7 @@ int main(int argc, char **argv)
     bench_target("controller_cpu_share_1000_agents", cpuN, "<=0.10");
     bench_target("robot_list_json_10k_ms", cli_ms, "<=200");
     bench_target("sessions_accepted", (double)connected / nagents, ">=1.0");
+    bench_target("agents_back_after_controller_restart", (double)(back < nagents ? back : nagents) / nagents, ">=1.0");
     free(samples);
     return 0;
 }
