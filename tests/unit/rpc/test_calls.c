@@ -56,6 +56,41 @@ static void unary_ok_with(unsigned flags)
 static void test_unary_ok(void) { unary_ok_with(0); }
 static void test_unary_ok_inline(void) { unary_ok_with(RPC_METHOD_INLINE); }
 
+typedef struct hammer {
+    rpc_channel_t *ch;
+    int ok;
+} hammer_t;
+
+static void *hammer_main(void *arg)
+{
+    hammer_t *h = arg;
+    cr_err_t err = {0};
+    rpc_code_t st;
+    for (int i = 0; i < 200; i++)
+        if (fx_echo(h->ch, "many", 0, 0, 100, 5000, &st, NULL, 0, &err) == 0) h->ok++;
+    return NULL;
+}
+
+static void test_unary_concurrent(void)
+{
+    /* several queue threads and client threads at once, one shared channel */
+    rpc_opts_t o = {.queue_threads = 2, .pool_threads = 3};
+    fx_server_t f;
+    fx_server_start(&f, &o, 0);
+    rpc_channel_t *ch = fx_channel(f.target, NULL);
+    hammer_t h[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        h[i] = (hammer_t){ch, 0};
+        pthread_create(&t[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++) ASSERT_INT_EQ(h[i].ok, 200);
+    ASSERT_TRUE(fx_wait_atomic(&f.echo.done, 800, 3000));
+    rpc_channel_destroy(ch);
+    fx_server_stop(&f);
+}
+
 static void test_unary_errors(void)
 {
     fx_server_t f;
@@ -583,6 +618,7 @@ int main(int argc, char **argv)
         {"codes", test_codes},
         {"unary_ok", test_unary_ok},
         {"unary_ok_inline", test_unary_ok_inline},
+        {"unary_concurrent", test_unary_concurrent},
         {"unary_errors", test_unary_errors},
         {"unary_deadline", test_unary_deadline},
         {"client_stream", test_client_stream},
