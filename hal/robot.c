@@ -8,6 +8,7 @@
  * and an e-stop from another thread never interleave with a step. Every error
  * leaving this file names the robot. */
 #include "hal/hal.h"
+#include "common/id.h"
 #include "common/log.h"
 #include "common/time.h"
 
@@ -197,7 +198,9 @@ int hal_robot_open(const char *name, const char *driver, const char *model,
                    const hal_opt_t *opts, int n_opts, hal_robot_t **out, cr_err_t *err)
 {
     *out = NULL;
-    if (!name || !name[0]) return cr_err_set(err, CR_EINVAL, "robot name is empty");
+    if (!name || !cr_name_valid(name))
+        return cr_err_set(err, CR_EINVAL, "robot name '%s' is not valid ([a-z0-9_-], 1..63 "
+                          "characters, starting with a letter or digit)", name ? name : "");
     const hal_driver_t *drv = hal_driver_find(driver ? driver : "");
     if (!drv)
         return cr_err_set(err, CR_ENOENT, "robot %s: unknown driver '%s' (known: mock, mujoco, "

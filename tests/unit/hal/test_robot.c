@@ -276,6 +276,8 @@ static void test_bad_options(void)
     hal_opts_parse(kv5, 1, opts, &err);
     ASSERT_INT_EQ(hal_robot_open("arm-1", "mock", "", opts, 1, &r, &err), CR_EINVAL);
     ASSERT_TRUE(strstr(err.msg, "mode='torque'") != NULL);
+    ASSERT_INT_EQ(hal_robot_open("Arm 1!", "mock", "", NULL, 0, &r, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "robot name 'Arm 1!' is not valid") != NULL);
     ASSERT_INT_EQ(hal_robot_open("arm-1", "warp-drive", "", NULL, 0, &r, &err), CR_ENOENT);
     ASSERT_TRUE(strstr(err.msg, "unknown driver 'warp-drive'") != NULL);
     ASSERT_TRUE(r == NULL);
