@@ -204,8 +204,10 @@ int hal_robot_reset(hal_robot_t *r, uint64_t seed, hal_obs_t *obs, cr_err_t *err
 int hal_robot_observe(hal_robot_t *r, hal_obs_t *obs, cr_err_t *err);
 
 /* Sends one action (desc.act.dim floats) through the safety layer to the driver.
- * NaN/Inf: CR_EINVAL, the robot holds position. E-stop latched: CR_EBUSY.
- * For simulated robots one act advances one control period. */
+ * Values outside the spec's bounds are clamped and counted (clamped_range, a
+ * warning logged for the first few). NaN/Inf: CR_EINVAL naming the index, the
+ * robot holds position. E-stop latched: CR_EBUSY. For simulated robots one act
+ * advances one control period (paced to wall time when realtime=true). */
 int hal_robot_act(hal_robot_t *r, const float *action, cr_err_t *err);
 
 /* act then observe: the usual environment step. */
