@@ -8,6 +8,7 @@
  * and an e-stop from another thread never interleave with a step. Every error
  * leaving this file names the robot. */
 #include "hal/hal.h"
+#include "common/id.h"
 #include "common/log.h"
 #include "common/time.h"
 
@@ -42,7 +43,8 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 
 const hal_driver_t *hal_driver_find(const char *name)
 {
-    const hal_driver_t *builtin[] = {&hal_driver_mock, &hal_driver_mujoco, &hal_driver_dynamixel};
+    const hal_driver_t *builtin[] = {&hal_driver_mock, &hal_driver_mujoco, &hal_driver_dynamixel,
+                                     &hal_driver_remote};
     for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
         if (strcmp(builtin[i]->name, name) == 0) return builtin[i];
     const hal_driver_t *found = NULL;
@@ -196,11 +198,13 @@ int hal_robot_open(const char *name, const char *driver, const char *model,
                    const hal_opt_t *opts, int n_opts, hal_robot_t **out, cr_err_t *err)
 {
     *out = NULL;
-    if (!name || !name[0]) return cr_err_set(err, CR_EINVAL, "robot name is empty");
+    if (!name || !cr_name_valid(name))
+        return cr_err_set(err, CR_EINVAL, "robot name '%s' is not valid ([a-z0-9_-], 1..63 "
+                          "characters, starting with a letter or digit)", name ? name : "");
     const hal_driver_t *drv = hal_driver_find(driver ? driver : "");
     if (!drv)
         return cr_err_set(err, CR_ENOENT, "robot %s: unknown driver '%s' (known: mock, mujoco, "
-                          "dynamixel)", name, driver ? driver : "");
+                          "dynamixel, remote)", name, driver ? driver : "");
     hal_opt_t *rest = calloc((size_t)n_opts + 1, sizeof *rest);
     hal_robot_t *r = calloc(1, sizeof *r);
     if (!rest || !r) {
@@ -365,6 +369,14 @@ int hal_robot_estopped(hal_robot_t *r)
     int v = r->estopped;
     pthread_mutex_unlock(&r->mu);
     return v;
+}
+
+int hal_robot_joints(hal_robot_t *r, double *q, double *ee, cr_err_t *err)
+{
+    pthread_mutex_lock(&r->mu);
+    int rc = r->drv->joints(r->st, q, ee, err);
+    pthread_mutex_unlock(&r->mu);
+    return named(r, rc, err);
 }
 
 void hal_robot_health(hal_robot_t *r, hal_health_t *h)

@@ -480,9 +480,12 @@ int rpc_stream_open(rpc_channel_t *ch, rpc_stream_t **out, const char *method,
     grpc_metadata_array_init(&st->md_trailing);
     pthread_mutex_init(&st->mu, NULL);
     rpc_cond_init_monotonic(&st->cv);
-    st->gc = grpc_channel_create_call(ch->gc, NULL, GRPC_PROPAGATE_DEFAULTS, ch->cq,
-                                      grpc_slice_from_static_string(st->method), NULL,
+    /* A refcounted copy: gRPC keeps a "static" slice's bytes beyond the call (the
+     * HPACK compressor indexes the path), and st->method dies with the stream. */
+    grpc_slice path = grpc_slice_from_copied_string(method);
+    st->gc = grpc_channel_create_call(ch->gc, NULL, GRPC_PROPAGATE_DEFAULTS, ch->cq, path, NULL,
                                       rpc_deadline(timeout_ms), NULL);
+    grpc_slice_unref(path);
 
     pthread_mutex_lock(&ch->mu);
     st->next = ch->open;

@@ -259,6 +259,37 @@ static void test_nan_action_sim(void)
     hal_robot_close(r);
 }
 
+/* Physics that blows up (an absurd actuator gain on a tiny mass) is an error
+ * naming the problem, not a silently reset state passed off as valid. */
+static void test_diverged_physics(void)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/unstable.xml", test_tmpdir());
+    write_file(path, "<mujoco><custom><text name='corral_mode' data='joint_position'/></custom>"
+               "<worldbody><body><joint name='x' type='slide' axis='1 0 0' limited='true' range='-1 1'/>"
+               "<geom type='sphere' size='0.01' mass='0.000001'/><site name='ee'/></body>"
+               "<body name='target' mocap='true'/></worldbody>"
+               "<actuator><position name='x' joint='x' kp='1e15'/></actuator></mujoco>");
+    cr_err_t err = {0};
+    int rc;
+    hal_robot_t *r = open_model(path, NULL, 0, &err, &rc);
+    ASSERT_OK(rc, &err);
+    hal_obs_t o;
+    ASSERT_OK(hal_obs_alloc(hal_robot_desc(r), 0, &o, &err), &err);
+    ASSERT_OK(hal_robot_reset(r, 1, &o, &err), &err);
+    float a[1] = {0.9f};
+    rc = 0;
+    for (int i = 0; i < 5 && rc == 0; i++) rc = hal_robot_step(r, a, &o, &err);
+    ASSERT_INT_EQ(rc, CR_EINTERNAL);
+    ASSERT_TRUE(strstr(err.msg, "robot sim-1") && strstr(err.msg, "physics diverged"));
+    hal_health_t h;
+    hal_robot_health(r, &h);
+    ASSERT_TRUE(h.errors >= 1);
+    ASSERT_OK(hal_robot_reset(r, 2, &o, &err), &err);   /* a reset recovers */
+    hal_obs_free(&o);
+    hal_robot_close(r);
+}
+
 static void test_camera(void)
 {
     setup_env();
@@ -305,6 +336,7 @@ int main(int argc, char **argv)
         {"user_mjcf", test_user_mjcf},
         {"bad_models", test_bad_models},
         {"nan_action_sim", test_nan_action_sim},
+        {"diverged_physics", test_diverged_physics},
         {"camera", test_camera},
         {NULL, NULL},
     };
