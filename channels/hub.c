@@ -5,6 +5,7 @@
  * rarely (once per stream), never per message. */
 #include "channels/internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -22,7 +22,8 @@ ch_msg_t *ch_msg_alloc(size_t len);
  * duplicate (already acknowledged), CR_ETIMEDOUT when no room came before deadline_ns
  * (0: no wait, -1: forever), CR_ETOOBIG, CR_ECLOSED. */
 int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err);
-/* Whether (producer, seq) was already accepted (acknowledge again, do not queue). */
+/* Whether (producer, seq) was already accepted (acknowledge again, do not queue);
+ * counts it as a duplicate when it was. */
 int ch_channel_seen(ch_channel_t *c, uint64_t producer, uint64_t seq);
 void ch_channel_count_rejected(ch_channel_t *c);
 size_t ch_channel_max_msg(const ch_channel_t *c);
@@ -60,8 +61,10 @@ int ch_ring_closed(ch_ring_t *r);
 void ch_ring_close(ch_ring_t *r);
 void ch_ring_destroy(ch_ring_t *r);
 size_t ch_ring_max_msg(const ch_ring_t *r);
-/* Test hook: the raw data area and its size, to plant garbage. */
-void *ch_ring_test_data(ch_ring_t *r, size_t *size);
+/* Test hooks: take the writers' lock and keep it (a writer about to die), and
+ * append n bytes that are not a record (a writer that ignores the format). */
+void ch_ring_test_lock(ch_ring_t *r);
+int ch_ring_test_garbage(ch_ring_t *r, size_t n, cr_err_t *err);
 
 /* ---- producers and their routes ---- */
 

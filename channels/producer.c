@@ -3,6 +3,7 @@
  * behind p->ops does the sending; callers never branch on which route it is. */
 #include "channels/internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

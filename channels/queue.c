@@ -7,12 +7,14 @@
  *   - for each producer, last[producer] is the highest seq ever queued; a message
  *     with seq <= last is a duplicate (a route resending after a reconnect), so it is
  *     acknowledged again but never queued twice;
- *   - refs counts server threads delivering into the channel; destroy unregisters
- *     first, then waits for refs to reach 0, then frees.
+ *   - refs counts threads inside the channel (server threads delivering, in-process
+ *     producers, blocked readers); destroy unregisters, wakes everyone with
+ *     closed, waits for refs to reach 0, then frees.
  * Every route ends in ch_channel_push, so these rules hold whatever the route. */
 #include "channels/internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -204,6 +206,7 @@ int ch_channel_seen(ch_channel_t *c, uint64_t producer, uint64_t seq)
     pthread_mutex_lock(&c->mu);
     seen_t *s = seen_find(c, producer);
     int dup = s && seq <= s->last;
+    if (dup) c->st.duplicates++;
     pthread_mutex_unlock(&c->mu);
     return dup;
 }
@@ -317,6 +320,7 @@ int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_w
     if (max_count == 0) return cr_err_set(err, CR_EINVAL, "channel %s: batch of 0 messages", c->name);
     int64_t deadline = deadline_of(timeout_ms);
     pthread_mutex_lock(&c->mu);
+    c->refs++; /* destroy waits for readers it woke to leave */
     /* A batch larger than the queue can hold could never fill: stop at capacity. */
     size_t want = max_count < c->cap ? max_count : c->cap;
     while (!c->closed && !batch_ready(c, want, max_weight)) {
@@ -331,6 +335,7 @@ int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_w
     }
     int closed = c->closed;
     if (*n) pthread_cond_broadcast(&c->nonfull);
+    if (--c->refs == 0) pthread_cond_broadcast(&c->unref);
     pthread_mutex_unlock(&c->mu);
     if (*n) return 0;
     if (closed) return cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);

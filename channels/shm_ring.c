@@ -360,8 +360,23 @@ void ch_ring_destroy(ch_ring_t *r)
     free(r);
 }
 
-void *ch_ring_test_data(ch_ring_t *r, size_t *size)
+void ch_ring_test_lock(ch_ring_t *r)
 {
-    *size = r->h->size;
-    return r->data;
+    pthread_mutex_lock(&r->h->wlock);
+}
+
+int ch_ring_test_garbage(ch_ring_t *r, size_t n, cr_err_t *err)
+{
+    int rc = lock_writers(r, cr_now_ns() + CR_NS_PER_S, err);
+    if (rc) return rc;
+    uint64_t head = atomic_load(&r->h->head);
+    size_t pos = head % r->h->size;
+    n = align8(n);
+    if (pos + n > r->h->size) n = r->h->size - pos;
+    memset(r->data + pos, 0xab, n);
+    atomic_store_explicit(&r->h->head, head + n, memory_order_release);
+    atomic_fetch_add(&r->h->data_ftx, 1);
+    futex_wake(&r->h->data_ftx);
+    pthread_mutex_unlock(&r->h->wlock);
+    return 0;
 }
