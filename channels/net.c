@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/id.h"
 #include "common/log.h"
 #include "common/rpc/rpc.h"
 #include "common/time.h"

@@ -185,7 +185,7 @@ static void test_tunnel_in_order(void)
     ch_hub_t *hc = hub("robot1", NULL, ch_relay_addr(r)); /* behind NAT: no listen */
     ch_hub_t *hp = hub("gpu1", NULL, ch_relay_addr(r));
     ch_channel_t *c;
-    ch_opts_t o = {.capacity = 16};
+    ch_opts_t o = {.capacity = 256};
     ASSERT_OK(ch_channel_create(hc, "act", &o, &c, &e), &e);
     ch_producer_t *p = producer(hp, hc, "act", CH_ROUTE_TUNNEL);
     put_n(p, 0, 200, 256);
