@@ -31,8 +31,12 @@ typedef struct ch_producer ch_producer_t; /* the producer side, bound to one rou
 
 /* ---- messages ---------------------------------------------------------------- */
 
-/* A message as the consumer receives it; data points just past the struct (one
- * allocation). Freed with ch_msg_free. */
+/* A message as the consumer receives it, owned by the caller until ch_msg_free.
+ * data is read-only to the caller and the pointer must not be changed: a large
+ * message from the shared-memory route is read in place from the ring (no copy),
+ * and its ring space is released, in order, when it is freed, so a consumer that
+ * holds many large messages slows its producers down (at most a quarter of the
+ * ring is lent out this way; beyond that messages are copied). */
 typedef struct ch_msg {
     uint64_t producer; /* id of the producer that put it (non-zero) */
     uint64_t seq;      /* that producer's sequence number, from 1 */
@@ -51,14 +55,16 @@ typedef struct ch_hub_opts {
                                pass -1 to turn off) */
     const char *listen;     /* "host:port" to serve the direct route on ("0.0.0.0:0"
                                picks a port), or NULL for none */
+    const char *advertise;  /* host others dial for the direct route (default: the
+                               listen host, or 127.0.0.1 when that is 0.0.0.0) */
     const char *relay;      /* "host:port" of the relay (the controller) to dial out to
                                for tunnelled channels, or NULL */
     int64_t reconnect_ms;   /* first reconnect back-off, default 100 ms (max 2 s) */
 } ch_hub_opts_t;
 
 int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err);
-/* Closes every channel and route of the hub; producers and channels of the hub must
- * be destroyed first. */
+/* Stops the hub's servers and links. Close the hub's producers and destroy its
+ * channels first. */
 void ch_hub_destroy(ch_hub_t *h);
 
 /* Where this hub's consumers can be found by others: node, process id, the address
@@ -105,7 +111,9 @@ typedef struct ch_opts {
  * serves. CR_EEXIST when the hub already has one of that name. */
 int ch_channel_create(ch_hub_t *h, const char *name, const ch_opts_t *o,
                       ch_channel_t **out, cr_err_t *err);
-/* Wakes blocked callers with CR_ECLOSED, unregisters and frees queued messages. */
+/* Unregisters, wakes blocked callers (they get CR_ECLOSED) and frees queued
+ * messages. Waits for in-process producers of the channel to be closed first
+ * (remote and shared-memory producers then get errors: CR_ENOENT, CR_ECLOSED). */
 void ch_channel_destroy(ch_channel_t *c);
 
 /* Looks a channel of hub h up by name; CR_ENOENT names it when unknown. Borrowed. */
@@ -164,7 +172,8 @@ void ch_producer_close(ch_producer_t *p);
 int ch_put(ch_producer_t *p, const void *data, size_t len, double weight,
            int64_t timeout_ms, cr_err_t *err);
 
-/* Waits until every message put so far is acknowledged by the consumer's channel. */
+/* Waits until every message put so far is acknowledged by the consumer's channel
+ * (queued there; for a large message read in place from shared memory: freed). */
 int ch_producer_flush(ch_producer_t *p, int64_t timeout_ms, cr_err_t *err);
 
 /* Messages put but not yet acknowledged. */

@@ -13,7 +13,8 @@
 #include "common/log.h"
 
 /* net.c: the direct-route server and the relay link of a hub. */
-int ch_net_start(ch_hub_t *h, const char *listen, const char *relay, void **net, cr_err_t *err);
+int ch_net_start(ch_hub_t *h, const char *listen, const char *advertise, const char *relay, void **net,
+                 cr_err_t *err);
 void ch_net_stop(void *net);
 const char *ch_net_addr(void *net);
 
@@ -45,7 +46,7 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
     h->relay = o->relay ? strdup(o->relay) : NULL;
     pthread_mutex_init(&h->mu, NULL);
     if (o->listen || o->relay) {
-        int rc = ch_net_start(h, o->listen, o->relay, &h->net, err);
+        int rc = ch_net_start(h, o->listen, o->advertise, o->relay, &h->net, err);
         if (rc) {
             pthread_mutex_destroy(&h->mu);
             free(h->relay);

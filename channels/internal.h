@@ -16,6 +16,9 @@
 
 /* A message with room for len bytes of data; NULL when out of memory. */
 ch_msg_t *ch_msg_alloc(size_t len);
+/* route_shm.c: frees a message whose data is a view into a shared-memory ring
+ * (its data does not follow the struct), releasing the ring space. */
+void ch_shm_view_free(ch_msg_t *m);
 
 /* Hands m to channel c, the one entry point of every route. Takes m in every case
  * (frees it when refused or duplicate). Returns 0 when queued, 1 when dropped as a
@@ -46,12 +49,24 @@ int ch_ring_attach(uint64_t hub, const char *name, ch_ring_t **out, cr_err_t *er
  * when the consumer process is gone, CR_ECLOSED when it closed the ring. */
 int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight,
                   const void *data, size_t len, int64_t deadline_ns, uint64_t *end, cr_err_t *err);
-/* Consumer: reads the next record into a new message (*out); waits up to
- * deadline_ns. CR_ETIMEDOUT when nothing came, CR_ECORRUPT when a writer left
- * garbage (the ring is reset past it). The record stays in the ring until
- * ch_ring_release, so a full channel keeps back-pressure on the writers. */
-int ch_ring_read(ch_ring_t *r, ch_msg_t **out, int64_t deadline_ns, cr_err_t *err);
-void ch_ring_release(ch_ring_t *r);
+/* A record as the consumer reads it: data points into the ring and stays valid
+ * until the ring is released past end. */
+typedef struct ch_ring_rec {
+    uint64_t producer, seq;
+    double weight;
+    size_t len;
+    const void *data;
+    uint64_t end;
+} ch_ring_rec_t;
+
+/* Consumer: reads the next record, waiting up to deadline_ns. CR_ETIMEDOUT when
+ * nothing came; CR_ECORRUPT when a writer left garbage (it is skipped up to
+ * out->end, which must be released like a record). Records stay in the ring until
+ * released, in order, with ch_ring_release_to, so a full channel (or a consumer
+ * holding messages) keeps back-pressure on the writers. */
+int ch_ring_read(ch_ring_t *r, ch_ring_rec_t *out, int64_t deadline_ns, cr_err_t *err);
+void ch_ring_release_to(ch_ring_t *r, uint64_t end);
+size_t ch_ring_size(const ch_ring_t *r);
 /* The release position: every record that ended at or before it is consumed (the
  * *end ch_ring_write reported is the producer's acknowledgement mark). */
 uint64_t ch_ring_tail(ch_ring_t *r);

@@ -100,7 +100,7 @@ static void srv_message(rpc_call_t *call, const ProtobufCMessage *msg)
     rpc_call_send(call, &a.base, -1, NULL);
 }
 
-static int server_start(ch_net_t *n, const char *listen, cr_err_t *err)
+static int server_start(ch_net_t *n, const char *listen, const char *advertise, cr_err_t *err)
 {
     n->method = (rpc_method_t){.name = "/corral.v1.Channel/Stream", .kind = RPC_BIDI,
                                .input = &corral__v1__ch_frame__descriptor,
@@ -116,7 +116,9 @@ static int server_start(ch_net_t *n, const char *listen, cr_err_t *err)
     snprintf(host, sizeof host, "%s", listen);
     char *colon = strrchr(host, ':');
     if (colon) *colon = 0;
-    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0 || host[0] == 0)
+    if (advertise)
+        snprintf(host, sizeof host, "%s", advertise);
+    else if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0 || host[0] == 0)
         snprintf(host, sizeof host, "127.0.0.1");
     snprintf(n->addr, sizeof n->addr, "%s:%d", host, rpc_server_port(n->srv));
     return 0;
@@ -236,7 +238,8 @@ static int link_start(ch_net_t *n, const char *relay, cr_err_t *err)
     return 0;
 }
 
-int ch_net_start(ch_hub_t *h, const char *listen, const char *relay, void **out, cr_err_t *err)
+int ch_net_start(ch_hub_t *h, const char *listen, const char *advertise, const char *relay, void **out,
+                 cr_err_t *err)
 {
     ch_net_t *n = calloc(1, sizeof *n);
     if (!n) return cr_err_set(err, CR_ENOMEM, "hub: out of memory");
@@ -244,7 +247,7 @@ int ch_net_start(ch_hub_t *h, const char *listen, const char *relay, void **out,
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cv, NULL);
     int rc = 0;
-    if (listen) rc = server_start(n, listen, err);
+    if (listen) rc = server_start(n, listen, advertise, err);
     if (rc == 0 && relay) rc = link_start(n, relay, err);
     if (rc) {
         rpc_server_destroy(n->srv);

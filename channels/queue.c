@@ -66,7 +66,12 @@ ch_msg_t *ch_msg_alloc(size_t len)
     return m;
 }
 
-void ch_msg_free(ch_msg_t *m) { free(m); }
+void ch_msg_free(ch_msg_t *m)
+{
+    if (!m) return;
+    if (m->data != (void *)(m + 1)) ch_shm_view_free(m); /* zero-copy from a ring */
+    else free(m);
+}
 
 /* Absolute CLOCK_MONOTONIC deadline for a time-out in ms; -1 forever, 0 now. */
 static int64_t deadline_of(int64_t timeout_ms)
@@ -148,7 +153,7 @@ void ch_channel_destroy(ch_channel_t *c)
     pthread_mutex_lock(&c->mu);
     while (c->refs > 0) pthread_cond_wait(&c->unref, &c->mu);
     pthread_mutex_unlock(&c->mu);
-    for (size_t i = 0; i < c->count; i++) free(c->slots[(c->head + i) % c->cap]);
+    for (size_t i = 0; i < c->count; i++) ch_msg_free(c->slots[(c->head + i) % c->cap]);
     free(c->slots);
     free(c->seen);
     pthread_mutex_destroy(&c->mu);
@@ -241,7 +246,7 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
 {
     if (m->len > c->o.max_msg_bytes) {
         size_t len = m->len;
-        free(m);
+        ch_msg_free(m);
         ch_channel_count_rejected(c);
         return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
                           c->name, len, c->o.max_msg_bytes);
@@ -261,7 +266,7 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
         }
         if (c->o.latest_wins && c->count == 1) {
             c->weight -= c->slots[c->head]->weight;
-            free(c->slots[c->head]);
+            ch_msg_free(c->slots[c->head]);
             c->count = 0;
             c->st.replaced++;
         }
@@ -284,7 +289,7 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
         }
     }
     pthread_mutex_unlock(&c->mu);
-    free(m);
+    ch_msg_free(m);
     return rc;
 }
 

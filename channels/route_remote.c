@@ -199,6 +199,15 @@ static pend_t *next_unsent(remote_t *r)
     return NULL;
 }
 
+/* Sleeps ms (a back-off) unless the producer is closed meanwhile. r->mu not held. */
+static void nap(remote_t *r, int ms)
+{
+    int64_t dl = now() + (int64_t)ms * CR_NS_PER_MS;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop && timed_wait(&r->cv, &r->mu, dl) != ETIMEDOUT) {}
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void *sender_main(void *arg)
 {
     remote_t *r = arg;
@@ -208,6 +217,7 @@ static void *sender_main(void *arg)
     rpc_stream_t *st = NULL;
     stream_ctx_t *ctx = NULL;
     int connected_once = 0;
+    uint64_t acked_at_connect = 0;
     pthread_mutex_lock(&r->mu);
     while (!r->stop && !r->fatal) {
         if (st && (r->stream_dead ||
@@ -219,7 +229,7 @@ static void *sender_main(void *arg)
             free(ctx);
             st = NULL;
             ctx = NULL;
-            cr_sleep_ns((int64_t)rpc_backoff_next_ms(&bo) * CR_NS_PER_MS);
+            nap(r, rpc_backoff_next_ms(&bo));
             pthread_mutex_lock(&r->mu);
             continue;
         }
@@ -235,7 +245,7 @@ static void *sender_main(void *arg)
                 free(ctx);
                 ctx = NULL;
                 CR_DEBUG("channels", "channel %s: cannot open stream: %s", r->p->name, e.msg);
-                cr_sleep_ns((int64_t)rpc_backoff_next_ms(&bo) * CR_NS_PER_MS);
+                nap(r, rpc_backoff_next_ms(&bo));
                 pthread_mutex_lock(&r->mu);
                 continue;
             }
@@ -243,8 +253,13 @@ static void *sender_main(void *arg)
             if (connected_once) atomic_fetch_add(&r->p->reconnects, 1);
             connected_once = 1;
             r->sent_upto = r->acked; /* resend everything not acknowledged */
+            acked_at_connect = r->acked;
             r->last_progress_ns = now();
             continue;
+        }
+        if (r->acked != acked_at_connect) { /* the consumer answers: a good stream */
+            acked_at_connect = r->acked;
+            rpc_backoff_reset(&bo);
         }
         pend_t *e = next_unsent(r);
         if (!e) {
@@ -262,7 +277,6 @@ static void *sender_main(void *arg)
         pthread_cond_broadcast(&r->cv);
         if (rc == 0) {
             r->sent_upto = copy.seq;
-            rpc_backoff_reset(&bo);
         } else if (rc == CR_ETOOBIG) {
             set_fatal(r, rc, err.msg);
         } else if (rc != CR_EBUSY && rc != CR_ETIMEDOUT) {

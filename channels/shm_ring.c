@@ -65,7 +65,7 @@ struct ch_ring {
     size_t map_bytes;
     char path[128];
     int owner;
-    uint64_t rpos, pending_end; /* consumer only */
+    uint64_t rpos; /* consumer only: the read cursor (tail <= rpos <= head) */
 };
 
 static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
@@ -272,23 +272,22 @@ out:
     return rc;
 }
 
-/* Drops everything written so far: a writer left bytes that are not a record. */
-static int reset_corrupt(ch_ring_t *r, uint64_t head, const char *why, cr_err_t *err)
+/* Skips everything written so far: a writer left bytes that are not a record. The
+ * caller releases up to out->end once earlier records are released. */
+static int skip_corrupt(ch_ring_t *r, uint64_t head, ch_ring_rec_t *out, const char *why, cr_err_t *err)
 {
-    r->rpos = r->pending_end = head;
-    atomic_store_explicit(&r->h->tail, head, memory_order_release);
-    atomic_fetch_add(&r->h->space_ftx, 1);
-    futex_wake(&r->h->space_ftx);
+    r->rpos = head;
+    out->end = head;
     return cr_err_set(err, CR_ECORRUPT, "shm ring %s: %s; dropped what was pending", r->path, why);
 }
 
-int ch_ring_read(ch_ring_t *r, ch_msg_t **out, int64_t deadline_ns, cr_err_t *err)
+int ch_ring_read(ch_ring_t *r, ch_ring_rec_t *out, int64_t deadline_ns, cr_err_t *err)
 {
     ring_hdr_t *h = r->h;
-    *out = NULL;
+    memset(out, 0, sizeof *out);
     for (;;) {
         uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
-        if (head - r->rpos > h->size) return reset_corrupt(r, head, "head is out of range", err);
+        if (head - r->rpos > h->size) return skip_corrupt(r, head, out, "head is out of range", err);
         if (r->rpos == head) {
             uint32_t v = atomic_load(&h->data_ftx);
             if (atomic_load_explicit(&h->head, memory_order_acquire) != head) continue;
@@ -306,34 +305,34 @@ int ch_ring_read(ch_ring_t *r, ch_msg_t **out, int64_t deadline_ns, cr_err_t *er
         }
         rec_hdr_t rh;
         memcpy(&rh, r->data + pos, sizeof rh);
-        if (rh.magic != REC_MAGIC) return reset_corrupt(r, head, "bad record magic", err);
+        if (rh.magic != REC_MAGIC) return skip_corrupt(r, head, out, "bad record magic", err);
         if (rh.kind == REC_PAD) {
-            if (rh.len != h->size - pos) return reset_corrupt(r, head, "bad pad record", err);
+            if (rh.len != h->size - pos) return skip_corrupt(r, head, out, "bad pad record", err);
             r->rpos += rh.len;
             continue;
         }
         size_t rec = align8(sizeof rh + rh.len);
         if (rh.kind != REC_DATA || rh.len > h->max_msg || pos + rec > h->size || rec > head - r->rpos)
-            return reset_corrupt(r, head, "bad record kind or length", err);
-        ch_msg_t *m = ch_msg_alloc(rh.len);
-        if (!m) return cr_err_set(err, CR_ENOMEM, "shm ring %s: out of memory", r->path);
-        m->producer = rh.producer;
-        m->seq = rh.seq;
-        m->weight = rh.weight;
-        memcpy(m->data, r->data + pos + sizeof rh, rh.len);
-        r->pending_end = r->rpos + rec;
-        *out = m;
+            return skip_corrupt(r, head, out, "bad record kind or length", err);
+        out->producer = rh.producer;
+        out->seq = rh.seq;
+        out->weight = rh.weight;
+        out->len = rh.len;
+        out->data = r->data + pos + sizeof rh;
+        r->rpos += rec;
+        out->end = r->rpos;
         return 0;
     }
 }
 
-void ch_ring_release(ch_ring_t *r)
+void ch_ring_release_to(ch_ring_t *r, uint64_t end)
 {
-    r->rpos = r->pending_end;
-    atomic_store_explicit(&r->h->tail, r->pending_end, memory_order_release);
+    atomic_store_explicit(&r->h->tail, end, memory_order_release);
     atomic_fetch_add(&r->h->space_ftx, 1);
     if (atomic_load(&r->h->space_waiters)) futex_wake(&r->h->space_ftx);
 }
+
+size_t ch_ring_size(const ch_ring_t *r) { return r->h->size; }
 
 uint64_t ch_ring_tail(ch_ring_t *r)
 {
