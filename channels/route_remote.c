@@ -11,8 +11,9 @@
  * put blocks while it holds `window` messages; on every (re)connect the sender starts
  * again from the oldest unacknowledged message, so nothing acknowledged is resent
  * needlessly and nothing unacknowledged is lost (the consumer drops duplicates).
- * The stream callbacks only record acks and the end of the stream; all sending is
- * done by the sender thread, never while holding the state lock. */
+ * The stream callbacks only record acks and the end of the stream. Sending is done
+ * by the sender thread, or by put itself when the stream is up and idle, one send
+ * at a time (`sending`), never while holding the state lock. */
 #include "channels/internal.h"
 
 #include <errno.h>
@@ -54,7 +55,9 @@ typedef struct remote {
     int fatal;          /* CR_E* code once the consumer refused the stream */
     char fatal_msg[CR_ERR_MSG_MAX];
     uint64_t gen;       /* stream generation, so callbacks of an old stream are ignored */
-    uint64_t sending;   /* seq whose data the sender is using outside the lock, or 0 */
+    uint64_t sending;   /* seq being sent outside the lock (by the sender thread or
+                           by put itself), or 0: one send at a time keeps the order */
+    rpc_stream_t *live; /* the current stream while put may send on it, else NULL */
 } remote_t;
 
 typedef struct stream_ctx {
@@ -153,7 +156,7 @@ static void on_close(rpc_stream_t *st, rpc_code_t code, const char *details, voi
 }
 
 /* Sends one DATA frame (wrapped for the relay on the tunnel). */
-static int send_data(remote_t *r, rpc_stream_t *st, const pend_t *e, cr_err_t *err)
+static int send_data(remote_t *r, rpc_stream_t *st, const pend_t *e, cr_err_t *err, int64_t wait_ms)
 {
     Corral__V1__ChFrame f = CORRAL__V1__CH_FRAME__INIT;
     f.kind = CORRAL__V1__CH_FRAME__KIND__DATA;
@@ -163,11 +166,11 @@ static int send_data(remote_t *r, rpc_stream_t *st, const pend_t *e, cr_err_t *e
     f.weight = e->weight;
     f.data.data = e->data;
     f.data.len = e->len;
-    if (!r->tunnel) return rpc_stream_send(st, &f.base, SEND_SLICE_MS, err);
+    if (!r->tunnel) return rpc_stream_send(st, &f.base, wait_ms, err);
     Corral__V1__RelayFrame rf = CORRAL__V1__RELAY_FRAME__INIT;
     rf.dst = r->dst;
     rf.frame = &f;
-    return rpc_stream_send(st, &rf.base, SEND_SLICE_MS, err);
+    return rpc_stream_send(st, &rf.base, wait_ms, err);
 }
 
 static rpc_stream_t *open_stream(remote_t *r, stream_ctx_t *ctx, cr_err_t *err)
@@ -199,6 +202,29 @@ static pend_t *next_unsent(remote_t *r)
     return NULL;
 }
 
+/* Under r->mu: the bookkeeping after a send of seq returned rc. */
+static void after_send(remote_t *r, uint64_t seq, int rc, const cr_err_t *err)
+{
+    r->sending = 0;
+    gc(r);
+    if (rc == 0) {
+        r->sent_upto = seq;
+    } else if (rc == CR_ETOOBIG) {
+        set_fatal(r, rc, err->msg);
+    } else if (rc != CR_EBUSY && rc != CR_ETIMEDOUT) {
+        r->stream_dead = 1;
+    }
+    pthread_cond_broadcast(&r->cv);
+}
+
+/* Under r->mu: takes the stream away from put and waits until no send uses it. */
+static void retire_stream(remote_t *r)
+{
+    r->live = NULL;
+    r->gen++;
+    while (r->sending) timed_wait(&r->cv, &r->mu, now() + 10 * CR_NS_PER_MS);
+}
+
 /* Sleeps ms (a back-off) unless the producer is closed meanwhile. r->mu not held. */
 static void nap(remote_t *r, int ms)
 {
@@ -223,7 +249,7 @@ static void *sender_main(void *arg)
         if (st && (r->stream_dead ||
                    (r->n && r->sent_upto >= r->pend[(r->first + r->n - 1) % r->p->window].seq &&
                     now() - r->last_progress_ns > ACK_TIMEOUT_NS))) {
-            r->gen++;
+            retire_stream(r);
             pthread_mutex_unlock(&r->mu);
             rpc_stream_destroy(st);
             free(ctx);
@@ -255,13 +281,14 @@ static void *sender_main(void *arg)
             r->sent_upto = r->acked; /* resend everything not acknowledged */
             acked_at_connect = r->acked;
             r->last_progress_ns = now();
+            r->live = st;
             continue;
         }
         if (r->acked != acked_at_connect) { /* the consumer answers: a good stream */
             acked_at_connect = r->acked;
             rpc_backoff_reset(&bo);
         }
-        pend_t *e = next_unsent(r);
+        pend_t *e = r->sending ? NULL : next_unsent(r);
         if (!e) {
             timed_wait(&r->cv, &r->mu, now() + SEND_SLICE_MS * CR_NS_PER_MS);
             continue;
@@ -270,26 +297,13 @@ static void *sender_main(void *arg)
         r->sending = copy.seq; /* keeps gc off its data while unlocked */
         pthread_mutex_unlock(&r->mu);
         cr_err_t err = {0};
-        int rc = send_data(r, st, &copy, &err);
+        int rc = send_data(r, st, &copy, &err, SEND_SLICE_MS);
         pthread_mutex_lock(&r->mu);
-        r->sending = 0;
-        gc(r);
-        pthread_cond_broadcast(&r->cv);
-        if (rc == 0) {
-            r->sent_upto = copy.seq;
-        } else if (rc == CR_ETOOBIG) {
-            set_fatal(r, rc, err.msg);
-        } else if (rc != CR_EBUSY && rc != CR_ETIMEDOUT) {
-            r->stream_dead = 1;
-        }
+        after_send(r, copy.seq, rc, &err);
     }
+    if (st) retire_stream(r);
     pthread_mutex_unlock(&r->mu);
-    if (st) {
-        pthread_mutex_lock(&r->mu);
-        r->gen++;
-        pthread_mutex_unlock(&r->mu);
-        rpc_stream_destroy(st);
-    }
+    if (st) rpc_stream_destroy(st);
     free(ctx);
     return NULL;
 }
@@ -317,9 +331,22 @@ static int remote_put(ch_producer_t *p, uint64_t seq, const void *data, size_t l
         return cr_err_set(err, code, "%s", r->fatal_msg);
     }
     if (r->n == 0) r->last_progress_ns = now();
-    r->pend[(r->first + r->n) % p->window] = (pend_t){seq, weight, len, copy};
+    pend_t e = {seq, weight, len, copy};
+    r->pend[(r->first + r->n) % p->window] = e;
     r->n++;
-    pthread_cond_broadcast(&r->cv);
+    /* When the stream is up and idle, send from this thread (one hop less); never
+     * wait here for room in the stream: the sender thread retries. */
+    if (r->live && !r->sending && !r->stream_dead && r->sent_upto == seq - 1) {
+        rpc_stream_t *st = r->live;
+        r->sending = seq;
+        pthread_mutex_unlock(&r->mu);
+        cr_err_t se = {0};
+        int rc = send_data(r, st, &e, &se, 0);
+        pthread_mutex_lock(&r->mu);
+        after_send(r, seq, rc, &se);
+    } else {
+        pthread_cond_broadcast(&r->cv);
+    }
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
