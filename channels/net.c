@@ -210,8 +210,10 @@ static void *link_main(void *arg)
         } else {
             CR_DEBUG("channels", "relay link: %s", e.msg);
         }
+        int closing = n->stop && !n->link_dead;
         n->gen++;
         pthread_mutex_unlock(&n->mu);
+        if (closing && rpc_stream_close_send(x->st, NULL) == 0) rpc_stream_wait(x->st, 1000, NULL, NULL);
         rpc_stream_destroy(x->st);
         free(x);
         if (!n->stop) cr_sleep_ns((int64_t)rpc_backoff_next_ms(&bo) * CR_NS_PER_MS);

@@ -303,7 +303,11 @@ static void *sender_main(void *arg)
     }
     if (st) retire_stream(r);
     pthread_mutex_unlock(&r->mu);
-    if (st) rpc_stream_destroy(st);
+    if (st) {
+        /* A clean goodbye (half-close, then the server's OK) rather than a cancel. */
+        if (rpc_stream_close_send(st, NULL) == 0) rpc_stream_wait(st, 1000, NULL, NULL);
+        rpc_stream_destroy(st);
+    }
     free(ctx);
     return NULL;
 }

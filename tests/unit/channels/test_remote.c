@@ -12,7 +12,14 @@
 #include "common/time.h"
 #include "corral/v1/channel.pb-c.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static ch_hub_t *hub(const char *node, const char *listen, const char *relay)
 {
@@ -87,6 +94,133 @@ static void test_direct_in_order(void)
     ch_msg_free(m);
     ch_producer_close(q);
     ch_producer_close(p);
+    ch_channel_destroy(c);
+    ch_hub_destroy(hp);
+    ch_hub_destroy(hc);
+}
+
+/* A TCP proxy between producer and consumer whose connections the test can cut,
+ * as a broken network would: both ends see the connection die mid-stream. */
+typedef struct proxy {
+    int ls;
+    char addr[64];
+    struct sockaddr_in up;
+    pthread_t thread;
+    atomic_int stop, cut;
+} proxy_t;
+
+static void *proxy_main(void *arg)
+{
+    proxy_t *x = arg;
+    int a = -1, b = -1;
+    static char buf[1 << 16];
+    while (!atomic_load(&x->stop)) {
+        if (atomic_exchange(&x->cut, 0) && a >= 0) {
+            close(a);
+            close(b);
+            a = b = -1;
+        }
+        struct pollfd pf[3] = {{x->ls, POLLIN, 0}, {a, POLLIN, 0}, {b, POLLIN, 0}};
+        if (poll(pf, 3, 20) <= 0) continue;
+        if (pf[0].revents & POLLIN) {
+            int c = accept(x->ls, NULL, NULL);
+            if (a >= 0) { /* one connection at a time: a new one replaces the old */
+                close(a);
+                close(b);
+            }
+            a = c;
+            b = socket(AF_INET, SOCK_STREAM, 0);
+            if (connect(b, (struct sockaddr *)&x->up, sizeof x->up) != 0) {
+                close(a);
+                close(b);
+                a = b = -1;
+            }
+            continue;
+        }
+        for (int i = 1; i <= 2; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            int from = i == 1 ? a : b, to = i == 1 ? b : a;
+            ssize_t n = read(from, buf, sizeof buf);
+            if (n <= 0 || write(to, buf, (size_t)n) != n) {
+                close(a);
+                close(b);
+                a = b = -1;
+                break;
+            }
+        }
+    }
+    if (a >= 0) {
+        close(a);
+        close(b);
+    }
+    return NULL;
+}
+
+static void proxy_start(proxy_t *x, const char *upstream)
+{
+    memset(x, 0, sizeof *x);
+    char host[64];
+    snprintf(host, sizeof host, "%s", upstream);
+    char *colon = strrchr(host, ':');
+    *colon = 0;
+    x->up.sin_family = AF_INET;
+    x->up.sin_port = htons((uint16_t)atoi(colon + 1));
+    inet_pton(AF_INET, host, &x->up.sin_addr);
+    x->ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    ASSERT_TRUE(bind(x->ls, (struct sockaddr *)&a, sizeof a) == 0 && listen(x->ls, 4) == 0 &&
+                getsockname(x->ls, (struct sockaddr *)&a, &al) == 0);
+    snprintf(x->addr, sizeof x->addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    pthread_create(&x->thread, NULL, proxy_main, x);
+}
+
+static void proxy_stop(proxy_t *x)
+{
+    atomic_store(&x->stop, 1);
+    pthread_join(x->thread, NULL);
+    close(x->ls);
+}
+
+static void test_direct_reconnects_and_resends(void)
+{
+    ch_hub_t *hc = hub("gpu1", "127.0.0.1:0", NULL);
+    ch_hub_t *hp = hub("robot1", NULL, NULL);
+    ch_channel_t *c;
+    cr_err_t e = {0};
+    ch_opts_t o = {.capacity = 8};
+    ASSERT_OK(ch_channel_create(hc, "tr", &o, &c, &e), &e);
+    ch_where_t w;
+    ch_hub_where(hc, &w);
+    proxy_t px;
+    proxy_start(&px, w.addr);
+    w.addr = px.addr;
+    ch_producer_opts_t po = {.window = 32};
+    ch_producer_t *p;
+    ASSERT_OK(ch_producer_open(hp, "tr", &w, &po, &p, &e), &e);
+    ASSERT_INT_EQ(ch_producer_route(p), CH_ROUTE_DIRECT);
+    /* The queue fills (8) and more wait unacknowledged in the window; then the
+     * connection breaks. */
+    put_n(p, 0, 30, 512);
+    cr_sleep_ns(200 * CR_NS_PER_MS);
+    ASSERT_TRUE(ch_producer_unacked(p) > 0);
+    atomic_store(&px.cut, 1);
+    cr_sleep_ns(100 * CR_NS_PER_MS);
+    put_n(p, 30, 40, 512);
+    /* Reading resumes: everything arrives once, in order, over a new connection. */
+    expect_seq(c, p, 40);
+    ASSERT_OK(ch_producer_flush(p, 20000, &e), &e);
+    ch_msg_t *m;
+    ASSERT_INT_EQ(ch_get(c, &m, 200, &e), CR_ETIMEDOUT);
+    ASSERT_TRUE(ch_producer_reconnects(p) >= 1);
+    /* The message the old stream delivered but could not acknowledge came again
+     * and was dropped. */
+    ch_stats_t st;
+    ch_channel_stats(c, &st);
+    ASSERT_INT_EQ(st.accepted, 40);
+    ASSERT_TRUE(st.duplicates >= 1);
+    ch_producer_close(p);
+    proxy_stop(&px);
     ch_channel_destroy(c);
     ch_hub_destroy(hp);
     ch_hub_destroy(hc);
@@ -205,6 +339,59 @@ static void test_tunnel_in_order(void)
     ch_relay_destroy(r);
 }
 
+/* Opens a raw Link stream, sends f, and returns the status the relay ended it with. */
+static rpc_code_t relay_verdict(const char *addr, const Corral__V1__RelayFrame *f, cr_err_t *e)
+{
+    rpc_opts_t ro = {0};
+    rpc_channel_t *rch;
+    ASSERT_OK(rpc_channel_create(&rch, addr, &ro, e), e);
+    rpc_stream_cbs_t cbs = {0};
+    rpc_stream_t *st;
+    ASSERT_OK(rpc_stream_open(rch, &st, "/corral.v1.Relay/Link", &corral__v1__relay_frame__descriptor,
+                              &cbs, 10000, e), e);
+    ASSERT_OK(rpc_stream_send(st, &f->base, 1000, e), e);
+    rpc_code_t code = RPC_OK;
+    rpc_stream_wait(st, 10000, &code, e);
+    rpc_stream_destroy(st);
+    rpc_channel_destroy(rch);
+    return code;
+}
+
+static void test_relay_refuses_bad_peers(void)
+{
+    ch_relay_t *r;
+    cr_err_t e = {0};
+    ASSERT_OK(ch_relay_create("127.0.0.1:0", &r, &e), &e);
+    ch_hub_t *hc = hub("robot1", NULL, ch_relay_addr(r));
+    ch_hub_t *hp = hub("gpu1", NULL, ch_relay_addr(r));
+    ch_channel_t *c;
+    ASSERT_OK(ch_channel_create(hc, "act", NULL, &c, &e), &e);
+    /* A frame before hello. */
+    Corral__V1__ChFrame body = CORRAL__V1__CH_FRAME__INIT;
+    Corral__V1__RelayFrame f = CORRAL__V1__RELAY_FRAME__INIT;
+    f.dst = "h-0000000000000001";
+    f.frame = &body;
+    ASSERT_INT_EQ(relay_verdict(ch_relay_addr(r), &f, &e), RPC_FAILED_PRECONDITION);
+    ASSERT_TRUE(strstr(e.msg, "hello") != NULL);
+    /* A name that is far too long. */
+    Corral__V1__RelayFrame h = CORRAL__V1__RELAY_FRAME__INIT;
+    char longname[200];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    h.hello = longname;
+    ASSERT_INT_EQ(relay_verdict(ch_relay_addr(r), &h, &e), RPC_INVALID_ARGUMENT);
+    /* The tunnel keeps working for everyone else. */
+    ch_producer_t *p = producer(hp, hc, "act", CH_ROUTE_TUNNEL);
+    put_n(p, 0, 20, 100);
+    expect_seq(c, p, 20);
+    ASSERT_OK(ch_producer_flush(p, 10000, &e), &e);
+    ch_producer_close(p);
+    ch_channel_destroy(c);
+    ch_hub_destroy(hp);
+    ch_hub_destroy(hc);
+    ch_relay_destroy(r);
+}
+
 static void test_tunnel_relay_restart(void)
 {
     ch_relay_t *r;
@@ -276,8 +463,10 @@ int main(int argc, char **argv)
     static const test_case_t cases[] = {
         {"direct_in_order", test_direct_in_order},
         {"direct_bad_input", test_direct_bad_input},
+        {"direct_reconnects_and_resends", test_direct_reconnects_and_resends},
         {"consumer_that_never_reads", test_consumer_that_never_reads},
         {"tunnel_in_order", test_tunnel_in_order},
+        {"relay_refuses_bad_peers", test_relay_refuses_bad_peers},
         {"tunnel_relay_restart", test_tunnel_relay_restart},
         {"wsync_over_direct", test_wsync_over_direct},
         {NULL, NULL},
