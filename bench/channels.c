@@ -501,7 +501,7 @@ int main(int argc, char **argv)
     ch_wsync_opts_t wc = {.chunk_bytes = MIB, .max_inflight = 4, .max_bytes_per_s = cap};
     if (ch_wsync_pub_create(&wc, p, ACTORS, &pub, &e)) return 1;
     for (int i = 0; i < 16384; i++) lx[i] = (float)i * 1e-4f;
-    double alone1 = learner_steps_per_s(1.0);
+    double alone1 = learner_steps_per_s(2.0);
     /* From the publish call (its snapshot copy runs on the learner's thread) until
      * every actor holds the version, the learner keeps stepping. */
     v = 2;
@@ -518,7 +518,7 @@ int main(int argc, char **argv)
     double during = (double)steps / ((double)(t1 - t0) / 1e9);
     if (read(ah.rep, &done, sizeof done) != sizeof done || !done) return 1;
     double capped_s = (double)(done - t0) / 1e9;
-    double alone2 = learner_steps_per_s(1.0);
+    double alone2 = learner_steps_per_s(2.0);
     double alone = (alone1 + alone2) / 2;
     double slowdown = during < alone ? 1.0 - during / alone : 0.0;
     printf("  learner alone      %8.0f steps/s\n", alone);
