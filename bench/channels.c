@@ -8,7 +8,8 @@
  *   the learner's slowdown while it syncs  (a compute loop, alone vs during a sync)
  *
  * The actors live in a child process forked before anything else starts threads,
- * so the learner's process holds only the learner and its publisher. Sizes can be
+ * so the learner's process holds only the learner and its publisher; it runs at
+ * nice 19, standing in for the actors' own machines. Sizes can be
  * scaled down with CORRAL_BENCH_SCALE (e.g. 0.25) on a slow machine. */
 #include <arpa/inet.h>
 #include <malloc.h>
@@ -317,6 +318,9 @@ typedef struct actor_host {
  * for every version number read from cmd it reports when all 4 hold it. */
 static void actor_host_main(int cmd, int rep)
 {
+    /* The actors stand in for other machines: on this box they take CPU only
+     * when the learner leaves some, as their own cores would give them. */
+    if (nice(19) < 0) perror("nice");
     ch_hub_t *h[ACTORS];
     ch_channel_t *c[ACTORS];
     ch_wsync_sub_t *s[ACTORS];

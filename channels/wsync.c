@@ -21,6 +21,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/time.h"
@@ -341,6 +344,10 @@ static void *pub_main(void *arg)
         return NULL;
     }
     p->tokens_at = cr_now_ns();
+    /* Background work: on a busy node the learner's own threads go first (Linux
+     * nice values are per thread). Failing to lower it is harmless. */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) != 0)
+        CR_DEBUG("wsync", "publisher thread keeps its priority");
     for (;;) {
         pthread_mutex_lock(&p->mu);
         int stop = p->stop;
