@@ -45,6 +45,10 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
     h->reconnect_ms = o->reconnect_ms > 0 ? o->reconnect_ms : 100;
     h->relay = o->relay ? strdup(o->relay) : NULL;
     pthread_mutex_init(&h->mu, NULL);
+    if (h->shm) {
+        int n = ch_ring_sweep();
+        if (n) CR_INFO("channels", "removed %d shared-memory ring(s) of dead processes", n);
+    }
     if (o->listen || o->relay) {
         int rc = ch_net_start(h, o->listen, o->advertise, o->relay, &h->net, err);
         if (rc) {

@@ -43,6 +43,9 @@ typedef struct ch_ring ch_ring_t;
 /* Consumer side: creates the ring file for (hub id, channel name). */
 int ch_ring_create(uint64_t hub, const char *name, size_t max_msg, ch_ring_t **out,
                    cr_err_t *err);
+/* Removes ring files left by consumer processes that died without closing them
+ * (SIGKILL); returns how many. */
+int ch_ring_sweep(void);
 /* Producer side: maps an existing ring; CR_ENOENT when there is none. */
 int ch_ring_attach(uint64_t hub, const char *name, ch_ring_t **out, cr_err_t *err);
 /* Writes one record; blocks for room up to deadline_ns (-1 forever). CR_EUNAVAIL

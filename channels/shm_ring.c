@@ -12,9 +12,13 @@
  * partial record; the writers' lock is a robust process-shared mutex, so a writer
  * killed while holding it costs the next writer an EOWNERDEAD, not a hang. Every wait
  * is a futex wait with a time-out, and a writer waiting for room checks whether the
- * consumer process still exists, so a crashed peer never wedges the other side. */
+ * consumer process still exists, so a crashed peer never wedges the other side.
+ * Liveness is judged by pid, so the processes sharing /dev/shm must share a pid
+ * namespace (one node, one container or host). A consumer killed outright leaves
+ * its ring file behind; the next hub created on the node removes it. */
 #include "channels/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -182,6 +186,30 @@ int ch_ring_attach(uint64_t hub, const char *name, ch_ring_t **out, cr_err_t *er
 }
 
 size_t ch_ring_max_msg(const ch_ring_t *r) { return r->h->max_msg; }
+
+int ch_ring_sweep(void)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "corral-ch-", 10) != 0) continue;
+        char path[300];
+        snprintf(path, sizeof path, "/%s", de->d_name);
+        int fd = shm_open(path, O_RDONLY, 0);
+        if (fd < 0) continue;
+        ring_hdr_t h;
+        ssize_t n = pread(fd, &h, sizeof h, 0);
+        close(fd);
+        /* Only a complete header names its owner; one being created is left alone. */
+        if (n == (ssize_t)sizeof h && h.magic == RING_MAGIC && h.owner_pid > 0 &&
+            kill(h.owner_pid, 0) != 0 && errno == ESRCH && shm_unlink(path) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
 
 static int peer_alive(pid_t pid)
 {

@@ -304,6 +304,11 @@ static void test_over_shared_memory(void)
         blob_make(&b, 3000000, 100, 7, 2);
         for (int i = 0; i < 3; i++)
             if (memcmp(w->t[i].data, b.d[i], b.sz[i]) != 0) _exit(5);
+        ch_weights_free(w);
+        blob_free(&b);
+        ch_wsync_sub_destroy(s);
+        ch_channel_destroy(c); /* removes its ring file */
+        ch_hub_destroy(h);
         _exit(0);
     }
     uint64_t id;
