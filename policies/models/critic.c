@@ -81,12 +81,14 @@ void pol_critic_forward(pol_critic_t *c, const float *obs, const float *act, int
     }
 }
 
-void pol_critic_backward(pol_critic_t *c, const float *dq, float *dact, int B, int param_grads)
+void pol_critic_backward(pol_critic_t *c, const float *dq, float *dobs, float *dact, int B,
+                         int param_grads)
 {
     const nn_backend_t *be = c->params.be;
-    if (dact) be->fill(c->dx, 0.0f, (size_t)B * (c->obs_dim + c->act_dim));
+    int want = dobs || dact;
+    if (want) be->fill(c->dx, 0.0f, (size_t)B * (c->obs_dim + c->act_dim));
     for (int i = 0; i < c->n; i++)
-        pol_mlp_backward(&c->head[i], &c->params, dact ? c->dx : NULL, dq + (size_t)i * B, B,
+        pol_mlp_backward(&c->head[i], &c->params, want ? c->dx : NULL, dq + (size_t)i * B, B,
                          param_grads);
-    if (dact) be->concat_backward(NULL, dact, c->dx, B, c->obs_dim, c->act_dim);
+    if (want) be->concat_backward(dobs, dact, c->dx, B, c->obs_dim, c->act_dim);
 }

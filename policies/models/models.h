@@ -79,8 +79,10 @@ void pol_critic_destroy(pol_critic_t *c);
 int pol_critic_reserve(pol_critic_t *c, int B, cr_err_t *err);
 /* q [n][B] in c->q */
 void pol_critic_forward(pol_critic_t *c, const float *obs, const float *act, int B);
-/* dq [n][B]; dact [B][A] (may be NULL) += dQ/daction. */
-void pol_critic_backward(pol_critic_t *c, const float *dq, float *dact, int B, int param_grads);
+/* dq [n][B]; dobs [B][obs_dim] and dact [B][A] (either may be NULL) += the
+ * gradients wrt the critic's inputs. */
+void pol_critic_backward(pol_critic_t *c, const float *dq, float *dobs, float *dact, int B,
+                         int param_grads);
 
 /* ---- CNN encoder: image [B][C][H][W] -> conv/ReLU stack -> linear -> LayerNorm -> tanh ---- */
 #define POL_ENC_MAX_CONV 4
@@ -95,7 +97,7 @@ typedef struct pol_encoder {
     const float *in;
     float *conv_out[POL_ENC_MAX_CONV], *relu_out[POL_ENC_MAX_CONV];
     float *col, *fc, *ln, *mean, *rstd, *out;
-    float *dbuf0, *dbuf1, *dcol;
+    float *dbuf0, *dbuf1;
 } pol_encoder_t;
 
 int pol_encoder_declare(pol_encoder_t *e, nn_params_t *p, const char *prefix, int C, int H, int W,

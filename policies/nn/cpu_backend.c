@@ -3,6 +3,7 @@
  * own shared object only when asked, so nothing here links against CUDA. */
 #include "policies/nn/cpu.h"
 
+#include <cblas.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +17,10 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, sr
 
 static void cpu_fill(float *x, float v, size_t N)
 {
+    if (v == 0.0f) {   /* the common case: clearing gradients */
+        memset(x, 0, N * sizeof(float));
+        return;
+    }
     for (size_t i = 0; i < N; i++) x[i] = v;
 }
 
@@ -61,6 +66,8 @@ static const nn_backend_t cpu_backend = {
 };
 
 const nn_backend_t *nn_backend_cpu(void) { return &cpu_backend; }
+
+void nn_cpu_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
 
 /* The CUDA backend lives in its own shared object so that a binary without CUDA
  * installed still starts; its entry returns NULL when it finds no usable GPU, and

@@ -55,7 +55,8 @@ void cpu_act_forward(float *out, const float *inp, nn_act_t act, size_t N)
 {
     switch (act) {
     case NN_ACT_RELU:
-        for (size_t i = 0; i < N; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+        /* written so that NaN propagates (as in PyTorch): a NaN must reach the loss */
+        for (size_t i = 0; i < N; i++) { float x = inp[i]; out[i] = x < 0.0f ? 0.0f : x; }
         break;
     case NN_ACT_TANH:
         for (size_t i = 0; i < N; i++) out[i] = tanhf(inp[i]);
@@ -77,7 +78,7 @@ void cpu_act_backward(float *dinp, const float *dout, const float *inp, const fl
 {
     switch (act) {
     case NN_ACT_RELU:
-        for (size_t i = 0; i < N; i++) dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+        for (size_t i = 0; i < N; i++) { float d = dout[i]; dinp[i] += inp[i] > 0.0f ? d : 0.0f; }
         break;
     case NN_ACT_TANH:
         for (size_t i = 0; i < N; i++) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
