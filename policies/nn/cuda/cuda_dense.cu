@@ -84,7 +84,7 @@ static __global__ void act_fwd_kernel(float *out, const float *inp, nn_act_t act
     if (i >= N) return;
     float x = inp[i];
     switch (act) {
-    case NN_ACT_RELU: out[i] = x > 0.0f ? x : 0.0f; break;
+    case NN_ACT_RELU: out[i] = x < 0.0f ? 0.0f : x; break;   /* NaN passes, as on the CPU */
     case NN_ACT_TANH: out[i] = tanhf(x); break;
     case NN_ACT_GELU: out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x))); break;
     case NN_ACT_SILU: out[i] = x / (1.0f + expf(-x)); break;

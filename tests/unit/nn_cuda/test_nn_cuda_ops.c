@@ -17,7 +17,9 @@
  *   per-row sums (layernorm, softmax,      rtol 1e-4, atol 1e-5 (same order of
  *   attention, Gaussian head)              summation, different rounding of exp)
  *   cuBLAS products (linear, conv2d)       rtol 1e-4, atol 1e-4 (another order)
- *   double reductions (sum, sumsq, mse)    relative 1e-9 */
+ *   reductions to double: mse             relative 1e-9 (both sum in double)
+ *                         sum, sumsq      1e-6 of sum |x| (the CPU adds float lanes
+ *                                         per block of 1024, the GPU adds in double) */
 #include "policies/nn/nn.h"
 #include "tests/harness.h"
 
@@ -99,6 +101,7 @@ static int mismatches(const char *what, const float *dev, const float *ref, size
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)h[i] - ref[i]);
+        if (isnan(h[i]) && isnan(ref[i])) continue;   /* NaN must propagate alike */
         if (!(d <= atol + rtol * fabs(ref[i]))) {
             if (bad < 5) fprintf(stderr, "  %s[%zu]: gpu %.8g cpu %.8g\n", what, i, h[i], ref[i]);
             bad++;
@@ -247,6 +250,7 @@ static void test_activations(void)
     for (int a = NN_ACT_RELU; a <= NN_ACT_SILU; a++) {
         float *inp = hr(n, 3), *out = hz(n), *dout = hr(n, 1), *dinp = hr(n, 1);
         inp[0] = 0.0f;   /* ReLU's kink: both sides must agree on x = 0 */
+        inp[1] = NAN;    /* and a NaN reaches the loss through every activation */
         float *g_inp = dfl(inp, n), *g_out = dfl(out, n), *g_dout = dfl(dout, n), *g_dinp = dfl(dinp, n);
         cpu->act_forward(out, inp, (nn_act_t)a, n);
         gpu->act_forward(g_out, g_inp, (nn_act_t)a, n);
@@ -528,9 +532,9 @@ static void test_reductions(void)
         size_t n = sizes[k];
         float *x = hr(n, 1);
         float *g_x = dfl(x, n);
-        double s = cpu->sum(x, n), q = cpu->sumsq(x, n);
-        ASSERT_NEAR(gpu->sum(g_x, n), s, 1e-9 * fabs(s) + 1e-12);
-        ASSERT_NEAR(gpu->sumsq(g_x, n), q, 1e-9 * q);
+        double s = cpu->sum(x, n), q = cpu->sumsq(x, n);   /* q is also the sum of |x|^2 */
+        ASSERT_NEAR(gpu->sum(g_x, n), s, 1e-6 * sqrt(q * n));   /* >= 1e-6 * sum |x| */
+        ASSERT_NEAR(gpu->sumsq(g_x, n), q, 1e-6 * q);
         release();
     }
 }
@@ -575,7 +579,7 @@ static void test_adam(void)
     double nc, ng;
     ASSERT_INT_EQ(nn_adam_step(&oc, &pc, &nc), 0);
     ASSERT_INT_EQ(nn_adam_step(&og, &pg, &ng), 0);
-    ASSERT_NEAR(ng, nc, 1e-9 * nc);
+    ASSERT_NEAR(ng, nc, 1e-6 * nc);
     EXPECT_CLOSE("adam.arena", pg.data, pc.data, 1200, ELEM);
     nn_adam_destroy(&oc, cpu);
     nn_adam_destroy(&og, gpu);
