@@ -57,7 +57,7 @@ static __global__ void att_fwd_kernel(float *out, float *att, const float *qkv, 
         float dot = 0.0f;
         for (int j = 0; j < HS; j++) dot += q[j] * k[j];
         a[t2] = dot * scale;
-        mx = fmaxf(mx, a[t2]);
+        mx = a[t2] > mx ? a[t2] : mx;
     }
     float sum = 0.0f;
     for (int t2 = 0; t2 <= tmax; t2++) {

@@ -19,6 +19,7 @@
 
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static cr_err_t first_err;   /* the first failure since load; code 0 while none */
+static int in_setup;         /* set-up failures reach the caller through the loader */
 
 static const char *base_name(const char *path)
 {
@@ -34,7 +35,8 @@ static int record(int code, const char *file, int line, const char *call, const 
         first_err.code = code;
         snprintf(first_err.msg, sizeof first_err.msg, "%s (%s:%d): %s (error %d)", call,
                  base_name(file), line, what, num);
-        fprintf(stderr, "nn-cuda: %s\n", first_err.msg);   /* once: later ones follow from it */
+        /* an op has no other way to tell; once, since later failures follow from it */
+        if (!in_setup) fprintf(stderr, "nn-cuda: %s\n", first_err.msg);
     }
     pthread_mutex_unlock(&err_lock);
     return code;
@@ -178,9 +180,16 @@ static void setup(void)
     ready = &cuda_table;
 }
 
+static void setup_quietly(void)
+{
+    in_setup = 1;
+    setup();
+    in_setup = 0;
+}
+
 EXPORT const nn_backend_t *nn_cuda_backend(void)
 {
-    pthread_once(&once, setup);
+    pthread_once(&once, setup_quietly);
     return ready;
 }
 

@@ -105,7 +105,8 @@ static __global__ void row_min_kernel(float *out, const float *row, int B, int f
 {
     size_t b = CU_TID();
     if (b >= (size_t)B) return;
-    out[b] = first ? row[b] : fminf(out[b], row[b]);
+    float v = row[b];
+    if (first || v < out[b]) out[b] = v;   /* the CPU's comparison, so NaNs fall alike */
 }
 
 void cu_rows_min(float *out, const float *q, const int *rows, int K, int B)

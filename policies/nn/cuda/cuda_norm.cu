@@ -94,7 +94,7 @@ static __global__ void softmax_fwd_kernel(float *out, const float *inp, int B, i
     const float *x = inp + b * C;
     float *o = out + b * C;
     float mx = -INFINITY;
-    for (int i = 0; i < C; i++) mx = fmaxf(mx, x[i]);
+    for (int i = 0; i < C; i++) mx = x[i] > mx ? x[i] : mx;
     float sum = 0.0f;
     for (int i = 0; i < C; i++) {
         o[i] = expf(x[i] - mx);

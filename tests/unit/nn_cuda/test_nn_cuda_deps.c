@@ -75,6 +75,14 @@ static void test_backend_object(void)
     ASSERT_TRUE(strstr(out, "[libcuda.so") == NULL);    /* never the driver */
     ASSERT_TRUE(strstr(out, ".nv_fatbin") != NULL);     /* device code is in it */
     free(out);
+#ifdef NN_CUDA_PTX_ARCH
+    /* compiled for the configured architecture: its PTX names the target */
+    snprintf(cmd, sizeof cmd, "grep -c -a -F '.target sm_%s' '%s'", NN_CUDA_PTX_ARCH, backend_so());
+    out = run(cmd, &st);
+    fprintf(stderr, "  PTX for sm_%s in %d place(s)\n", NN_CUDA_PTX_ARCH, atoi(out));
+    ASSERT_TRUE(atoi(out) > 0);
+    free(out);
+#endif
 }
 
 static void test_found_beside_binary(void)

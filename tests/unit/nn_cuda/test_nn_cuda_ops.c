@@ -496,6 +496,8 @@ static void test_glue(void)
     int N = 5, QB = 300;
     int rows[3] = {4, 1, 3};
     float *q = hr((size_t)N * QB, 1), *m = hz(QB);
+    q[4 * QB + 0] = NAN;   /* NaN in the first chosen row, then in a later one */
+    q[1 * QB + 1] = NAN;
     float *g_q = dfl(q, (size_t)N * QB), *g_m = dfl(m, QB);
     cpu->rows_min(m, q, rows, 3, QB);
     gpu->rows_min(g_m, g_q, rows, 3, QB);
