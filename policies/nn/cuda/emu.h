@@ -9,7 +9,8 @@
  * then computed by column-major OpenBLAS). What it cannot check: races between
  * threads and the GPU memory model, since every thread runs to completion in turn.
  * Setting CORRAL_CUDA_EMU_NODRIVER makes cudaGetDeviceCount fail with error 35
- * as it does on a machine without the NVIDIA driver. */
+ * as it does on a machine without the NVIDIA driver; CORRAL_CUDA_EMU_FAIL, a list
+ * of malloc, memcpy, sgemm, launch, makes those calls fail while it is set. */
 #ifndef CORRAL_POLICIES_NN_CUDA_EMU_H
 #define CORRAL_POLICIES_NN_CUDA_EMU_H
 
@@ -21,6 +22,12 @@
 #define __global__
 #define __device__
 #define __host__
+
+static inline int emu_fail(const char *call)
+{
+    const char *f = getenv("CORRAL_CUDA_EMU_FAIL");
+    return f && strstr(f, call);
+}
 
 struct dim3 { unsigned x, y, z; };
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
@@ -65,7 +72,7 @@ static inline cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 
 static inline cudaError_t cudaMalloc(void **p, size_t n)
 {
-    *p = malloc(n ? n : 1);
+    *p = emu_fail("malloc") ? NULL : malloc(n ? n : 1);
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 
@@ -78,6 +85,7 @@ static inline cudaError_t cudaFree(void *p)
 static inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
 {
     (void)k;
+    if (emu_fail("memcpy")) return cudaErrorInvalidValue;
     if (n) memmove(dst, src, n);
     return cudaSuccess;
 }
@@ -92,7 +100,8 @@ static inline cudaError_t cudaMemset(void *p, int v, size_t n)
 template <typename F>
 static inline cudaError_t emu_run(unsigned blocks, unsigned threads, F body)
 {
-    if (blocks == 0 || threads == 0 || threads > 1024) return cudaErrorInvalidConfiguration;
+    if (blocks == 0 || threads == 0 || threads > 1024 || emu_fail("launch"))
+        return cudaErrorInvalidConfiguration;
     gridDim = dim3{blocks, 1, 1};
     blockDim = dim3{threads, 1, 1};
     for (unsigned b = 0; b < blocks; b++)
@@ -110,6 +119,7 @@ typedef enum {
     CUBLAS_STATUS_SUCCESS = 0,
     CUBLAS_STATUS_ALLOC_FAILED = 3,
     CUBLAS_STATUS_INVALID_VALUE = 7,
+    CUBLAS_STATUS_EXECUTION_FAILED = 13,
 } cublasStatus_t;
 typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
 
@@ -119,6 +129,7 @@ static inline const char *cublasGetStatusString(cublasStatus_t s)
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
     case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
     case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
     }
     return "CUBLAS_STATUS_UNKNOWN";
 }
@@ -147,6 +158,7 @@ static inline cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta,
     if (!h || m < 0 || n < 0 || k < 0 || lda < emu_max1(ta == CUBLAS_OP_N ? m : k) ||
         ldb < emu_max1(tb == CUBLAS_OP_N ? k : n) || ldc < emu_max1(m))
         return CUBLAS_STATUS_INVALID_VALUE;
+    if (emu_fail("sgemm")) return CUBLAS_STATUS_EXECUTION_FAILED;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     cblas_sgemm(CblasColMajor, ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
                 tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, *alpha, A, lda, B, ldb,

@@ -8,6 +8,8 @@
  *   emu       the host emulation: must load, every comparison runs;
  *   nodriver  the emulation without a driver: "no GPU" with CUDA's error 35.
  * Where the backend is unavailable each comparison is skipped with its reason.
+ * Under the emulation, injected failures (emu.h) check that a failed CUDA or
+ * cuBLAS call becomes a recorded error, never an exit.
  *
  * Gradient buffers start from the same random values on both sides, so each
  * backward comparison also checks that gradients accumulate (+=).
@@ -590,20 +592,89 @@ static void test_adam(void)
     release();
 }
 
-/* After every op above, the backend has recorded no failed CUDA or cuBLAS call. */
-static void test_no_errors(void)
+/* nn_cuda_status() of the loaded backend object: 0 or the first recorded failure. */
+static int backend_status(cr_err_t *err)
 {
-    NEED_GPU();
     void *h = dlopen(getenv("CORRAL_CUDA_LIB"), RTLD_NOW | RTLD_NOLOAD);
     ASSERT_TRUE(h != NULL);
     int (*status)(cr_err_t *);
     *(void **)&status = dlsym(h, "nn_cuda_status");
     ASSERT_TRUE(status != NULL);
+    int rc = status(err);
+    dlclose(h);
+    return rc;
+}
+
+/* After every op above, the backend has recorded no failed CUDA or cuBLAS call. */
+static void test_no_errors(void)
+{
+    NEED_GPU();
     cr_err_t err = {0};
-    int rc = status(&err);
+    int rc = backend_status(&err);
     if (rc) fprintf(stderr, "  recorded: %s\n", err.msg);
     ASSERT_INT_EQ(rc, 0);
-    dlclose(h);
+}
+
+/* A failed CUDA or cuBLAS call is recorded, never fatal: the op returns, alloc
+ * gives NULL, reductions give NaN (so the optimiser skips the step) and
+ * nn_cuda_status() keeps the first failure with its place. Runs last: the record
+ * it leaves stays for the life of the process. */
+static void test_faults(void)
+{
+    TEST_SKIP_IF(strcmp(mode(), "emu") != 0, "fault injection needs the emulated backend");
+    ASSERT_TRUE(load());
+    size_t n = 64;
+    float *x = hr(n, 1), *y = hz(n), *back = hz(n);
+    float *g_x = dfl(x, n), *g_y = dfl(y, n);
+
+    setenv("CORRAL_CUDA_EMU_FAIL", "malloc", 1);
+    void *p = gpu->alloc(1024);
+    unsetenv("CORRAL_CUDA_EMU_FAIL");
+    ASSERT_TRUE(p == NULL);
+    cr_err_t err = {0};
+    ASSERT_INT_EQ(backend_status(&err), CR_ENOMEM);
+    fprintf(stderr, "  recorded: %s\n", err.msg);
+    ASSERT_TRUE(strstr(err.msg, "cudaMalloc") != NULL);
+    ASSERT_TRUE(strstr(err.msg, "(cuda_backend.cu:") != NULL);
+    ASSERT_TRUE(strstr(err.msg, "out of memory (error 2)") != NULL);
+
+    setenv("CORRAL_CUDA_EMU_FAIL", "memcpy", 1);
+    double s = gpu->sum(g_x, n), m = gpu->mse_forward(g_x, g_y, NULL, n);
+    unsetenv("CORRAL_CUDA_EMU_FAIL");
+    ASSERT_TRUE(isnan(s));
+    ASSERT_TRUE(isnan(m));
+
+    setenv("CORRAL_CUDA_EMU_FAIL", "sgemm,launch", 1);
+    gpu->linear_forward(g_y, g_x, g_x, NULL, 1, 8, 8);
+    gpu->act_forward(g_y, g_x, NN_ACT_TANH, n);
+    gpu->conv2d_forward(g_y, g_y, g_x, g_x, NULL, &(nn_conv_shape_t){.N = 1, .C = 1, .H = 8,
+                        .W = 8, .OC = 1, .KH = 1, .KW = 1, .stride = 1, .OH = 8, .OW = 8});
+    unsetenv("CORRAL_CUDA_EMU_FAIL");
+    gpu->download(back, g_y, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) ASSERT_NEAR(back[i], 0.0, 0.0);   /* nothing ran */
+
+    /* a step whose gradient norm cannot be read changes nothing */
+    nn_params_t pg;
+    int shape[1] = {16};
+    nn_params_init(&pg, gpu);
+    ASSERT_INT_EQ(nn_params_add(&pg, "w", 1, shape, &err), 0);
+    ASSERT_INT_EQ(nn_params_alloc(&pg, &err), 0);
+    gpu->upload(pg.data, x, 16 * sizeof(float));
+    gpu->upload(pg.grad, x + 16, 16 * sizeof(float));
+    nn_adam_t o;
+    ASSERT_INT_EQ(nn_adam_init(&o, &pg, 1e-2f, 0.0f, 1.0f, &err), 0);
+    setenv("CORRAL_CUDA_EMU_FAIL", "memcpy", 1);
+    int rc = nn_adam_step(&o, &pg, NULL);
+    unsetenv("CORRAL_CUDA_EMU_FAIL");
+    ASSERT_INT_EQ(rc, CR_EINVAL);
+    EXPECT_CLOSE("params.unchanged", pg.data, x, 16, 0, 0);
+
+    /* the record still names the first failure */
+    ASSERT_INT_EQ(backend_status(&err), CR_ENOMEM);
+    ASSERT_TRUE(strstr(err.msg, "cudaMalloc") != NULL);
+    nn_adam_destroy(&o, gpu);
+    nn_params_destroy(&pg);
+    release();
 }
 
 int main(int argc, char **argv)
@@ -627,6 +698,7 @@ int main(int argc, char **argv)
         {"reductions", test_reductions},
         {"adam", test_adam},
         {"no_errors", test_no_errors},
+        {"faults", test_faults},   /* last: it leaves a failure on record */
         {NULL, NULL},
     };
     char suite[64];
