@@ -190,31 +190,39 @@ int cr_read_file(const char *path, size_t max, char **data, size_t *len, cr_err_
         return cr_err_set(err, CR_ETOOBIG, "%s is %lld bytes, more than the %zu allowed", path,
                           (long long)sb.st_size, max);
     }
-    /* One spare byte beyond the size (plus the NUL) tells a file that grew. */
+    /* The buffer grows as needed: files under /proc report a size of 0. */
     size_t cap = (size_t)sb.st_size + 2, n = 0;
+    if (cap < 256) cap = 256;
     char *buf = malloc(cap);
-    if (!buf) {
-        close(fd);
-        return cr_err_set(err, CR_ENOMEM, "reading %s", path);
-    }
-    for (;;) {
-        if (n == cap - 1) {
-            close(fd);
-            free(buf);
-            return cr_err_set(err, CR_EIO, "%s changed while being read", path);
+    int rc = 0;
+    if (!buf) rc = cr_err_set(err, CR_ENOMEM, "reading %s", path);
+    while (rc == 0) {
+        if (n + 1 == cap) {
+            if (n > max) {
+                rc = cr_err_set(err, CR_ETOOBIG, "%s is more than the %zu bytes allowed", path, max);
+                break;
+            }
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                rc = cr_err_set(err, CR_ENOMEM, "reading %s", path);
+                break;
+            }
+            buf = grown;
+            cap *= 2;
         }
         ssize_t r = read(fd, buf + n, cap - 1 - n);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            free(buf);
-            return cr_err_set(err, CR_EIO, "read %s: %s", path, strerror(e));
-        }
-        if (r == 0) break;
+        if (r < 0) rc = cr_err_set(err, CR_EIO, "read %s: %s", path, strerror(errno));
+        if (r <= 0) break;
         n += (size_t)r;
     }
     close(fd);
+    if (rc == 0 && n > max)
+        rc = cr_err_set(err, CR_ETOOBIG, "%s is more than the %zu bytes allowed", path, max);
+    if (rc != 0) {
+        free(buf);
+        return rc;
+    }
     buf[n] = '\0';
     *data = buf;
     if (len) *len = n;

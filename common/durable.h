@@ -37,8 +37,8 @@ int cr_fsync_dir(const char *dir, cr_err_t *err);
 /* mkdir -p with mode for each created level; an existing directory is fine. */
 int cr_mkdir_p(const char *path, mode_t mode, cr_err_t *err);
 
-/* Reads a whole file into a malloc'd, NUL-terminated buffer (caller frees
- * *data). Files larger than max bytes are refused with CR_ETOOBIG; a missing
+/* Reads a whole file (also /proc files, whose size reads 0) into a malloc'd,
+ * NUL-terminated buffer (caller frees *data). Files larger than max bytes are refused with CR_ETOOBIG; a missing
  * file is CR_ENOENT. *len (may be NULL) excludes the NUL. */
 int cr_read_file(const char *path, size_t max, char **data, size_t *len, cr_err_t *err);
 
