@@ -48,6 +48,7 @@ extern char **environ;
 typedef struct worker {
     char exp[AGENT_NAME_MAX], role[AGENT_NAME_MAX];
     int index;
+    int64_t generation;
     char **argv, **env; /* owned, NULL-terminated */
     char *cwd;          /* owned, may be NULL */
     agent_worker_state_t state;
@@ -225,6 +226,7 @@ static void snapshot(const worker_t *w, agent_worker_info_t *out)
     snprintf(out->experiment, sizeof out->experiment, "%s", w->exp);
     snprintf(out->role, sizeof out->role, "%s", w->role);
     out->index = w->index;
+    out->generation = w->generation;
     out->state = w->state;
     out->pid = w->pid;
     out->adopted = w->adopted;
@@ -304,6 +306,7 @@ static int save_registry(agent_sup_t *sup)
         cJSON_AddStringToObject(o, "experiment", w->exp);
         cJSON_AddStringToObject(o, "role", w->role);
         cJSON_AddNumberToObject(o, "index", w->index);
+        cJSON_AddNumberToObject(o, "generation", (double)w->generation);
         cJSON_AddStringToObject(o, "state", agent_worker_state_name(w->state));
         cJSON_AddNumberToObject(o, "pid", w->pid);
         snprintf(buf, sizeof buf, "%" PRIu64, w->start_ticks);
@@ -609,6 +612,8 @@ static void adopt_entry(agent_sup_t *sup, const cJSON *o)
                 exp->valuestring, role->valuestring, index->valueint);
         return;
     }
+    const cJSON *gen = cJSON_GetObjectItem(o, "generation");
+    if (cJSON_IsNumber(gen)) w->generation = (int64_t)gen->valuedouble;
     const cJSON *restarts = cJSON_GetObjectItem(o, "restarts");
     if (cJSON_IsNumber(restarts) && restarts->valuedouble >= 0) w->restarts = (unsigned)restarts->valuedouble;
     w->start_ticks = strtoull(ticks->valuestring, NULL, 10);
@@ -751,6 +756,7 @@ int agent_sup_start(agent_sup_t *sup, const agent_worker_spec_t *spec, cr_err_t 
     worker_t *w = worker_new(spec->experiment, spec->role, spec->index, spec->argv, spec->env,
                              spec->cwd);
     if (!w) return cr_err_set(err, CR_ENOMEM, "worker");
+    w->generation = spec->generation;
     int rc = spawn(sup, w, err);
     if (rc == 0) rc = insert(sup, w) == 0 ? 0 : cr_err_set(err, CR_ENOMEM, "worker table");
     if (rc != 0) {

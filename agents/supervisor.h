@@ -54,6 +54,7 @@ typedef struct agent_worker_spec {
     const char *experiment;  /* a valid resource name (cr_name_valid) */
     const char *role;        /* "env", "actor", "learner", "buffer", or another valid name */
     int index;               /* >= 0 */
+    int64_t generation;      /* the experiment's run number, reported back as is */
     char *const *argv;       /* NULL-terminated; argv[0] a path or a name looked up in PATH */
     char *const *env;        /* NULL-terminated "K=V" additions to the agent's environment, or NULL */
     const char *cwd;         /* working directory, or NULL for the experiment directory */
@@ -64,6 +65,7 @@ typedef struct agent_worker_info {
     char experiment[AGENT_NAME_MAX];
     char role[AGENT_NAME_MAX];
     int index;
+    int64_t generation;
     agent_worker_state_t state;
     pid_t pid;              /* 0 when not running */
     int adopted;            /* this supervisor did not start it */

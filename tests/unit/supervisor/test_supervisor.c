@@ -336,7 +336,7 @@ static void test_adopt_after_agent_sigkill(void)
         if (agent_sup_create(&cfg, &sup, &err) != 0) _exit(3);
         /* No exec in the script: the command line must stay the recorded one. */
         char *argv[] = {"/bin/sh", "-c", "echo up; while :; do sleep 1; done", NULL};
-        agent_worker_spec_t spec = {.experiment = "exp1", .role = "env", .index = 0, .argv = argv};
+        agent_worker_spec_t spec = {.experiment = "exp1", .role = "env", .index = 0, .generation = 3, .argv = argv};
         if (agent_sup_start(sup, &spec, &err) != 0) _exit(4);
         spec.role = "actor";
         if (agent_sup_start(sup, &spec, &err) != 0) _exit(5);
@@ -364,6 +364,7 @@ static void test_adopt_after_agent_sigkill(void)
         ASSERT_INT_EQ(info[i].adopted, 1);
         ASSERT_TRUE(alive(info[i].pid));
         ASSERT_INT_EQ(info[i].restarts, 0);
+        ASSERT_INT_EQ(info[i].generation, 3); /* kept across the agent restart */
     }
     ASSERT_INT_EQ(nevents, 2); /* one adoption event each */
     pid_t env_pid = info[1].pid, actor_pid = info[0].pid;
