@@ -89,6 +89,7 @@ void ctl_exp_clear(ctl_exp_t *e)
 {
     if (!e) return;
     free(e->spec);
+    free(e->sets);
     memset(e, 0, sizeof *e);
 }
 
@@ -153,6 +154,7 @@ static const char schema_sql[] =
     "  name TEXT PRIMARY KEY,"
     "  state TEXT NOT NULL,"
     "  spec TEXT NOT NULL,"
+    "  sets TEXT NOT NULL DEFAULT '',"              /* --set overrides, one per line */
     "  generation INTEGER NOT NULL DEFAULT 1,"
     "  created_ms INTEGER NOT NULL,"
     "  updated_ms INTEGER NOT NULL,"
@@ -236,7 +238,7 @@ static int add_event(sqlite3 *db, const char *name, int64_t now_ms, const char *
 
 #define EXP_COLUMNS                                                                            \
     "name, state, spec, generation, created_ms, updated_ms, message, env_steps, episodes, "   \
-    "updates, policy_version, success_rate, mean_return, staleness, ckpt_n, ckpt_updates"
+    "updates, policy_version, success_rate, mean_return, staleness, ckpt_n, ckpt_updates, sets"
 
 static int read_row(sqlite3_stmt *st, ctl_exp_t *e, cr_err_t *err)
 {
@@ -261,6 +263,8 @@ static int read_row(sqlite3_stmt *st, ctl_exp_t *e, cr_err_t *err)
     e->progress.staleness = sqlite3_column_int64(st, 13);
     e->ckpt_n = sqlite3_column_int64(st, 14);
     e->ckpt_updates = sqlite3_column_int64(st, 15);
+    e->sets = strdup(col_text(st, 16));
+    if (!e->sets) return cr_err_set(err, CR_ENOMEM, "experiment overrides");
     return 0;
 }
 
@@ -321,7 +325,7 @@ int ctl_exp_list(sqlite3 *db, ctl_exp_t **out, size_t *n, cr_err_t *err)
 
 void ctl_exp_list_free(ctl_exp_t *list, size_t n)
 {
-    for (size_t i = 0; list && i < n; i++) free(list[i].spec);
+    for (size_t i = 0; list && i < n; i++) ctl_exp_clear(&list[i]);
     free(list);
 }
 
@@ -635,6 +639,18 @@ int ctl_exp_resume(sqlite3 *db, const char *name, const char *spec, int64_t now_
     return rc;
 }
 
+int ctl_exp_set_overrides(sqlite3 *db, const char *name, const char *sets, cr_err_t *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(db, "UPDATE experiments SET sets = ? WHERE name = ?", &st, err);
+    if (rc != 0) return rc;
+    sqlite3_bind_text(st, 1, sets ? sets : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    rc = run(db, st, err);
+    if (rc == 0 && sqlite3_changes(db) == 0) rc = cr_err_set(err, CR_ENOENT, "no experiment named %s", name);
+    return rc;
+}
+
 /* ---- reports --------------------------------------------------------------------- */
 
 int ctl_exp_worker_report(sqlite3 *db, const char *name, int64_t generation, ctl_role_t role, int index,
@@ -691,6 +707,20 @@ int ctl_exp_workers_running(sqlite3 *db, const char *name, int *all, cr_err_t *e
     } else {
         rc = db_fail(db, err, "count workers");
     }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int ctl_exp_workers_ended(sqlite3 *db, const char *name, int *all, cr_err_t *err)
+{
+    *all = 0;
+    sqlite3_stmt *st;
+    int rc = prepare(db, "SELECT count(*) FROM placements WHERE experiment = ?"
+                         " AND worker_state NOT IN ('stopped', 'exited', 'failed')", &st, err);
+    if (rc != 0) return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) *all = sqlite3_column_int64(st, 0) == 0;
+    else rc = db_fail(db, err, "count workers");
     sqlite3_finalize(st);
     return rc;
 }

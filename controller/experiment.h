@@ -62,6 +62,7 @@ typedef struct ctl_exp {
     char name[CTL_NAME_MAX];
     ctl_exp_state_t state;
     char *spec;                 /* the submitted YAML (or JSON) text; malloc'd */
+    char *sets;                 /* its --set overrides, one "key=value" per line; malloc'd */
     int64_t generation;         /* 1 at submit, +1 at each resume */
     int64_t created_ms, updated_ms;
     char message[512];          /* why it entered its state */
@@ -70,7 +71,7 @@ typedef struct ctl_exp {
     int64_t ckpt_updates;       /* the update counter that checkpoint holds */
 } ctl_exp_t;
 
-/* Frees what an ctl_exp_t owns (spec) and zeroes it. */
+/* Frees what an ctl_exp_t owns (spec, sets) and zeroes it. */
 void ctl_exp_clear(ctl_exp_t *e);
 
 typedef struct ctl_exp_event {
@@ -108,6 +109,9 @@ int ctl_exp_schedule(sqlite3 *db, const char *name, const ctl_placement_t *p, in
 int ctl_exp_replace(sqlite3 *db, const char *name, const ctl_placement_t *p, int degraded,
                     int64_t now_ms, cr_err_t *err);
 
+/* Records the --set overrides that go with the spec ("key=value" lines). */
+int ctl_exp_set_overrides(sqlite3 *db, const char *name, const char *sets, cr_err_t *err);
+
 int ctl_exp_get_placement(sqlite3 *db, const char *name, ctl_placement_t **out, cr_err_t *err);
 
 /* stopped | failed -> submitted, generation + 1; the spec may be replaced
@@ -122,6 +126,9 @@ int ctl_exp_worker_report(sqlite3 *db, const char *name, int64_t generation, ctl
                           cr_err_t *err);
 /* Whether every placed worker reports "running" (the gang is up): 0 or 1 in *all. */
 int ctl_exp_workers_running(sqlite3 *db, const char *name, int *all, cr_err_t *err);
+
+/* Whether every placed worker has ended (stopped, exited or failed): *all 0 or 1. */
+int ctl_exp_workers_ended(sqlite3 *db, const char *name, int *all, cr_err_t *err);
 
 /* New counters. The update counter may fall back after a crash, but never below
  * the newest checkpoint's (CR_EINVAL says by how much). */

@@ -202,6 +202,8 @@ static void test_resume_and_generations(void)
     ASSERT_OK(ctl_exp_checkpointed(db, "e1", 3, 300, 4, &err), &err);
     ASSERT_OK(ctl_exp_transition(db, "e1", CTL_EXP_FAILED, "learner gave up after 5 crashes", 5, &err), &err);
     check(db);
+    ASSERT_OK(ctl_exp_set_overrides(db, "e1", "robots.count=1\nalgorithm.lr=1e-3", &err), &err);
+    ASSERT_INT_EQ(ctl_exp_set_overrides(db, "e9", "", &err), CR_ENOENT);
     ASSERT_OK(ctl_exp_resume(db, "e1", "v2", 6, &err), &err);
     check(db);
     ctl_exp_t e;
@@ -209,6 +211,7 @@ static void test_resume_and_generations(void)
     ASSERT_INT_EQ(e.state, CTL_EXP_SUBMITTED);
     ASSERT_INT_EQ(e.generation, 2);
     ASSERT_STR_EQ(e.spec, "v2");
+    ASSERT_STR_EQ(e.sets, "robots.count=1\nalgorithm.lr=1e-3");
     ASSERT_STR_EQ(e.message, "resumed (run 2)");
     ASSERT_INT_EQ(e.ckpt_n, 3); /* counters continue */
     ASSERT_INT_EQ(e.progress.updates, 300);
