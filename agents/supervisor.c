@@ -128,6 +128,40 @@ int agent_proc_identity(pid_t pid, uint64_t *start_ticks, uint64_t *cmdline_hash
     return 0;
 }
 
+/* Whether pid's command line is argv's: it must end with argv[1..], and the
+ * element before them must have argv[0]'s base name. A binary shows argv
+ * itself; a script (#!) shows its interpreter first and then the script's path
+ * in argv[0]'s place, which this accepts too. */
+static int cmdline_matches(pid_t pid, char *const *argv)
+{
+    char path[64], *text;
+    size_t len;
+    cr_err_t ignored = {0};
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    if (cr_read_file(path, 1 << 20, &text, &len, &ignored) != 0) return 0;
+    size_t tail = 0, argc = 0;
+    while (argv[argc]) argc++;
+    for (size_t i = 1; i < argc; i++) tail += strlen(argv[i]) + 1;
+    int ok = len > tail;
+    char *p = text + len - tail;
+    for (size_t i = 1; ok && i < argc; i++) {
+        size_t n = strlen(argv[i]) + 1;
+        ok = memcmp(p, argv[i], n) == 0;
+        p += n;
+    }
+    if (ok) {
+        /* The element before the tail: from the NUL before it (or the start). */
+        char *end = text + len - tail - 1; /* its terminating NUL */
+        char *start = end;
+        while (start > text && start[-1] != '\0') start--;
+        const char *base0 = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+        const char *base1 = strrchr(start, '/') ? strrchr(start, '/') + 1 : start;
+        ok = *end == '\0' && strcmp(base0, base1) == 0;
+    }
+    free(text);
+    return ok;
+}
+
 static int pidfd_open_compat(pid_t pid)
 {
 #ifdef SYS_pidfd_open
@@ -625,10 +659,10 @@ static void adopt_entry(agent_sup_t *sup, const cJSON *o)
      * reused in between cannot slip through. */
     uint64_t t1 = 0, h1 = 0, t2 = 0, h2 = 0;
     int same = p > 0 && agent_proc_identity(p, &t1, &h1) == 0 && t1 == w->start_ticks &&
-               h1 == w->cmd_hash;
+               cmdline_matches(p, w->argv);
     int pidfd = same ? pidfd_open_compat(p) : -1;
     if (same && pidfd >= 0)
-        same = agent_proc_identity(p, &t2, &h2) == 0 && t2 == w->start_ticks && h2 == w->cmd_hash;
+        same = agent_proc_identity(p, &t2, &h2) == 0 && t2 == w->start_ticks && cmdline_matches(p, w->argv);
     int64_t now = cr_now_ns();
     char dir[PATHLEN];
     exp_dir(sup, w->exp, dir);

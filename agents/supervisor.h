@@ -16,8 +16,8 @@
  * environment additions) is recorded in a registry file written atomically
  * (<state_dir>/agent/workers.json unless registry_path says otherwise). A new
  * supervisor reads it and adopts each worker whose pid still names the same
- * process (start time and command line both match, so a reused pid is never
- * mistaken for ours); adopted workers are watched through a pidfd and restarted
+ * process (kernel start time and command line both match, so a reused pid is
+ * never mistaken for ours; a worker must not exec another command line); adopted workers are watched through a pidfd and restarted
  * like any other when they die. agent_sup_destroy leaves workers running on
  * purpose: the agent may be restarting. Use agent_sup_stop_all to end them.
  *
