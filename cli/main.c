@@ -5,6 +5,7 @@
 #include "common/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef CORRAL_VERSION
@@ -40,6 +41,13 @@ int cli_version_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* `corral --controller ADDR <command> ...`: the global form of the option,
+     * handed to every command through the environment it already reads. */
+    while (argc > 2 && strcmp(argv[1], "--controller") == 0) {
+        setenv("CORRAL_CONTROLLER", argv[2], 1);
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);

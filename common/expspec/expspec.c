@@ -53,8 +53,8 @@ static int check_builtin_or_plugin(const char *s, const char *const *builtins, c
                       what, s, names);
 }
 
-static const char *const rewards[] = {"task", "sparse", NULL};
-static const char *const algorithms[] = {"sac", "rlpd", "bc", "dagger", "ppo", NULL};
+static const char *const rewards[] = {"task", "reach-distance", NULL};
+static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", NULL};
 static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
 static const char *const actor_modes[] = {"auto", "cpu", NULL};
 
@@ -106,7 +106,7 @@ static const cfg_table_t robots_table = {CFG_TABLE(exp_robots_t, robots_fields),
 static const cfg_field_t task_fields[] = {
     {CFG_DOUBLE(exp_task_t, control_hz, "0", 0, 1000, "control rate of env and actor in Hz; 0: the robot's own")},
     {CFG_INT(exp_task_t, episode_steps, "0", 0, 1000000, "steps per episode; 0: the robot's default")},
-    {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's task reward), sparse (1 on success), "
+    {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's own task reward), reach-distance, "
                                             "or a plugin path *.so"), .check = check_reward},
     {CFG_NODE(exp_task_t, reward_params, "parameters passed to a reward plugin")},
 };
@@ -121,7 +121,7 @@ static const cfg_field_t policy_fields[] = {
 static const cfg_table_t policy_table = {CFG_TABLE(exp_policy_t, policy_fields)};
 
 static const cfg_field_t algorithm_fields[] = {
-    {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, dagger, ppo, or a plugin path *.so"),
+    {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, or a plugin path *.so"),
      .check = check_algorithm},
     {CFG_INT(exp_algorithm_t, batch_size, "256", 1, 65536, "samples per update")},
     {CFG_DOUBLE(exp_algorithm_t, lr, "3e-4", 1e-8, 1, "learning rate")},

@@ -37,7 +37,7 @@ typedef struct exp_robots {
 typedef struct exp_task {
     double control_hz;      /* 0: the robot's native rate */
     int32_t episode_steps;  /* 0: the robot's default episode length */
-    char *reward;           /* built-in ("task", "sparse") or a plugin path (*.so) */
+    char *reward;           /* built-in ("task", "reach-distance") or a plugin path ending in .so */
     cfg_node_t *reward_params; /* free-form, passed to the reward plugin */
 } exp_task_t;
 
@@ -51,7 +51,7 @@ typedef struct exp_policy {
 } exp_policy_t;
 
 typedef struct exp_algorithm {
-    char *type;             /* built-in ("sac", "rlpd", "bc", "dagger", "ppo") or a plugin path */
+    char *type;             /* built-in ("sac", "rlpd", "bc", "hg-dagger") or a plugin path */
     int64_t batch_size;
     double lr, gamma, tau;
     double utd;             /* updates per environment step (update-to-data ratio) */

@@ -1,0 +1,405 @@
+/* agent.c - the agent's session loop: connect, send the inventory, heartbeat,
+ * and on any end of the stream reconnect with backoff and start over.
+ *
+ * One thread per agent runs the loop; the stream's callbacks run on the channel's
+ * thread and only record what arrived under the agent's mutex and wake the loop.
+ * Session states, as the loop sees them:
+ *   idle --open+inventory--> waiting --SessionAccepted--> accepted
+ *   waiting|accepted --stream ended--> idle (backoff, then again)
+ *   any --agent_stop--> closing (half-close, wait for the controller) --> done
+ * The backoff resets after every accepted session, so a controller restart costs
+ * one short delay; a refused inventory backs off to the cap and is logged each time. */
+#include "agents/agent.h"
+#include "common/id.h"
+#include "common/log.h"
+#include "common/time.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SESSION_METHOD "/corral.v1.AgentLink/Session"
+#define ACCEPT_TIMEOUT_MS 10000
+#define RTT_SLOTS 64
+
+struct agent {
+    char controller[256];
+    char node[64];
+    char state_dir[4096];
+    uint64_t id;
+    Corral__V1__Inventory *inv;
+    rpc_channel_t *ch;
+    int own_channel;
+    int backoff_max_ms;
+    void (*on_ack)(void *user, int64_t rtt_ns);
+    void *user;
+
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int stop;
+    /* current session, under mu */
+    int accepted, closed;
+    int interval_ms;
+    rpc_code_t close_code;
+    char close_details[256];
+    int64_t sent_ns[RTT_SLOTS];
+    uint64_t seq;
+    agent_stats_t stats;
+};
+
+/* ---- the agent id -------------------------------------------------------- */
+
+/* The id lives in state_dir/agent-id so a restarted agent is recognised as the
+ * same one (and may take its node's session over at once), while a second agent
+ * wrongly given the same --name is refused. Written temp + fsync + rename. */
+static int load_id(const char *dir, uint64_t *id, cr_err_t *err)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return cr_err_set(err, CR_EIO, "cannot create state directory %s: %s", dir, strerror(errno));
+    char path[4200], tmp[4300], buf[64] = "";
+    snprintf(path, sizeof path, "%s/agent-id", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int ok = fgets(buf, sizeof buf, f) != NULL;
+        fclose(f);
+        buf[strcspn(buf, "\n")] = '\0';
+        if (ok && cr_id_parse(buf, id) == 0) return 0;
+        CR_WARN("agent", "%s is corrupt ('%s'); making a new agent id", path, buf);
+    }
+    *id = cr_id_new();
+    cr_id_format(*id, buf);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) return cr_err_set(err, CR_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    strcat(buf, "\n");
+    int bad = write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf) || fsync(fd) != 0;
+    close(fd);
+    if (bad || rename(tmp, path) != 0)
+        return cr_err_set(err, CR_EIO, "cannot write %s: %s", path, strerror(errno));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ---- create / destroy ------------------------------------------------------ */
+
+static int build_inventory(agent_t *a, const agent_opts_t *o, cr_err_t *err)
+{
+    Corral__V1__Inventory *inv = calloc(1, sizeof *inv);
+    if (!inv) return cr_err_set(err, CR_ENOMEM, "inventory");
+    corral__v1__inventory__init(inv);
+    a->inv = inv;
+    inv->node = strdup(a->node);
+    inv->agent_version = strdup(AGENT_VERSION);
+    inv->agent_instance = a->id;
+    if (!inv->node || !inv->agent_version) return cr_err_set(err, CR_ENOMEM, "inventory");
+    int rc = agent_host_facts(o->advertise, &inv->host, err);
+    if (rc) return rc;
+    if (o->probe_gpus && (rc = agent_gpu_probe(&inv->gpus, &inv->n_gpus, err))) return rc;
+    if (o->n_robots) {
+        inv->robots = calloc(o->n_robots, sizeof *inv->robots);
+        if (!inv->robots) return cr_err_set(err, CR_ENOMEM, "inventory");
+    }
+    for (size_t i = 0; i < o->n_robots; i++) {
+        if ((rc = agent_robot_parse(o->robots[i], &inv->robots[i], err))) return rc;
+        inv->n_robots++;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(inv->robots[j]->name, inv->robots[i]->name) == 0)
+                return cr_err_set(err, CR_EINVAL, "robot %s is configured twice", inv->robots[i]->name);
+    }
+    return 0;
+}
+
+int agent_create(const agent_opts_t *o, agent_t **out, cr_err_t *err)
+{
+    *out = NULL;
+    if (!o->node || !*o->node) return cr_err_set(err, CR_EINVAL, "the node needs a name (--name)");
+    if (!cr_name_valid(o->node))
+        return cr_err_set(err, CR_EINVAL, "invalid node name '%.80s': use a-z, 0-9, '_' and '-', start "
+                          "with a letter or digit, at most 63 characters", o->node);
+    if (o->advertise && *o->advertise) {
+        const char *colon = strrchr(o->advertise, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == o->advertise || !end || *end || port < 1 || port > 65535)
+            return cr_err_set(err, CR_EINVAL, "--advertise '%.100s': expected HOST:PORT with a port 1..65535",
+                              o->advertise);
+    }
+    agent_t *a = calloc(1, sizeof *a);
+    if (!a) return cr_err_set(err, CR_ENOMEM, "agent");
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    const char *ctl = o->controller && *o->controller ? o->controller : getenv("CORRAL_CONTROLLER");
+    snprintf(a->controller, sizeof a->controller, "%s", ctl && *ctl ? ctl : "127.0.0.1:7070");
+    snprintf(a->node, sizeof a->node, "%s", o->node);
+    snprintf(a->state_dir, sizeof a->state_dir, "%s", o->state_dir ? o->state_dir : AGENT_DEFAULT_STATE_DIR);
+    a->backoff_max_ms = o->backoff_max_ms > 0 ? o->backoff_max_ms : 5000;
+    a->on_ack = o->on_ack;
+    a->user = o->user;
+    a->interval_ms = 1000;
+    int rc = load_id(a->state_dir, &a->id, err);
+    if (!rc) rc = build_inventory(a, o, err);
+    if (!rc) {
+        if (o->channel) {
+            a->ch = o->channel;
+        } else {
+            rpc_opts_t ro = o->rpc;
+            /* Reconnect quickly: a controller restart should cost about a second. */
+            if (!ro.backoff_initial_ms) ro.backoff_initial_ms = 100;
+            if (!ro.backoff_max_ms) ro.backoff_max_ms = 1000;
+            rc = rpc_channel_create(&a->ch, a->controller, &ro, err);
+            a->own_channel = rc == 0;
+        }
+    }
+    if (rc) {
+        agent_destroy(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+const Corral__V1__Inventory *agent_inventory(const agent_t *a) { return a->inv; }
+uint64_t agent_id(const agent_t *a) { return a->id; }
+
+void agent_get_stats(agent_t *a, agent_stats_t *out)
+{
+    pthread_mutex_lock(&a->mu);
+    *out = a->stats;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- stream callbacks (channel thread) --------------------------------------- */
+
+static void on_estop(agent_t *a, rpc_stream_t *st, const Corral__V1__EstopCommand *cmd)
+{
+    /* The HAL's latched e-stop sits in the worker that drives the robot; until
+     * workers exist the agent records the command and acknowledges it. */
+    CR_WARN("agent", "e-stop %s for robot %s", cmd->release ? "released" : "LATCHED", cmd->robot);
+    Corral__V1__CommandResult res = CORRAL__V1__COMMAND_RESULT__INIT;
+    res.command_id = cmd->command_id;
+    res.ok = 1;
+    res.message = (char *)(cmd->release ? "e-stop released" : "e-stop latched");
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_COMMAND_RESULT;
+    m.command_result = &res;
+    rpc_stream_send(st, &m.base, 0, NULL);
+    pthread_mutex_lock(&a->mu);
+    a->stats.estops++;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void on_message(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
+{
+    agent_t *a = user;
+    const Corral__V1__ControllerMessage *m = (const void *)msg;
+    switch (m->body_case) {
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_ACCEPTED:
+        pthread_mutex_lock(&a->mu);
+        a->accepted = 1;
+        if (m->accepted->heartbeat_interval_ms >= 10 && m->accepted->heartbeat_interval_ms <= 60000)
+            a->interval_ms = (int)m->accepted->heartbeat_interval_ms;
+        a->stats.connected = 1;
+        a->stats.sessions++;
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->mu);
+        break;
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_HEARTBEAT_ACK: {
+        int64_t now = cr_now_ns(), rtt = -1;
+        pthread_mutex_lock(&a->mu);
+        uint64_t seq = m->heartbeat_ack->seq;
+        if (seq && seq <= a->seq && a->seq - seq < RTT_SLOTS) rtt = now - a->sent_ns[seq % RTT_SLOTS];
+        a->stats.acks++;
+        pthread_mutex_unlock(&a->mu);
+        if (rtt >= 0 && a->on_ack) a->on_ack(a->user, rtt);
+        break;
+    }
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_ESTOP:
+        on_estop(a, st, m->estop);
+        break;
+    default:
+        CR_WARN("agent", "controller sent a message this agent does not know (case %d); ignored",
+                (int)m->body_case);
+        break;
+    }
+}
+
+static void on_close(rpc_stream_t *st, rpc_code_t code, const char *details, void *user)
+{
+    agent_t *a = user;
+    pthread_mutex_lock(&a->mu);
+    a->closed = 1;
+    a->close_code = code;
+    snprintf(a->close_details, sizeof a->close_details, "%s", details);
+    a->stats.connected = 0;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+/* One wait on the agent's condition, until woken or abs_ns (monotonic) passes; mu held.
+ * Callers loop on their own condition. */
+static void wait_until(agent_t *a, int64_t abs_ns)
+{
+    struct timespec ts = {.tv_sec = abs_ns / CR_NS_PER_S, .tv_nsec = abs_ns % CR_NS_PER_S};
+    pthread_cond_timedwait(&a->cond, &a->mu, &ts);
+}
+
+static int send_msg(rpc_stream_t *st, Corral__V1__AgentMessage *m, int64_t timeout_ms, cr_err_t *err)
+{
+    return rpc_stream_send(st, &m->base, timeout_ms, err);
+}
+
+/* One session, from open to end. Returns 1 when it was accepted. */
+static int run_session(agent_t *a)
+{
+    rpc_stream_cbs_t cbs = {.on_message = on_message, .on_close = on_close, .user = a};
+    rpc_stream_t *st = NULL;
+    cr_err_t err = {0};
+    pthread_mutex_lock(&a->mu);
+    a->accepted = a->closed = 0;
+    a->close_details[0] = '\0';
+    pthread_mutex_unlock(&a->mu);
+    if (rpc_stream_open(a->ch, &st, SESSION_METHOD, &corral__v1__controller_message__descriptor, &cbs, 0,
+                        &err)) {
+        pthread_mutex_lock(&a->mu);
+        snprintf(a->stats.last_error, sizeof a->stats.last_error, "%s", err.msg);
+        pthread_mutex_unlock(&a->mu);
+        return 0;
+    }
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_INVENTORY;
+    m.inventory = a->inv;
+    if (send_msg(st, &m, 1000, &err))
+        CR_DEBUG("agent", "inventory not sent: %s", err.msg);
+
+    int was_accepted = 0;
+    int64_t deadline = cr_now_ns() + (int64_t)ACCEPT_TIMEOUT_MS * CR_NS_PER_MS;
+    pthread_mutex_lock(&a->mu);
+    while (!a->accepted && !a->closed && !a->stop && cr_now_ns() < deadline) wait_until(a, deadline);
+    if (a->accepted && !a->closed) {
+        was_accepted = 1;
+        CR_INFO("agent", "node %s connected to %s (heartbeat %d ms)", a->node, a->controller, a->interval_ms);
+        int64_t next = cr_now_ns();
+        while (!a->closed && !a->stop) {
+            if (cr_now_ns() >= next) {
+                uint64_t seq = ++a->seq;
+                a->sent_ns[seq % RTT_SLOTS] = cr_now_ns();
+                a->stats.heartbeats++;
+                pthread_mutex_unlock(&a->mu);
+                Corral__V1__Heartbeat hb = CORRAL__V1__HEARTBEAT__INIT;
+                hb.seq = seq;
+                hb.sent_unix_ms = cr_wall_ns() / CR_NS_PER_MS;
+                Corral__V1__AgentMessage h = CORRAL__V1__AGENT_MESSAGE__INIT;
+                h.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_HEARTBEAT;
+                h.heartbeat = &hb;
+                send_msg(st, &h, 0, NULL);  /* a full queue skips one beat; 3 in a row are needed to be lost */
+                pthread_mutex_lock(&a->mu);
+                next += (int64_t)a->interval_ms * CR_NS_PER_MS;
+                if (next < cr_now_ns()) next = cr_now_ns();
+            }
+            wait_until(a, next);
+        }
+    }
+    int stopping = a->stop;
+    int closed = a->closed;
+    pthread_mutex_unlock(&a->mu);
+
+    if (stopping && !closed) {
+        /* Say goodbye: half-close, and give the controller a moment to record it. */
+        rpc_stream_close_send(st, NULL);
+        rpc_stream_wait(st, 2000, NULL, NULL);
+    }
+    rpc_stream_destroy(st);
+    pthread_mutex_lock(&a->mu);
+    a->stats.connected = 0;
+    if (!stopping) {
+        const char *why = a->closed ? a->close_details : "no answer to the inventory";
+        rpc_code_t code = a->closed ? a->close_code : RPC_DEADLINE_EXCEEDED;
+        snprintf(a->stats.last_error, sizeof a->stats.last_error, "%s: %s", rpc_code_name(code), why);
+        int refused = code == RPC_INVALID_ARGUMENT || code == RPC_ALREADY_EXISTS ||
+                      code == RPC_FAILED_PRECONDITION || code == RPC_NOT_FOUND;
+        if (refused) {
+            a->stats.refusals++;
+            CR_ERROR("agent", "controller %s refused node %s: %s", a->controller, a->node, a->stats.last_error);
+        } else if (was_accepted) {
+            CR_WARN("agent", "session with %s ended: %s; reconnecting", a->controller, a->stats.last_error);
+        } else {
+            CR_DEBUG("agent", "cannot reach %s: %s", a->controller, a->stats.last_error);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return was_accepted;
+}
+
+static void *agent_main(void *arg)
+{
+    agent_t *a = arg;
+    rpc_backoff_t bo;
+    rpc_backoff_init(&bo, 200, a->backoff_max_ms);
+    int failures = 0;
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop) {
+        pthread_mutex_unlock(&a->mu);
+        if (run_session(a)) {
+            rpc_backoff_reset(&bo);
+            failures = 0;
+        } else if (++failures == 5) {
+            CR_WARN("agent", "still cannot open a session with %s: %s", a->controller, a->stats.last_error);
+        }
+        int delay = rpc_backoff_next_ms(&bo);
+        pthread_mutex_lock(&a->mu);
+        int64_t until = cr_now_ns() + (int64_t)delay * CR_NS_PER_MS;
+        while (!a->stop && cr_now_ns() < until) wait_until(a, until);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+int agent_start(agent_t *a, cr_err_t *err)
+{
+    if (a->started) return 0;
+    if (pthread_create(&a->thread, NULL, agent_main, a) != 0)
+        return cr_err_set(err, CR_EINTERNAL, "cannot start the agent thread");
+    a->started = 1;
+    CR_INFO("agent", "node %s: dialing %s with %zu robots, %zu GPUs", a->node, a->controller,
+            a->inv->n_robots, a->inv->n_gpus);
+    return 0;
+}
+
+void agent_stop(agent_t *a)
+{
+    if (!a || !a->started) return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->thread, NULL);
+    a->started = 0;
+}
+
+void agent_destroy(agent_t *a)
+{
+    if (!a) return;
+    agent_stop(a);
+    if (a->own_channel) rpc_channel_destroy(a->ch);
+    if (a->inv) protobuf_c_message_free_unpacked(&a->inv->base, NULL);
+    pthread_cond_destroy(&a->cond);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}

@@ -1,0 +1,98 @@
+/* agent.c - `corral agent`: runs the node agent until SIGTERM or SIGINT; on either
+ * it closes its session so the controller records the node as gone at once. */
+#include "cli/cli.h"
+#include "cli/ctlcli.h"
+#include "agents/agent.h"
+#include "common/log.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: corral agent --name NODE [--controller ADDR] [--state DIR] [--advertise HOST:PORT]\n"
+    "                    [--robot NAME:DRIVER[:MODEL[:PORT]] ...] [--no-gpus] [--log-level L]\n"
+    "  --name NODE        this node's name (a-z 0-9 _ -, at most 63 characters)\n"
+    "  --controller ADDR  the controller (default $CORRAL_CONTROLLER or 127.0.0.1:7070)\n"
+    "  --state DIR        the agent's state (default " AGENT_DEFAULT_STATE_DIR ")\n"
+    "  --advertise ADDR   where peers can dial this node; without it the node accepts no\n"
+    "                     inbound connections and its traffic is relayed\n"
+    "  --robot SPEC       a robot attached to this node (repeat for several)\n"
+    "  --no-gpus          report no GPUs even if the probe finds some\n";
+
+#define MAX_ROBOTS 256
+
+int cli_agent_main(int argc, char **argv)
+{
+    agent_opts_t o = {0};
+    const char *robots[MAX_ROBOTS];
+    o.robots = robots;
+    o.probe_gpus = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage_text, stdout);
+            return CLI_OK;
+        }
+        if (strcmp(a, "--no-gpus") == 0) {
+            o.probe_gpus = 0;
+            continue;
+        }
+        static const char *const valued[] = {"--name", "--controller", "--state", "--advertise", "--robot",
+                                             "--log-level"};
+        int k = -1;
+        for (int j = 0; j < 6; j++)
+            if (strcmp(a, valued[j]) == 0) k = j;
+        if (k < 0) {
+            fprintf(stderr, "corral agent: unknown option '%s'\n%s", a, usage_text);
+            return CLI_EUSER;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "corral agent: %s needs a value\n", a);
+            return CLI_EUSER;
+        }
+        const char *v = argv[++i];
+        switch (k) {
+        case 0: o.node = v; break;
+        case 1: o.controller = v; break;
+        case 2: o.state_dir = v; break;
+        case 3: o.advertise = v; break;
+        case 4:
+            if (o.n_robots == MAX_ROBOTS) {
+                fprintf(stderr, "corral agent: at most %d robots\n", MAX_ROBOTS);
+                return CLI_EUSER;
+            }
+            robots[o.n_robots++] = v;
+            break;
+        case 5: {
+            int l = cr_log_level_parse(v);
+            if (l < 0) {
+                fprintf(stderr, "corral agent: --log-level '%s': expected debug, info, warn or error\n", v);
+                return CLI_EUSER;
+            }
+            cr_log_set_level((cr_log_level_t)l);
+            break;
+        }
+        }
+    }
+    if (!o.node) {
+        fprintf(stderr, "corral agent: --name is required\n%s", usage_text);
+        return CLI_EUSER;
+    }
+    sigset_t set;
+    cli_block_stop_signals(&set);
+    agent_t *ag = NULL;
+    cr_err_t err = {0};
+    if (agent_create(&o, &ag, &err) || agent_start(ag, &err)) {
+        CR_ERROR("agent", "%s", err.msg);
+        agent_destroy(ag);
+        return CLI_EUSER;
+    }
+    int sig = 0;
+    sigwait(&set, &sig);
+    CR_INFO("agent", "%s: closing the session", strsignal(sig));
+    agent_destroy(ag);
+    CR_INFO("agent", "stopped");
+    return CLI_OK;
+}

@@ -1,0 +1,43 @@
+/* server_int.h - the controller's server object as its own files see it (private
+ * to controller/): server.c owns it, service.c and agentlink.c fill method tables. */
+#ifndef CORRAL_CONTROLLER_SERVER_INT_H
+#define CORRAL_CONTROLLER_SERVER_INT_H
+
+#include "controller/controller.h"
+#include "controller/liveness.h"
+#include "controller/workq.h"
+
+#include <stdatomic.h>
+
+#define CTL_REGISTRY_METHODS 10
+
+typedef struct ctl_server ctl_server_t;
+
+/* A Registry method's user pointer: which server, which handler. */
+typedef struct ctl_handler {
+    ctl_server_t *srv;
+    int (*fn)(ctl_server_t *srv, const ProtobufCMessage *req, ProtobufCMessage **resp,
+              cr_err_t *err);
+} ctl_handler_t;
+
+struct ctl_server {
+    char listen[256];
+    char state_dir[4096];
+    int heartbeat_ms, missed;
+    ctl_registry_t *reg;
+    ctl_liveness_t *lv;
+    ctl_workq_t *wq;          /* SQLite work handed off by AgentLink callbacks */
+    rpc_server_t *rpc;
+    rpc_method_t methods[CTL_REGISTRY_METHODS + 1];
+    ctl_handler_t handlers[CTL_REGISTRY_METHODS];
+    int started, stopped;
+    int lock_fd;              /* DIR/controller.lock, flock'ed while we run */
+    atomic_long heartbeats;
+};
+
+/* Fills out[0..CTL_REGISTRY_METHODS-1] with the Registry service; returns the count. */
+size_t ctl_service_methods(ctl_server_t *srv, rpc_method_t *out);
+/* Fills *out with AgentLink.Session. */
+void ctl_agentlink_method(ctl_server_t *srv, rpc_method_t *out);
+
+#endif

@@ -1,0 +1,353 @@
+/* bc.c - behaviour cloning and HG-DAgger over the squashed Gaussian actor.
+ *
+ * BC regresses the actor's mode tanh(mu(obs)) onto the batch's actions (mean
+ * squared error). HG-DAgger is the same regression restricted to the samples a
+ * human produced: those flagged CORRAL_SAMPLE_INTERVENTION (a takeover segment)
+ * or CORRAL_SAMPLE_DEMO; the robot's own samples in the aggregated dataset get
+ * weight 0. A batch with no such sample changes nothing and says so in the
+ * metrics ("samples_used" = 0).
+ *
+ * State: the actor, its Adam moments and step count, the RNG, the counters; all
+ * saved to and restored from one safetensors file. Vector observations only. */
+#include "policies/algos/algo.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BC_CKPT_VERSION "1"
+
+typedef struct bc_cfg {
+    char hidden[SET_STR_MAX], backend[SET_STR_MAX];
+    float lr, weight_decay, grad_clip;
+    long seed;
+} bc_cfg_t;
+
+#define OFF(f) offsetof(bc_cfg_t, f)
+static const pol_setting_t bc_settings[] = {
+    {"hidden", SET_STR, "256,256", 0, 0, OFF(hidden), "hidden widths of the actor"},
+    {"lr", SET_FLOAT, "1e-3", 0, 1, OFF(lr), "learning rate"},
+    {"weight_decay", SET_FLOAT, "0", 0, 1, OFF(weight_decay), "AdamW decoupled weight decay"},
+    {"grad_clip", SET_FLOAT, "0", 0, 1e9, OFF(grad_clip), "global gradient norm limit (0: off)"},
+    {"seed", SET_INT, "0", 0, 9e15, OFF(seed), "random seed"},
+    {"backend", SET_STR, "cpu", 0, 0, OFF(backend), "cpu, cuda or auto"},
+    {NULL, 0, NULL, 0, 0, 0, NULL},
+};
+#undef OFF
+
+typedef struct bc {
+    const char *algo;                 /* "bc" or "hg-dagger" */
+    int human_only;
+    bc_cfg_t cfg;
+    int hidden[POL_MLP_MAX_LAYERS], nhidden;
+    corral_spec_t spec;
+    const nn_backend_t *be;
+    pol_actor_t actor;
+    nn_adam_t opt;
+    nn_rng_t rng;
+    uint64_t updates, skipped_nan;
+    int cap;
+    float *obs, *target, *w, *daction, *h_w, *h_eps;
+} bc_t;
+
+static void free_scratch(bc_t *s)
+{
+    float **dev[] = {&s->obs, &s->target, &s->w, &s->daction};
+    for (int i = 0; i < 4; i++)
+        if (*dev[i]) { s->be->free(*dev[i]); *dev[i] = NULL; }
+    free(s->h_w);
+    free(s->h_eps);
+    s->h_w = s->h_eps = NULL;
+    s->cap = 0;
+}
+
+static int reserve(bc_t *s, int B, cr_err_t *err)
+{
+    int rc = pol_actor_reserve(&s->actor, B, err);
+    if (rc || B <= s->cap) return rc;
+    free_scratch(s);
+    size_t f = sizeof(float), O = (size_t)s->spec.obs_dim, A = (size_t)s->spec.act_dim, b = (size_t)B;
+    int ok = !!(s->obs = s->be->alloc(b * O * f));
+    ok &= !!(s->target = s->be->alloc(b * A * f));
+    ok &= !!(s->w = s->be->alloc(b * A * f));
+    ok &= !!(s->daction = s->be->alloc(b * A * f));
+    ok &= !!(s->h_w = malloc(b * A * f));
+    ok &= !!(s->h_eps = calloc(b * A, f));
+    if (!ok) {
+        free_scratch(s);
+        return cr_err_set(err, CR_ENOMEM, "%s: cannot allocate scratch for batch %d", s->algo, B);
+    }
+    s->cap = B;
+    return 0;
+}
+
+static int bc_update(void *self, const corral_batch_t *b, corral_metrics_t *m, corral_err_t *cerr)
+{
+    bc_t *s = self;
+    cr_err_t *err = pol_err(cerr);
+    if (!b || b->struct_size < sizeof(corral_batch_t) || b->size <= 0 || !b->obs || !b->action)
+        return cr_err_set(err, CR_EINVAL, "%s: batch needs size > 0, obs and action", s->algo);
+    int B = b->size, A = s->spec.act_dim, rc = reserve(s, B, err);
+    if (rc) return rc;
+    const nn_backend_t *be = s->be;
+    /* per-element weights: 1 for the samples this algorithm learns from */
+    int used = 0;
+    for (int r = 0; r < B; r++) {
+        int keep = !s->human_only ||
+                   (b->flags && (b->flags[r] & (CORRAL_SAMPLE_INTERVENTION | CORRAL_SAMPLE_DEMO)));
+        used += keep;
+        for (int j = 0; j < A; j++) s->h_w[(size_t)r * A + j] = keep ? 1.0f : 0.0f;
+    }
+    pol_metric_set(m, "samples_used", used);
+    pol_metric_set(m, "updates", (double)s->updates);
+    pol_metric_set(m, "skipped_nan", (double)s->skipped_nan);
+    if (used == 0) {
+        pol_metric_set(m, "skipped_now", 0);
+        return 0;
+    }
+    size_t f = sizeof(float);
+    be->upload(s->obs, b->obs, (size_t)B * s->spec.obs_dim * f);
+    be->upload(s->target, b->action, (size_t)B * A * f);
+    be->upload(s->w, s->h_w, (size_t)B * A * f);
+    be->upload(s->actor.eps, s->h_eps, (size_t)B * A * f);   /* zero noise: the mode */
+    pol_actor_forward(&s->actor, s->obs, B);
+    size_t n = (size_t)B * A;
+    double loss = be->mse_forward(s->actor.action, s->target, s->w, n) * (double)n / ((double)used * A);
+    be->fill(s->daction, 0.0f, n);
+    be->mse_backward(s->daction, s->actor.action, s->target, s->w, 1.0f / ((float)used * A), n);
+    nn_params_zero_grad(&s->actor.params);
+    pol_actor_backward(&s->actor, s->daction, NULL, B);
+    double gn = 0.0;
+    int bad = !isfinite(loss) || nn_adam_step(&s->opt, &s->actor.params, &gn) != 0;
+    if (bad) {
+        s->skipped_nan++;
+        pol_warn_skips(s->algo, s->skipped_nan - 1, s->skipped_nan);
+    } else {
+        s->updates++;
+    }
+    pol_metric_set(m, "bc_loss", loss);
+    pol_metric_set(m, "grad_norm", gn);
+    pol_metric_set(m, "updates", (double)s->updates);
+    pol_metric_set(m, "skipped_nan", (double)s->skipped_nan);
+    pol_metric_set(m, "skipped_now", bad);
+    return 0;
+}
+
+static int bc_act(void *self, const float *obs, int deterministic, float *action, corral_err_t *cerr)
+{
+    bc_t *s = self;
+    cr_err_t *err = pol_err(cerr);
+    int rc = reserve(s, 1, err), A = s->spec.act_dim;
+    for (int i = 0; !rc && i < s->spec.obs_dim; i++)
+        if (!isfinite(obs[i]))
+            return cr_err_set(err, CR_EINVAL, "%s: observation[%d] is not finite", s->algo, i);
+    if (rc) return rc;
+    float eps[64];
+    for (int j = 0; j < A && j < 64; j++) eps[j] = deterministic ? 0.0f : nn_rng_normal(&s->rng);
+    s->be->upload(s->obs, obs, (size_t)s->spec.obs_dim * sizeof(float));
+    s->be->upload(s->actor.eps, eps, (size_t)(A < 64 ? A : 64) * sizeof(float));
+    pol_actor_forward(&s->actor, s->obs, 1);
+    s->be->download(action, s->actor.action, (size_t)A * sizeof(float));
+    for (int j = 0; j < A; j++)
+        if (!isfinite(action[j])) return cr_err_set(err, CR_EINVAL, "%s: non-finite action", s->algo);
+    return 0;
+}
+
+static void put_meta(const bc_t *s, nn_st_writer_t *w, const char *format)
+{
+    char buf[64];
+    nn_st_writer_meta(w, "format", format, NULL);
+    nn_st_writer_meta(w, "version", BC_CKPT_VERSION, NULL);
+    nn_st_writer_meta(w, "algo", s->algo, NULL);
+    nn_st_writer_meta(w, "hidden", s->cfg.hidden, NULL);
+    snprintf(buf, sizeof buf, "%d,%d", s->spec.obs_dim, s->spec.act_dim);
+    nn_st_writer_meta(w, "spec", buf, NULL);
+}
+
+static int check_meta(const bc_t *s, const nn_st_t *st, const char *format, cr_err_t *err)
+{
+    const char *f = nn_st_meta(st, "format"), *v = nn_st_meta(st, "version");
+    const char *h = nn_st_meta(st, "hidden"), *sp = nn_st_meta(st, "spec");
+    if (!f || strcmp(f, format)) return cr_err_set(err, CR_ECORRUPT, "not a %s", format);
+    if (!v || strcmp(v, BC_CKPT_VERSION))
+        return cr_err_set(err, CR_EVERSION, "%s version '%s', this build reads %s", format, v ? v : "(none)",
+                          BC_CKPT_VERSION);
+    char want[64];
+    snprintf(want, sizeof want, "%d,%d", s->spec.obs_dim, s->spec.act_dim);
+    if (!sp || strcmp(sp, want) || !h || strcmp(h, s->cfg.hidden))
+        return cr_err_set(err, CR_EINVAL, "%s for spec %s hidden %s, this instance has %s hidden %s", format,
+                          sp ? sp : "?", h ? h : "?", want, s->cfg.hidden);
+    return 0;
+}
+
+static int bc_export(void *self, void *buf, size_t cap, size_t *len, corral_err_t *cerr)
+{
+    bc_t *s = self;
+    cr_err_t *err = pol_err(cerr);
+    nn_st_writer_t *w = nn_st_writer_create();
+    if (!w) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", s->algo);
+    pol_io_keep_t keep = {0};
+    pol_io_arena_t a = {"policy", &s->actor.params};
+    void *blob = NULL;
+    size_t n = 0;
+    put_meta(s, w, "corral-policy");
+    int rc = pol_io_add_arena(w, &keep, &a, err);
+    if (!rc) rc = nn_st_writer_to_mem(w, &blob, &n, err);
+    pol_io_keep_free(&keep);
+    nn_st_writer_destroy(w);
+    if (rc) return rc;
+    *len = n;
+    if (!buf || cap < n) rc = cr_err_set(err, CR_ETOOBIG, "%s: policy blob needs %zu bytes", s->algo, n);
+    else memcpy(buf, blob, n);
+    free(blob);
+    return rc;
+}
+
+static int bc_import(void *self, const void *blob, size_t len, corral_err_t *cerr)
+{
+    bc_t *s = self;
+    cr_err_t *err = pol_err(cerr);
+    nn_st_t *st;
+    int rc = nn_st_parse(&st, blob, len, err);
+    if (rc) return cr_err_wrap(err, "policy blob");
+    pol_io_arena_t a = {"policy", &s->actor.params};
+    rc = check_meta(s, st, "corral-policy", err);
+    if (!rc) rc = pol_io_read_arena(st, &a, 1, err);
+    if (!rc) rc = pol_io_read_arena(st, &a, 0, err);
+    nn_st_free(st);
+    return rc ? cr_err_wrap(err, "policy blob") : 0;
+}
+
+static int bc_save(void *self, const char *path, corral_err_t *cerr)
+{
+    bc_t *s = self;
+    cr_err_t *err = pol_err(cerr);
+    nn_st_writer_t *w = nn_st_writer_create();
+    if (!w) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", s->algo);
+    pol_io_keep_t keep = {0};
+    pol_io_arena_t a = {"actor", &s->actor.params};
+    pol_io_adam_t o = {"optim.actor", &s->opt};
+    put_meta(s, w, "corral-checkpoint");
+    char rng[80], state[256];
+    pol_rng_format(&s->rng, rng, sizeof rng);
+    snprintf(state, sizeof state, "{\"updates\":%llu,\"skipped_nan\":%llu,\"actor_t\":%ld,\"rng\":\"%s\"}",
+             (unsigned long long)s->updates, (unsigned long long)s->skipped_nan, s->opt.t, rng);
+    int rc = nn_st_writer_meta(w, "state", state, err);
+    if (!rc) rc = pol_io_add_arena(w, &keep, &a, err);
+    if (!rc) rc = pol_io_add_adam(w, &keep, &o, s->be, err);
+    if (!rc) rc = nn_st_writer_to_file(w, path, err);
+    pol_io_keep_free(&keep);
+    nn_st_writer_destroy(w);
+    return rc;
+}
+
+static int bc_load(void *self, const char *path, corral_err_t *cerr)
+{
+    bc_t *s = self;
+    cr_err_t *err = pol_err(cerr);
+    nn_st_t *st;
+    int rc = nn_st_read_file(&st, path, err);
+    if (rc) return rc;
+    pol_io_arena_t a = {"actor", &s->actor.params};
+    pol_io_adam_t o = {"optim.actor", &s->opt};
+    unsigned long long u, k;
+    long t = -1;
+    char rs[80];
+    nn_rng_t rng;
+    rc = check_meta(s, st, "corral-checkpoint", err);
+    const char *js = nn_st_meta(st, "state");
+    if (!rc && (!js || sscanf(js, "{\"updates\":%llu,\"skipped_nan\":%llu,\"actor_t\":%ld,\"rng\":\"%79[0-9a-f,]\"}",
+                              &u, &k, &t, rs) != 4 || t < 0 || pol_rng_parse(&rng, rs) != 0))
+        rc = cr_err_set(err, CR_ECORRUPT, "checkpoint: metadata 'state' is missing or malformed");
+    for (int check = 1; check >= 0 && !rc; check--) {
+        rc = pol_io_read_arena(st, &a, check, err);
+        if (!rc) rc = pol_io_read_adam(st, &o, s->be, check, err);
+    }
+    nn_st_free(st);
+    if (rc) return cr_err_wrap(err, "%s", path);
+    s->updates = u;
+    s->skipped_nan = k;
+    s->opt.t = t;
+    s->rng = rng;
+    return 0;
+}
+
+static void bc_destroy(void *self)
+{
+    bc_t *s = self;
+    if (!s) return;
+    if (s->be) {
+        free_scratch(s);
+        pol_actor_destroy(&s->actor);
+        nn_adam_destroy(&s->opt, s->be);
+    }
+    free(s);
+}
+
+static int create_common(const char *algo, int human_only, const corral_kv_t *cfg, size_t n,
+                         const corral_spec_t *spec, void **self, corral_err_t *cerr)
+{
+    cr_err_t *err = pol_err(cerr);
+    *self = NULL;
+    if (!spec || spec->struct_size < sizeof(corral_spec_t) || spec->obs_dim <= 0 || spec->act_dim <= 0 ||
+        spec->act_dim > 64)
+        return cr_err_set(err, CR_EINVAL, "%s: spec needs obs_dim > 0 and act_dim in 1..64", algo);
+    if (spec->img_c > 0) return cr_err_set(err, CR_ENOTSUP, "%s: image observations are not supported", algo);
+    bc_t *s = calloc(1, sizeof *s);
+    if (!s) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", algo);
+    s->algo = algo;
+    s->human_only = human_only;
+    s->spec = *spec;
+    int rc = pol_settings_apply(bc_settings, &s->cfg, NULL, 0, cfg, n, err);
+    if (!rc) rc = nn_backend_get(s->cfg.backend, &s->be, err);
+    if (!rc && (rc = pol_parse_widths(s->cfg.hidden, s->hidden, POL_MLP_MAX_LAYERS - 1, err)) >= 0) {
+        s->nhidden = rc;
+        rc = 0;
+    }
+    if (!rc) {
+        nn_rng_seed(&s->rng, (uint64_t)s->cfg.seed);
+        rc = pol_actor_create(&s->actor, s->be, spec->obs_dim, spec->act_dim, s->hidden, s->nhidden, &s->rng, err);
+    }
+    if (!rc) rc = nn_adam_init(&s->opt, &s->actor.params, s->cfg.lr, s->cfg.weight_decay, s->cfg.grad_clip, err);
+    if (rc) {
+        cr_err_wrap(err, "%s", algo);
+        bc_destroy(s);
+        return rc;
+    }
+    *self = s;
+    return 0;
+}
+
+static int bc_create(const corral_kv_t *cfg, size_t n, const corral_spec_t *spec, void **self, corral_err_t *err)
+{
+    return create_common("bc", 0, cfg, n, spec, self, err);
+}
+
+static int dagger_create(const corral_kv_t *cfg, size_t n, const corral_spec_t *spec, void **self,
+                         corral_err_t *err)
+{
+    return create_common("hg-dagger", 1, cfg, n, spec, self, err);
+}
+
+static const corral_algo_vtable_t bc_vt = {
+    .struct_size = sizeof(corral_algo_vtable_t), .create = bc_create, .update = bc_update,
+    .act = bc_act, .export_policy = bc_export, .import_policy = bc_import, .save = bc_save,
+    .load = bc_load, .destroy = bc_destroy,
+};
+
+static const corral_algo_vtable_t dagger_vt = {
+    .struct_size = sizeof(corral_algo_vtable_t), .create = dagger_create, .update = bc_update,
+    .act = bc_act, .export_policy = bc_export, .import_policy = bc_import, .save = bc_save,
+    .load = bc_load, .destroy = bc_destroy,
+};
+
+const corral_plugin_t pol_bc_plugin = {
+    .abi_version = CORRAL_PLUGIN_ABI_VERSION, .kind = CORRAL_PLUGIN_ALGO, .name = "bc",
+    .description = "behaviour cloning (MSE on the squashed mode)", .algo = &bc_vt,
+};
+
+const corral_plugin_t pol_dagger_plugin = {
+    .abi_version = CORRAL_PLUGIN_ABI_VERSION, .kind = CORRAL_PLUGIN_ALGO, .name = "hg-dagger",
+    .description = "HG-DAgger: behaviour cloning on human intervention and demo samples", .algo = &dagger_vt,
+};

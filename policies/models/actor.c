@@ -1,0 +1,78 @@
+/* actor.c - the Gaussian policy with tanh squashing: an MLP maps obs[B][obs_dim]
+ * to head[B][2A] = (mean, raw log std), and the gauss_tanh op turns the head and
+ * noise into actions in (-1, 1) with their exact log-probabilities. The log std
+ * is bounded smoothly to [log_std_lo, log_std_hi] inside that op. */
+#include "policies/models/models.h"
+
+#include <string.h>
+
+int pol_actor_create(pol_actor_t *a, const nn_backend_t *be, int obs_dim, int act_dim,
+                     const int *hidden, int nhidden, nn_rng_t *rng, cr_err_t *err)
+{
+    memset(a, 0, sizeof *a);
+    nn_params_init(&a->params, be);
+    a->obs_dim = obs_dim;
+    a->act_dim = act_dim;
+    a->log_std_lo = -5.0f;
+    a->log_std_hi = 2.0f;
+    int rc = pol_mlp_declare(&a->mlp, &a->params, "actor", obs_dim, hidden, nhidden, 2 * act_dim, 0, err);
+    if (rc == 0) rc = nn_params_alloc(&a->params, err);
+    if (rc != 0) {
+        nn_params_destroy(&a->params);
+        return rc;
+    }
+    pol_mlp_init(&a->mlp, &a->params, rng);
+    return 0;
+}
+
+static void free_bufs(pol_actor_t *a)
+{
+    const nn_backend_t *be = a->params.be;
+    float **bufs[] = {&a->eps, &a->action, &a->logp, &a->dhead};
+    for (int i = 0; i < 4; i++)
+        if (*bufs[i]) { be->free(*bufs[i]); *bufs[i] = NULL; }
+    a->cap = 0;
+}
+
+void pol_actor_destroy(pol_actor_t *a)
+{
+    if (!a->params.be) return;
+    free_bufs(a);
+    pol_mlp_destroy(&a->mlp);
+    nn_params_destroy(&a->params);
+}
+
+int pol_actor_reserve(pol_actor_t *a, int B, cr_err_t *err)
+{
+    int rc = pol_mlp_reserve(&a->mlp, B, err);
+    if (rc != 0 || B <= a->cap) return rc;
+    free_bufs(a);
+    const nn_backend_t *be = a->params.be;
+    size_t f = sizeof(float), A = (size_t)a->act_dim;
+    a->eps = be->alloc(B * A * f);
+    a->action = be->alloc(B * A * f);
+    a->logp = be->alloc((size_t)B * f);
+    a->dhead = be->alloc(B * 2 * A * f);
+    if (!a->eps || !a->action || !a->logp || !a->dhead) {
+        free_bufs(a);
+        return cr_err_set(err, CR_ENOMEM, "actor: cannot allocate scratch for batch %d", B);
+    }
+    a->cap = B;
+    return 0;
+}
+
+void pol_actor_forward(pol_actor_t *a, const float *obs, int B)
+{
+    a->head = pol_mlp_forward(&a->mlp, &a->params, obs, B);
+    a->params.be->gauss_tanh_forward(a->action, a->logp, a->head, a->eps, B, a->act_dim,
+                                     a->log_std_lo, a->log_std_hi);
+}
+
+void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B)
+{
+    const nn_backend_t *be = a->params.be;
+    be->fill(a->dhead, 0.0f, (size_t)B * 2 * a->act_dim);
+    be->gauss_tanh_backward(a->dhead, daction, dlogp, a->head, a->eps, a->action, B, a->act_dim,
+                            a->log_std_lo, a->log_std_hi);
+    pol_mlp_backward(&a->mlp, &a->params, NULL, a->dhead, B, 1);
+}
