@@ -512,6 +512,46 @@ int ctl_exp_get_placement(sqlite3 *db, const char *name, ctl_placement_t **out, 
     return 0;
 }
 
+int ctl_exp_workers(sqlite3 *db, const char *name, ctl_exp_worker_t **out, size_t *n, cr_err_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    ctl_placement_t *p;
+    int rc = ctl_exp_get_placement(db, name, &p, err);
+    if (rc == CR_ENOENT) return 0;
+    if (rc != 0) return rc;
+    ctl_exp_worker_t *w = calloc(p->n_slots, sizeof *w);
+    sqlite3_stmt *st = NULL;
+    if (!w) rc = cr_err_set(err, CR_ENOMEM, "workers");
+    if (rc == 0)
+        rc = prepare(db, "SELECT worker_state, pid, restarts, updated_ms FROM placements"
+                         " WHERE experiment = ? AND role = ? AND idx = ?", &st, err);
+    for (size_t i = 0; rc == 0 && i < p->n_slots; i++) {
+        w[i].slot = p->slots[i];
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, ctl_role_name(p->slots[i].role), -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, p->slots[i].index);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            rc = db_fail(db, err, "read workers");
+            break;
+        }
+        snprintf(w[i].state, sizeof w[i].state, "%s", col_text(st, 0));
+        w[i].pid = sqlite3_column_int(st, 1);
+        w[i].restarts = (unsigned)sqlite3_column_int64(st, 2);
+        w[i].updated_ms = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_finalize(st);
+    if (rc == 0) {
+        *out = w;
+        *n = p->n_slots;
+    } else {
+        free(w);
+    }
+    ctl_placement_free(p);
+    return rc;
+}
+
 /* ---- transitions ---------------------------------------------------------------- */
 
 static int set_state(sqlite3 *db, const ctl_exp_t *e, ctl_exp_state_t to, const char *why, int64_t now_ms,

@@ -114,6 +114,19 @@ int ctl_exp_set_overrides(sqlite3 *db, const char *name, const char *sets, cr_er
 
 int ctl_exp_get_placement(sqlite3 *db, const char *name, ctl_placement_t **out, cr_err_t *err);
 
+/* One placed worker with its last report, for `exp status`. */
+typedef struct ctl_exp_worker {
+    ctl_slot_t slot;
+    char state[16];             /* "pending" until its agent reports */
+    int pid;
+    unsigned restarts;
+    int64_t updated_ms;
+} ctl_exp_worker_t;
+
+/* The placed workers of an experiment (none when it holds no resources), in
+ * placement order; free *out with free(). */
+int ctl_exp_workers(sqlite3 *db, const char *name, ctl_exp_worker_t **out, size_t *n, cr_err_t *err);
+
 /* stopped | failed -> submitted, generation + 1; the spec may be replaced
  * (spec NULL keeps it). A done experiment is refused: submit a new one. */
 int ctl_exp_resume(sqlite3 *db, const char *name, const char *spec, int64_t now_ms, cr_err_t *err);

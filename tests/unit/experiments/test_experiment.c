@@ -119,6 +119,16 @@ static void test_full_lifecycle(void)
     ASSERT_OK(ctl_exp_workers_running(db, "reach-sac", &all, &err), &err);
     ASSERT_INT_EQ(all, 1);
     ASSERT_INT_EQ(ctl_exp_worker_report(db, "reach-sac", 1, CTL_ROLE_ACTOR, 7, "running", 1, 0, 30, &err), CR_ENOENT);
+    ctl_exp_worker_t *ws;
+    size_t nw;
+    ASSERT_OK(ctl_exp_workers(db, "reach-sac", &ws, &nw, &err), &err);
+    ASSERT_INT_EQ(nw, 6);
+    ASSERT_STR_EQ(ws[0].state, "running");
+    ASSERT_INT_EQ(ws[0].pid, 77);
+    ASSERT_INT_EQ(ws[0].restarts, 1);
+    ASSERT_INT_EQ(ws[0].slot.role, CTL_ROLE_ENV);
+    ASSERT_INT_EQ(ws[4].slot.role, CTL_ROLE_LEARNER);
+    free(ws);
     ASSERT_OK(ctl_exp_transition(db, "reach-sac", CTL_EXP_RUNNING, "all workers up", 1200, &err), &err);
     ASSERT_OK(ctl_exp_transition(db, "reach-sac", CTL_EXP_RUNNING, "retried", 1200, &err), &err); /* no-op */
 
@@ -161,6 +171,8 @@ static void test_full_lifecycle(void)
     ASSERT_OK(ctl_exp_transition(db, "reach-sac", CTL_EXP_DONE, "success_rate 0.95", 1700, &err), &err);
     check(db);
     ASSERT_INT_EQ(ctl_exp_get_placement(db, "reach-sac", &got, &err), CR_ENOENT);
+    ASSERT_OK(ctl_exp_workers(db, "reach-sac", &ws, &nw, &err), &err);
+    ASSERT_INT_EQ(nw, 0);
     ASSERT_INT_EQ(ctl_exp_resume(db, "reach-sac", NULL, 1800, &err), CR_EBUSY);
     ASSERT_TRUE(strstr(err.msg, "is done") != NULL);
     ASSERT_INT_EQ(ctl_exp_worker_report(db, "reach-sac", 1, CTL_ROLE_ENV, 0, "running", 1, 0, 1, &err), CR_EBUSY);
