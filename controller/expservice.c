@@ -234,6 +234,10 @@ static void unary(rpc_call_t *call, const ProtobufCMessage *msg, ctl_exp_state_f
     if (rc == 0) {
         if (cmds.n && svc->host.send) svc->host.send(svc->host.ud, &cmds);
         rpc_call_reply(call, op.resp, &err);
+    } else if (rc == CR_EBUSY || rc == CR_EUNAVAIL) {
+        /* A refusal about resources or state, not an unreachable controller:
+         * clients (the CLI's exit status 2) must not mistake it for one. */
+        rpc_call_finish(call, RPC_FAILED_PRECONDITION, "%s", err.msg);
     } else {
         rpc_call_fail(call, &err);
     }

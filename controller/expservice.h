@@ -5,8 +5,10 @@
  * with_state runs a function under the controller's state lock with the
  * database and a fresh inventory, and whose send delivers the resulting worker
  * commands to the agents once the change is committed. Refusals are gRPC
- * statuses mapped from the CR_E* code (rpc_code_from_err) with the message that
- * says what to change as details.
+ * statuses mapped from the CR_E* code (rpc_code_from_err, except that busy or
+ * unavailable resources and forbidding states are FAILED_PRECONDITION, never
+ * UNAVAILABLE, which clients read as "controller unreachable") with the message
+ * that says what to change as details.
  *
  * Watch streams run one thread each: every watch_period_ms they send the new
  * journal events and, when it changed, a snapshot; a stream ends OK after the

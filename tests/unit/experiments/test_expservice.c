@@ -125,7 +125,7 @@ static void test_service_over_grpc(void)
     sub.n_sets = 1;
     ASSERT_TRUE(rpc_unary_code(ch, "/corral.v1.Experiments/Submit", &sub.base, &corral__v1__submit_response__descriptor,
                                &none, 5000, &code, &err) != 0);
-    ASSERT_INT_EQ(code, RPC_UNAVAILABLE);
+    ASSERT_INT_EQ(code, RPC_FAILED_PRECONDITION);
     ASSERT_TRUE(strstr(err.msg, "robot sim-0 is in use by experiment reach-sac") != NULL);
     char *bad[] = {"algorithm.batch_size=0"};
     sub.sets = bad;
