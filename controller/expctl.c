@@ -124,8 +124,8 @@ static int held_build(sqlite3 *db, const ctl_inventory_t *in, held_inv_t *h, cr_
         free(h->names);
         return cr_err_set(err, CR_ENOMEM, "inventory");
     }
-    memcpy(h->robots, in->robots, in->n_robots * sizeof *h->robots);
-    memcpy(h->gpus, in->gpus, in->n_gpus * sizeof *h->gpus);
+    if (in->n_robots) memcpy(h->robots, in->robots, in->n_robots * sizeof *h->robots);
+    if (in->n_gpus) memcpy(h->gpus, in->gpus, in->n_gpus * sizeof *h->gpus);
     h->inv.robots = h->robots;
     h->inv.gpus = h->gpus;
     int rc = ctl_exp_holders(db, mark, h, err);

@@ -510,7 +510,7 @@ int ctl_sched_repair(const ctl_inventory_t *inv, const ctl_sched_request_t *req,
         return cr_err_set(err, CR_ENOMEM, "scheduler");
     }
     p->n_slots = cur->n_slots;
-    memcpy(p->slots, cur->slots, cur->n_slots * sizeof *p->slots);
+    if (cur->n_slots) memcpy(p->slots, cur->slots, cur->n_slots * sizeof *p->slots);
     /* GPUs of slots that stay count as this placement's, so movers do not take them. */
     for (size_t s = 0; s < p->n_slots; s++) {
         ctl_slot_t *slot = &p->slots[s];
