@@ -44,7 +44,9 @@ static int run(char *out, size_t cap, const char *args)
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = '\0';
     int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    fprintf(stderr, "  corral exp %s -> %d\n%s", args, rc, out); /* shown when an assertion fails */
+    return rc;
 }
 
 static void report_all(const char *state, int64_t gen)
