@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 static int skipped_total;
+static const char *suite_now;
 static char tmp_root[4096];
 
 void test_skip(const char *fmt, ...)
@@ -16,7 +17,7 @@ void test_skip(const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     CU_pTest t = CU_get_current_test();
-    fprintf(stdout, "\n  SKIPPED %s: ", t ? t->pName : "?");
+    fprintf(stdout, "\n  SKIPPED %s/%s: ", suite_now ? suite_now : "?", t ? t->pName : "?");
     vfprintf(stdout, fmt, ap);
     fputc('\n', stdout);
     fflush(stdout);
@@ -72,6 +73,7 @@ int test_main(const char *suite_name, const test_case_t *cases, int argc, char *
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
+    suite_now = suite_name;
     CU_pSuite suite = CU_add_suite(suite_name, NULL, NULL);
     for (const test_case_t *c = cases; c->name; c++) {
         int want = argc < 2;

@@ -5,8 +5,11 @@
 
 #include <cblas.h>
 #include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void *cpu_alloc(size_t bytes) { return calloc(1, bytes ? bytes : 1); }
 static void cpu_free(void *p) { free(p); }
@@ -67,25 +70,55 @@ const nn_backend_t *nn_backend_cpu(void) { return &cpu_backend; }
 void nn_cpu_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
 
 /* The CUDA backend lives in its own shared object so that a binary without CUDA
- * installed still starts; its entry returns NULL when it finds no usable GPU. */
+ * installed still starts; its entry returns NULL when it finds no usable GPU, and
+ * its nn_cuda_status() then says why. It is looked for at $CORRAL_CUDA_LIB, else
+ * beside the running executable, else on the dynamic linker's search path. */
 #define CUDA_SO "libcorral_nn_cuda.so"
 #define CUDA_ENTRY "nn_cuda_backend"
+#define CUDA_STATUS "nn_cuda_status"
+
+static void cuda_path(char *path, size_t cap)
+{
+    const char *env = getenv("CORRAL_CUDA_LIB");
+    if (env && *env) {
+        snprintf(path, cap, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+        snprintf(path, cap, "%.*s/%s", (int)(slash - exe), exe, CUDA_SO);
+        if (access(path, F_OK) == 0) return;
+    }
+    snprintf(path, cap, "%s", CUDA_SO);
+}
 
 static int load_cuda(const nn_backend_t **out, cr_err_t *err)
 {
-    void *h = dlopen(CUDA_SO, RTLD_NOW | RTLD_LOCAL);
-    if (!h) return cr_err_set(err, CR_EUNAVAIL, "cuda backend: %s", dlerror());
+    char path[PATH_MAX + sizeof CUDA_SO];
+    cuda_path(path, sizeof path);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return cr_err_set(err, CR_EUNAVAIL, "cuda backend not loaded (built only where nvcc "
+                          "exists; CORRAL_CUDA_LIB names it): %s", dlerror());
     const nn_backend_t *(*entry)(void);
     *(void **)&entry = dlsym(h, CUDA_ENTRY);
     if (!entry) {
-        cr_err_set(err, CR_EUNAVAIL, "cuda backend: %s has no symbol %s", CUDA_SO, CUDA_ENTRY);
+        cr_err_set(err, CR_EUNAVAIL, "cuda backend: %s has no symbol %s", path, CUDA_ENTRY);
         dlclose(h);
         return CR_EUNAVAIL;
     }
     const nn_backend_t *be = entry();
     if (!be) {
+        int (*status)(cr_err_t *);
+        *(void **)&status = dlsym(h, CUDA_STATUS);
+        cr_err_t why = {0};
+        if (status) status(&why);
+        cr_err_set(err, CR_EUNAVAIL, "cuda backend: %s", why.msg[0] ? why.msg : "no GPU available");
         dlclose(h);
-        return cr_err_set(err, CR_EUNAVAIL, "cuda backend: no GPU available");
+        return CR_EUNAVAIL;
     }
     *out = be;   /* the handle stays open for the life of the process */
     return 0;
