@@ -1,0 +1,54 @@
+/* workercmd.h - what a node agent does with the worker commands of the AgentLink
+ * stream (corral/v1/workers.proto): start and stop workers through the
+ * supervisor, report their states, list them after a reconnect, and serve log
+ * slices for `corral exp logs`.
+ *
+ * Everything here is input from the network: names are checked with
+ * cr_name_valid before they become paths, sizes are capped, and a bad command is
+ * an error for that command only.
+ *
+ * A started worker runs
+ *     CORRAL worker --role R --experiment E --index I --generation G
+ *                   --spec <state>/experiments/E/spec.yaml --state-dir <state>
+ *                   [--robot NAME] [--buffer ADDR] [--learner ADDR] ARGS...
+ * with CUDA_VISIBLE_DEVICES set to its GPUs ("" for the CPU) and the spec's
+ * environment additions; the experiment file is written there atomically first. */
+#ifndef CORRAL_AGENTS_WORKERCMD_H
+#define CORRAL_AGENTS_WORKERCMD_H
+
+#include "agents/supervisor.h"
+#include "common/err.h"
+#include "corral/v1/workers.pb-c.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_LOG_CHUNK_MAX (1u << 20) /* bytes per ReadLog answer */
+
+/* Starts the worker of a StartWorker command. corral is the path of the corral
+ * binary (or, in tests, any program taking the same arguments); state_dir is the
+ * agent's state directory (the supervisor's). Errors: CR_EINVAL (a bad field,
+ * named), CR_EEXIST (already running), and the supervisor's. */
+int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral,
+                     const Corral__V1__WorkerSpec *spec, cr_err_t *err);
+
+/* Stops one worker, or all of an experiment's when cmd->role is "". */
+int agent_wcmd_stop(agent_sup_t *sup, const Corral__V1__StopWorker *cmd, cr_err_t *err);
+
+/* Fills *out (initialised here) from a supervisor snapshot; out's strings point
+ * into info, which must outlive it. */
+void agent_wcmd_status(const agent_worker_info_t *info, Corral__V1__WorkerStatus *out);
+
+/* Every worker the supervisor knows, for the WorkerList sent after the Inventory.
+ * *out is malloc'd with everything it points to; free with agent_wcmd_list_free. */
+int agent_wcmd_list(const agent_sup_t *sup, Corral__V1__WorkerList **out, cr_err_t *err);
+void agent_wcmd_list_free(Corral__V1__WorkerList *list);
+
+/* Answers a ReadLog: fills *out (initialised here) with up to
+ * min(cmd->max_bytes, AGENT_LOG_CHUNK_MAX) bytes read into buf (cap bytes, the
+ * caller's; out->data points into it). A problem (bad name, no such log) is
+ * reported in out->error (pointing into errbuf) and returns its code. */
+int agent_wcmd_read_log(const char *state_dir, const Corral__V1__ReadLog *cmd, uint8_t *buf, size_t cap,
+                        Corral__V1__LogChunk *out, char errbuf[256]);
+
+#endif
