@@ -6,8 +6,8 @@
  * reach: reward = s (-|ee - target| - k |a|^2), success when the end-effector
  * is within success_dist of the target. push: reward = s (-|box - target| -
  * 0.5 |ee - box| - k |a|^2), success when the box centre is within success_dist
- * of the goal. s is the model's reward scale (distances in metres are small
- * next to SAC's entropy bonus; reach2d uses 10, i.e. decimetres). Success is evaluated on every observation; at the end of an
+ * of the goal. s is the model's reward scale (1 unless corral_reward_scale or
+ * the reward_scale option says otherwise). Success is evaluated on every observation; at the end of an
  * episode (truncated) it is the episode's result. */
 #include "hal/mj.h"
 
