@@ -32,6 +32,7 @@ test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCORRAL_SANITIZE=ON -DCORRAL_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 		tests/run-tests.sh $(ASAN_BUILD) unit
 
 bench: build

@@ -14,7 +14,7 @@ function(corral_unit_test component name)
     set(T_TIMEOUT 300)
   endif()
   set_tests_properties(unit.${component}.${name} PROPERTIES LABELS unit TIMEOUT ${T_TIMEOUT}
-    ENVIRONMENT "CORRAL_SOURCE_DIR=${CMAKE_SOURCE_DIR};CORRAL_BUILD_DIR=${CMAKE_BINARY_DIR}")
+    ENVIRONMENT "CORRAL_SOURCE_DIR=${CMAKE_SOURCE_DIR};CORRAL_BUILD_DIR=${CMAKE_BINARY_DIR};LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tests/lsan.supp")
 endfunction()
 
 # corral_integration_test(<name> COMMAND ... [TIMEOUT s])

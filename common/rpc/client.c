@@ -2,7 +2,8 @@
  * streams with callbacks.
  *
  * A channel owns a gRPC channel (which reconnects by itself with the backoff set
- * in its arguments) and one thread serving a completion queue for its streams.
+ * in its arguments) and, from its first stream on, one thread serving a
+ * completion queue for its streams.
  * A unary call uses a private pluck queue, so it blocks only its caller.
  *
  * A stream has four operations, each with its own tag and at most one in flight:
@@ -30,6 +31,7 @@ struct rpc_channel {
     grpc_channel *gc;
     grpc_completion_queue *cq;
     pthread_t thread;
+    int thread_running;            /* started with the first stream */
     char *target;
     char *auth;                    /* "Bearer <token>" or NULL */
     size_t max_message;
@@ -39,6 +41,8 @@ struct rpc_channel {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rpc_stream_t *open;            /* streams whose call is not over */
+    grpc_completion_queue *idle_cq[8];   /* pluck queues kept for unary calls */
+    int n_idle_cq;
 };
 
 struct rpc_stream {
@@ -56,6 +60,7 @@ struct rpc_stream {
     int send_kind;                 /* what the send op in flight is: SEND_* */
     int got_initial_md, broken, close_send_asked, close_send_sent, ended, closed;
     rpc_sendq_t sendq;
+    int waiters;                   /* senders blocked on a full queue */
     grpc_metadata_array md_initial, md_trailing;
     grpc_byte_buffer *recv_bb;
     grpc_status_code status;
@@ -108,7 +113,7 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_opts_t
     ch->gc = grpc_channel_create(target, creds, &args.set);
     grpc_channel_credentials_release(creds);
     ch->cq = grpc_completion_queue_create_for_next(NULL);
-    if (!ch->gc || !ch->cq || pthread_create(&ch->thread, NULL, channel_main, ch) != 0) {
+    if (!ch->gc || !ch->cq) {
         if (ch->gc) grpc_channel_destroy(ch->gc);
         if (ch->cq) {
             grpc_completion_queue_shutdown(ch->cq);
@@ -124,6 +129,32 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_opts_t
     return 0;
 }
 
+/* A pluck queue for one unary call: reused, since creating one per call costs
+ * more than the rest of the layer's work on a small call. */
+static grpc_completion_queue *cq_get(rpc_channel_t *ch)
+{
+    grpc_completion_queue *cq = NULL;
+    pthread_mutex_lock(&ch->mu);
+    if (ch->n_idle_cq) cq = ch->idle_cq[--ch->n_idle_cq];
+    pthread_mutex_unlock(&ch->mu);
+    return cq ? cq : grpc_completion_queue_create_for_pluck(NULL);
+}
+
+static void cq_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+}
+
+static void cq_put(rpc_channel_t *ch, grpc_completion_queue *cq)
+{
+    pthread_mutex_lock(&ch->mu);
+    int kept = ch->n_idle_cq < (int)(sizeof ch->idle_cq / sizeof ch->idle_cq[0]);
+    if (kept) ch->idle_cq[ch->n_idle_cq++] = cq;
+    pthread_mutex_unlock(&ch->mu);
+    if (!kept) cq_destroy(cq);
+}
+
 void rpc_channel_destroy(rpc_channel_t *ch)
 {
     if (!ch) return;
@@ -131,9 +162,15 @@ void rpc_channel_destroy(rpc_channel_t *ch)
     for (rpc_stream_t *st = ch->open; st; st = st->next) grpc_call_cancel(st->gc, NULL);
     while (ch->open) pthread_cond_wait(&ch->cv, &ch->mu);
     pthread_mutex_unlock(&ch->mu);
+    while (ch->n_idle_cq) cq_destroy(ch->idle_cq[--ch->n_idle_cq]);
     grpc_channel_destroy(ch->gc);
     grpc_completion_queue_shutdown(ch->cq);
-    pthread_join(ch->thread, NULL);
+    if (ch->thread_running) {
+        pthread_join(ch->thread, NULL);
+    } else {
+        while (grpc_completion_queue_next(ch->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {}
+    }
     grpc_completion_queue_destroy(ch->cq);
     pthread_mutex_destroy(&ch->mu);
     pthread_cond_destroy(&ch->cv);
@@ -192,7 +229,7 @@ int rpc_unary_code(rpc_channel_t *ch, const char *method, const ProtobufCMessage
         if (code) *code = rpc_code_from_err(err ? err->code : CR_EINVAL);
         return err ? err->code : CR_EINVAL;
     }
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_completion_queue *cq = cq_get(ch);
     grpc_slice mslice = grpc_slice_from_static_string(method);
     grpc_call *call = grpc_channel_create_call(ch->gc, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice, NULL,
                                                rpc_deadline(timeout_ms), NULL);
@@ -248,8 +285,7 @@ int rpc_unary_code(rpc_channel_t *ch, const char *method, const ProtobufCMessage
     grpc_metadata_array_destroy(&md_init);
     grpc_metadata_array_destroy(&md_trail);
     grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    grpc_completion_queue_destroy(cq);
+    cq_put(ch, cq);
     return rc;
 }
 
@@ -284,6 +320,8 @@ static void pump_locked(rpc_stream_t *st)
     if (st->sendq.count) {
         op.op = GRPC_OP_SEND_MESSAGE;
         op.data.send_message.send_message = rpc_sendq_head(&st->sendq);
+        /* more are queued behind it: let gRPC coalesce them into fewer writes */
+        if (st->sendq.count > 1) op.flags = GRPC_WRITE_BUFFER_HINT;
         st->send_kind = SEND_MSG;
     } else if (st->close_send_asked && !st->close_send_sent) {
         op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -351,7 +389,8 @@ static void on_send(rpc_stream_t *st, int ok)
         rpc_sendq_clear(&st->sendq);
     }
     pump_locked(st);
-    pthread_cond_broadcast(&st->cv);
+    /* Wake blocked senders once the queue is half empty, not per message. */
+    if (st->waiters && (st->broken || st->sendq.count <= st->sendq.cap / 2)) pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
 }
 
@@ -414,6 +453,15 @@ int rpc_stream_open(rpc_channel_t *ch, rpc_stream_t **out, const char *method,
     *out = NULL;
     if (!method || method[0] != '/' || !resp_desc)
         return cr_err_set(err, CR_EINVAL, "stream needs a /package.Service/Method name and a reply type");
+    /* The stream thread starts with the first stream: a thread blocked on a
+     * completion queue joins gRPC's polling, and an idle one only adds hand-offs
+     * to every unary call of a channel that never streams. */
+    pthread_mutex_lock(&ch->mu);
+    if (!ch->thread_running && pthread_create(&ch->thread, NULL, channel_main, ch) == 0)
+        ch->thread_running = 1;
+    int running = ch->thread_running;
+    pthread_mutex_unlock(&ch->mu);
+    if (!running) return cr_err_set(err, CR_ENOMEM, "cannot start the stream thread of %s", ch->target);
     rpc_stream_t *st = calloc(1, sizeof *st);
     if (!st || rpc_sendq_init(&st->sendq, ch->send_cap) != 0) {
         free(st);
@@ -482,8 +530,13 @@ int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeo
                               st->close_send_asked ? "half-closed" : "ended");
         }
         if (st->sendq.count < st->sendq.cap) break;
-        if (timeout_ms == 0 || rpc_on_queue_thread ||
-            rpc_cond_wait_until(&st->cv, &st->mu, deadline) != 0) {
+        int timed_out = timeout_ms == 0 || rpc_on_queue_thread;
+        if (!timed_out) {
+            st->waiters++;
+            timed_out = rpc_cond_wait_until(&st->cv, &st->mu, deadline) != 0;
+            st->waiters--;
+        }
+        if (timed_out) {
             if (st->sendq.count < st->sendq.cap) break;
             pthread_mutex_unlock(&st->mu);
             grpc_byte_buffer_destroy(bb);

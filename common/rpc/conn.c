@@ -41,7 +41,11 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
     a->set.args = a->arg;
     size_t max = rpc_opts_max_message(o);
     int lim = max > 0x7fffffff ? 0x7fffffff : (int)max;
-    arg_int(a, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, lim);
+    /* A server lets gRPC take messages up to twice the limit and checks the
+     * limit itself, so the usual oversized message gets a log line naming the
+     * call and its size instead of vanishing inside gRPC. */
+    size_t recv = server ? max * 2 : max;
+    arg_int(a, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, recv > 0x7fffffff ? 0x7fffffff : (int)recv);
     arg_int(a, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, lim);
     int ka = o && o->keepalive_ms ? o->keepalive_ms : RPC_DEFAULT_KEEPALIVE_MS;
     if (ka > 0) {
@@ -58,6 +62,10 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
     }
     if (server) /* a second server on a taken port is an error, not a silent share */
         arg_int(a, GRPC_ARG_ALLOW_REUSEPORT, 0);
+    /* Per-call machinery the layer does not use: gRPC's transparent retries
+     * (callers decide about retrying) and channelz statistics. */
+    arg_int(a, GRPC_ARG_ENABLE_CHANNELZ, 0);
+    if (!server) arg_int(a, GRPC_ARG_ENABLE_RETRIES, 0);
     if (!server) {
         int b0 = o && o->backoff_initial_ms > 0 ? o->backoff_initial_ms : 100;
         int bmax = o && o->backoff_max_ms > 0 ? o->backoff_max_ms : 2000;

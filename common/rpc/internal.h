@@ -41,7 +41,7 @@ ProtobufCMessage *rpc_msg_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDes
                                  size_t *len);
 
 /* Channel arguments for one end, from opts (defaults filled in). */
-#define RPC_MAX_ARGS 16
+#define RPC_MAX_ARGS 24
 typedef struct rpc_args {
     grpc_arg arg[RPC_MAX_ARGS];
     grpc_channel_args set;

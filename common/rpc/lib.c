@@ -40,7 +40,10 @@ void rpc_lib_acquire(void)
 
 void rpc_lib_release(void)
 {
-    grpc_shutdown();
+    /* Blocking: when this is the last user, wait until gRPC's own threads have
+     * finished (a TLS handshake still running at exit would meet OpenSSL's
+     * atexit clean-up and crash). */
+    grpc_shutdown_blocking();
 }
 
 gpr_timespec rpc_deadline(int64_t timeout_ms)

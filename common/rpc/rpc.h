@@ -136,10 +136,11 @@ typedef struct rpc_method {
     unsigned flags;                            /* RPC_METHOD_* */
     void *user;                                /* for the callbacks: rpc_call_method(c)->user */
 
-    /* Optional, streams from the client: the call arrived, before any message. */
+    /* Optional: the call arrived, before its first message (set up per-call state). */
     void (*on_start)(rpc_call_t *call);
     /* Each request (unary and server-stream: exactly one). msg is borrowed until
-     * return. Malformed bytes never get here: the layer answers INVALID_ARGUMENT. */
+     * return. Malformed or oversized requests never get here: the layer logs them
+     * and answers INVALID_ARGUMENT / RESOURCE_EXHAUSTED. */
     void (*on_message)(rpc_call_t *call, const ProtobufCMessage *msg);
     /* Optional, client-stream and bidi: the client will send no more. NULL means
      * finish with OK once queued replies are sent. (A client that is cancelling can
@@ -238,8 +239,9 @@ int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err)
 /* Blocking unary call. On 0, *resp is a message of resp_desc owned by the caller:
  * free it with protobuf_c_message_free_unpacked(*resp, NULL). On error, *resp is
  * NULL and the return is rpc_code_to_err(status) with "STATUS_NAME: details" in
- * err. timeout_ms <= 0 means no deadline (avoid: a dead peer is then noticed only
- * by keepalive). Thread-safe; many threads may call at once. */
+ * err; a request over the size limit fails before any call with CR_ETOOBIG.
+ * timeout_ms <= 0 means no deadline (avoid: a dead peer is then noticed only by
+ * keepalive). Thread-safe; many threads may call at once. */
 int rpc_unary(rpc_channel_t *ch, const char *method, const ProtobufCMessage *req,
               const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
               int64_t timeout_ms, cr_err_t *err);

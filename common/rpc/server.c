@@ -56,7 +56,6 @@ typedef struct req_slot {
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
-    grpc_byte_buffer *payload;
     grpc_call_details details;     /* unknown methods only */
 } req_slot_t;
 
@@ -83,7 +82,8 @@ struct rpc_server {
 struct rpc_call {
     rpc_tag_t t_close, t_recv, t_send, t_status;
     rpc_work_t work;
-    rpc_server_t *srv;
+    rpc_server_t *srv;             /* not to be touched once on_done has run */
+    size_t max_message;
     const rpc_method_t *m;         /* NULL: unknown method, answered UNIMPLEMENTED */
     char *unknown_name;
     grpc_call *gc;
@@ -103,8 +103,8 @@ struct rpc_call {
     int details_set;
     grpc_byte_buffer *recv_bb;
     grpc_byte_buffer *reply_bb;    /* unary fast path: sent with the status */
-    grpc_byte_buffer *payload;     /* unary / server-stream request from the request */
     rpc_sendq_t sendq;
+    int waiters;                   /* senders blocked on a full queue */
     int work_kind;
     grpc_byte_buffer *work_bb;
     long n_messages;
@@ -172,6 +172,8 @@ static void pump_locked(rpc_call_t *c)
     if (c->sendq.count) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = rpc_sendq_head(&c->sendq);
+        /* more are queued behind it: let gRPC coalesce them into fewer writes */
+        if (c->sendq.count > 1) ops[n].flags = GRPC_WRITE_BUFFER_HINT;
         n++;
         c->md_sent = 1;
         if (start_batch(c, ops, n, &c->t_send) == 0) c->send_pending = 1;
@@ -203,10 +205,17 @@ static int done_due_locked(rpc_call_t *c)
     return 1;
 }
 
+/* Unary and server-stream calls read exactly one request. */
+static int one_request(const rpc_call_t *c)
+{
+    return c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
+}
+
 /* Called with c->mu held: posts the next receive if the call still wants one. */
 static void want_recv_locked(rpc_call_t *c)
 {
     if (c->recv_pending || c->half_closed || c->finishing || c->close_done) return;
+    if (one_request(c) && c->n_messages > 0) return;
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
@@ -239,7 +248,16 @@ static void log_bad_message(rpc_call_t *c, size_t len)
 /* Unpacks and hands one request to on_message; 0 when the handler ran. */
 static int deliver(rpc_call_t *c, grpc_byte_buffer *bb)
 {
-    size_t len = 0;
+    size_t len = grpc_byte_buffer_length(bb);
+    if (len > c->max_message) {
+        grpc_byte_buffer_destroy(bb);
+        CR_WARN("rpc", "%s from %s: message %ld of %zu bytes exceeds the limit of %zu bytes: "
+                "answered RESOURCE_EXHAUSTED", call_name(c), c->peer.address, c->n_messages + 1, len,
+                c->max_message);
+        rpc_call_finish(c, RPC_RESOURCE_EXHAUSTED, "message of %zu bytes exceeds the limit of %zu bytes",
+                        len, c->max_message);
+        return -1;
+    }
     ProtobufCMessage *msg = rpc_msg_unpack(bb, c->m->input, &len);
     grpc_byte_buffer_destroy(bb);
     if (!msg) {
@@ -259,8 +277,7 @@ static void release(rpc_call_t *c)
     pthread_mutex_lock(&c->mu);
     rpc_sendq_clear(&c->sendq);
     if (c->reply_bb) grpc_byte_buffer_destroy(c->reply_bb);
-    if (c->payload) grpc_byte_buffer_destroy(c->payload);
-    c->reply_bb = c->payload = NULL;
+    c->reply_bb = NULL;
     grpc_call *gc = c->gc;
     c->gc = NULL;
     pthread_mutex_unlock(&c->mu);
@@ -275,19 +292,7 @@ static void run_work(rpc_work_t *w)
     int kind = c->work_kind;
     switch (kind) {
     case W_START:
-        if (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM) {
-            grpc_byte_buffer *bb = c->payload;
-            c->payload = NULL;
-            if (!bb) {
-                CR_WARN("rpc", "%s from %s: no request message: answered INVALID_ARGUMENT",
-                        call_name(c), c->peer.address);
-                rpc_call_finish(c, RPC_INVALID_ARGUMENT, "no request message");
-            } else {
-                deliver(c, bb);
-            }
-        } else if (c->m->on_start) {
-            c->m->on_start(c);
-        }
+        c->m->on_start(c);
         break;
     case W_MESSAGE: {
         grpc_byte_buffer *bb = c->work_bb;
@@ -296,8 +301,15 @@ static void run_work(rpc_work_t *w)
         break;
     }
     case W_HALF_CLOSE:
-        if (c->m->on_half_close) c->m->on_half_close(c);
-        else rpc_call_finish(c, RPC_OK, NULL);
+        if (one_request(c) && c->n_messages == 0) {
+            CR_WARN("rpc", "%s from %s: no request message: answered INVALID_ARGUMENT",
+                    call_name(c), c->peer.address);
+            rpc_call_finish(c, RPC_INVALID_ARGUMENT, "no request message");
+        } else if (c->m->on_half_close) {
+            c->m->on_half_close(c);
+        } else if (!one_request(c)) {
+            rpc_call_finish(c, RPC_OK, NULL);
+        }
         break;
     case W_DONE: {
         rpc_code_t code = c->cancelled ? RPC_CANCELLED : c->code;
@@ -308,8 +320,7 @@ static void run_work(rpc_work_t *w)
     }
     pthread_mutex_lock(&c->mu);
     c->in_handler = 0;
-    if (kind != W_HALF_CLOSE && c->m->kind != RPC_UNARY && c->m->kind != RPC_SERVER_STREAM)
-        want_recv_locked(c);
+    if (kind != W_HALF_CLOSE) want_recv_locked(c);
     int done = done_due_locked(c);
     pthread_mutex_unlock(&c->mu);
     if (done) dispatch(c);
@@ -364,7 +375,9 @@ static void on_recv(rpc_call_t *c, int ok)
         work = W_MESSAGE;
     } else {
         if (bb) grpc_byte_buffer_destroy(bb);
-        if (!c->half_closed && !c->finishing && !c->close_done) work = W_HALF_CLOSE;
+        /* !ok: the call failed (cancel, lost peer, a message gRPC refused); close
+         * will say so. ok with no message: the client half-closed. */
+        if (ok && !c->half_closed && !c->finishing && !c->close_done) work = W_HALF_CLOSE;
         c->half_closed = 1;
     }
     int done = 0;
@@ -384,7 +397,8 @@ static void on_send(rpc_call_t *c, int ok)
     c->send_pending = 0;
     rpc_sendq_pop(&c->sendq);
     if (!ok) rpc_sendq_clear(&c->sendq);   /* the call is gone; close will tell */
-    pthread_cond_broadcast(&c->cv);
+    /* Wake blocked senders once the queue is half empty, not per message. */
+    if (c->waiters && (!ok || c->sendq.count <= c->sendq.cap / 2)) pthread_cond_broadcast(&c->cv);
     pump_locked(c);
     int done = done_due_locked(c);
     pthread_mutex_unlock(&c->mu);
@@ -460,14 +474,13 @@ static void on_request(req_slot_t *r, int ok)
         CR_ERROR("rpc", "no memory for an incoming call: refused");
         grpc_call_cancel_with_status(r->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "server out of memory", NULL);
         grpc_call_unref(r->call);
-        if (r->payload) grpc_byte_buffer_destroy(r->payload);
         if (c) free(c);
     } else {
         c->srv = s;
+        c->max_message = s->max_message;
         c->m = r->method >= 0 ? &s->methods[r->method] : NULL;
         c->gc = r->call;
         c->deadline = r->deadline;
-        c->payload = r->payload;
         c->code = RPC_OK;
         atomic_init(&c->refs, 1);
         pthread_mutex_init(&c->mu, NULL);
@@ -483,7 +496,6 @@ static void on_request(req_slot_t *r, int ok)
         live_add(s, 1);
     }
     r->call = NULL;
-    r->payload = NULL;
     grpc_metadata_array md = r->md;
     grpc_metadata_array_init(&r->md);
     if (r->method < 0) {
@@ -511,9 +523,11 @@ static void on_request(req_slot_t *r, int ok)
         finish_locked(c, RPC_UNIMPLEMENTED, "no such method");
     } else if (!allowed) {
         finish_locked(c, RPC_UNAUTHENTICATED, "missing or wrong bearer token");
-    } else {
+    } else if (c->m->on_start) {
         c->in_handler = 1;
         c->work_kind = work = W_START;
+    } else {
+        want_recv_locked(c);   /* nothing to run first: read the first request now */
     }
     int done = work ? 0 : done_due_locked(c);
     pthread_mutex_unlock(&c->mu);
@@ -531,11 +545,7 @@ static void post_request(req_slot_t *r)
         e = GRPC_CALL_ERROR;
     } else if (r->method >= 0) {
         e = grpc_server_request_registered_call(s->gs, s->reg[r->method], &r->call, &r->deadline, &r->md,
-                                                s->methods[r->method].kind == RPC_UNARY ||
-                                                        s->methods[r->method].kind == RPC_SERVER_STREAM
-                                                    ? &r->payload
-                                                    : NULL,
-                                                r->q->cq, r->q->cq, &r->tag);
+                                                NULL, r->q->cq, r->q->cq, &r->tag);
     } else {
         e = grpc_server_request_call(s->gs, &r->call, &r->details, &r->md, r->q->cq, r->q->cq, &r->tag);
     }
@@ -595,7 +605,7 @@ int rpc_call_send_queued(const rpc_call_t *c)
 int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
 {
     if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->srv ? c->srv->max_message : 0, err);
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->max_message, err);
     if (!bb) return err ? err->code : CR_EINVAL;
     int64_t deadline = timeout_ms < 0 ? -1 : cr_now_ns() + timeout_ms * CR_NS_PER_MS;
     pthread_mutex_lock(&c->mu);
@@ -606,8 +616,13 @@ int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms
             return cr_err_set(err, CR_ECLOSED, "%s: call already finished or cancelled", call_name(c));
         }
         if (c->sendq.count < c->sendq.cap) break;
-        if (timeout_ms == 0 || rpc_on_queue_thread ||
-            rpc_cond_wait_until(&c->cv, &c->mu, deadline) != 0) {
+        int timed_out = timeout_ms == 0 || rpc_on_queue_thread;
+        if (!timed_out) {
+            c->waiters++;
+            timed_out = rpc_cond_wait_until(&c->cv, &c->mu, deadline) != 0;
+            c->waiters--;
+        }
+        if (timed_out) {
             if (c->sendq.count < c->sendq.cap) break;
             pthread_mutex_unlock(&c->mu);
             grpc_byte_buffer_destroy(bb);
@@ -623,7 +638,7 @@ int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms
 int rpc_call_reply(rpc_call_t *c, const ProtobufCMessage *msg, cr_err_t *err)
 {
     if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->srv->max_message, err);
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->max_message, err);
     if (!bb) {
         int code = err ? err->code : CR_EINVAL;
         CR_ERROR("rpc", "%s: reply not sent: %s", call_name(c), err ? err->msg : "pack failed");
@@ -724,12 +739,10 @@ int rpc_server_create(rpc_server_t **out, const char *addr, const rpc_opts_t *op
         s->queues[i].cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(s->gs, s->queues[i].cq, NULL);
     }
-    for (size_t i = 0; i < n_methods && s->reg; i++) {
-        int payload = methods[i].kind == RPC_UNARY || methods[i].kind == RPC_SERVER_STREAM;
-        s->reg[i] = grpc_server_register_method(s->gs, methods[i].name, NULL,
-                                                payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
-                                                        : GRPC_SRM_PAYLOAD_NONE, 0);
-    }
+    /* Requests are read with RECV_MESSAGE for every kind (not as the call's
+     * initial payload), so a request gRPC refuses still surfaces as a call we log. */
+    for (size_t i = 0; i < n_methods && s->reg; i++)
+        s->reg[i] = grpc_server_register_method(s->gs, methods[i].name, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
     if (!s->reg || !s->queues) {
         grpc_server_credentials_release(creds);
         rpc_server_destroy(s);

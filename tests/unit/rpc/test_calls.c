@@ -56,6 +56,41 @@ static void unary_ok_with(unsigned flags)
 static void test_unary_ok(void) { unary_ok_with(0); }
 static void test_unary_ok_inline(void) { unary_ok_with(RPC_METHOD_INLINE); }
 
+typedef struct hammer {
+    rpc_channel_t *ch;
+    int ok;
+} hammer_t;
+
+static void *hammer_main(void *arg)
+{
+    hammer_t *h = arg;
+    cr_err_t err = {0};
+    rpc_code_t st;
+    for (int i = 0; i < 200; i++)
+        if (fx_echo(h->ch, "many", 0, 0, 100, 5000, &st, NULL, 0, &err) == 0) h->ok++;
+    return NULL;
+}
+
+static void test_unary_concurrent(void)
+{
+    /* several queue threads and client threads at once, one shared channel */
+    rpc_opts_t o = {.queue_threads = 2, .pool_threads = 3};
+    fx_server_t f;
+    fx_server_start(&f, &o, 0);
+    rpc_channel_t *ch = fx_channel(f.target, NULL);
+    hammer_t h[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        h[i] = (hammer_t){ch, 0};
+        pthread_create(&t[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++) ASSERT_INT_EQ(h[i].ok, 200);
+    ASSERT_TRUE(fx_wait_atomic(&f.echo.done, 800, 3000));
+    rpc_channel_destroy(ch);
+    fx_server_stop(&f);
+}
+
 static void test_unary_errors(void)
 {
     fx_server_t f;
@@ -381,17 +416,42 @@ static void test_oversized(void)
     rpc_channel_t *big = fx_channel(f.target, &co);
     cr_err_t err = {0};
     rpc_code_t st;
-    int rc = fx_echo(big, "big", 0, 0, 2 << 20, 3000, &st, NULL, 0, &err);
+    /* over the limit: the layer's own check, with a log line naming size and limit */
+    int rc = fx_echo(big, "big", 0, 0, 1536 << 10, 3000, &st, NULL, 0, &err);
     ASSERT_INT_EQ(st, RPC_RESOURCE_EXHAUSTED);
     ASSERT_INT_EQ(rc, CR_ETOOBIG);
     fprintf(stderr, "  oversized: %s\n", err.msg);
+    /* far over: gRPC refuses it before the layer sees it; same status */
+    rc = fx_echo(big, "huge", 0, 0, 3 << 20, 3000, &st, NULL, 0, &err);
+    ASSERT_INT_EQ(st, RPC_RESOURCE_EXHAUSTED);
+    ASSERT_INT_EQ(rc, CR_ETOOBIG);
+    fprintf(stderr, "  far oversized: %s\n", err.msg);
     /* a client with the server's limit refuses before sending anything */
     rpc_channel_t *small = fx_channel(f.target, &so);
     rc = fx_echo(small, "big", 0, 0, 2 << 20, 3000, &st, NULL, 0, &err);
     ASSERT_INT_EQ(rc, CR_ETOOBIG);
     ASSERT_TRUE(strstr(err.msg, "exceeds the message limit") != NULL);
     ASSERT_OK(fx_echo(big, "small", 0, 0, 1000, 2000, &st, NULL, 0, &err), &err);
+    /* the same inside a stream, after a few good messages */
+    fx_rec_t r;
+    fx_rec_init(&r);
+    rpc_stream_cbs_t cbs = fx_rec_cbs(&r);
+    rpc_stream_t *s;
+    ASSERT_OK(rpc_stream_open(big, &s, RPC_ECHO_COLLECT, &corral__v1__echo_reply__descriptor, &cbs, 5000, &err), &err);
+    send_reqs(s, 3, 1000);
+    send_reqs(s, 1, 1536 << 10);
+    rpc_code_t code;
+    ASSERT_TRUE(rpc_stream_wait(s, 5000, &code, &err) != 0);
+    fprintf(stderr, "  oversized in a stream: %s\n", err.msg);
+    ASSERT_INT_EQ(code, RPC_RESOURCE_EXHAUSTED);
+    rpc_stream_destroy(s);
+    ASSERT_OK(fx_echo(big, "small", 0, 0, 1000, 2000, &st, NULL, 0, &err), &err);
     fx_log_release();
+    ASSERT_TRUE(fx_log_has("Unary from ipv4:127.0.0.1:"));
+    ASSERT_TRUE(fx_log_has("Unary from ipv4:127.0.0.1:") && fx_log_has("message 1 of 15728"));
+    ASSERT_TRUE(fx_log_has("Collect from ipv4:127.0.0.1:"));
+    ASSERT_TRUE(fx_log_has("bytes exceeds the limit of 1048576 bytes: answered RESOURCE_EXHAUSTED") && fx_log_has("message 4 of 15728"));
+    ASSERT_INT_EQ(fx_log_has("no request message"), 0);
     rpc_channel_destroy(small);
     rpc_channel_destroy(big);
     fx_server_stop(&f);
@@ -558,6 +618,7 @@ int main(int argc, char **argv)
         {"codes", test_codes},
         {"unary_ok", test_unary_ok},
         {"unary_ok_inline", test_unary_ok_inline},
+        {"unary_concurrent", test_unary_concurrent},
         {"unary_errors", test_unary_errors},
         {"unary_deadline", test_unary_deadline},
         {"client_stream", test_client_stream},

@@ -1,6 +1,6 @@
 /* test_faults.c - peers that fail as real processes do: a client SIGKILLed in the
- * middle of a stream, a server frozen with SIGSTOP (keepalive must notice within
- * 3 s), and a server that dies and comes back on the same port (the channel
+ * middle of a stream, a client or a server frozen with SIGSTOP (keepalive must
+ * notice within 3 s), and a server that dies and comes back on the same port (the channel
  * reconnects with backoff). The peers are rpc_peer processes. */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -33,6 +33,24 @@ static void test_client_vanishes(void)
     fx_log_release();
     ASSERT_TRUE(fx_log_has("/corral.v1.Echo/Collect from ipv4:127.0.0.1:"));
     ASSERT_TRUE(fx_log_has("call ended early after"));
+    fx_server_stop(&f);
+}
+
+static void test_frozen_client(void)
+{
+    /* the server's keepalive notices a client that stopped answering */
+    fx_server_t f;
+    fx_server_start(&f, NULL, 0);
+    pid_t pid = fx_peer_stream(f.target);
+    long before = atomic_load(&f.echo.messages);
+    ASSERT_TRUE(fx_wait_atomic(&f.echo.messages, before + 5, 5000));
+    kill(pid, SIGSTOP);
+    int64_t t0 = cr_now_ns();
+    ASSERT_TRUE(fx_wait_atomic(&f.echo.cancelled, 1, 5000));
+    double ms = (double)(cr_now_ns() - t0) / CR_NS_PER_MS;
+    fprintf(stderr, "  server noticed the frozen client after %.0f ms\n", ms);
+    ASSERT_TRUE(ms <= 3000);
+    fx_peer_kill(pid);
     fx_server_stop(&f);
 }
 
@@ -125,6 +143,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     static const test_case_t cases[] = {
         {"client_vanishes", test_client_vanishes},
+        {"frozen_client", test_frozen_client},
         {"frozen_server", test_frozen_server},
         {"reconnect", test_reconnect},
         {"wait_for_ready", test_wait_for_ready},

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/time.h"
 #include "fixture.h"
@@ -60,6 +62,26 @@ static void test_certs_make(void)
     ASSERT_INT_EQ(rpc_certs_make(dir_a, NULL, 0, evil, 1, &err), CR_EINVAL);
     const char *server[] = {"server"};
     ASSERT_INT_EQ(rpc_certs_make(dir_a, NULL, 0, server, 1, &err), CR_EINVAL);
+}
+
+static void test_certs_cli(void)
+{
+    const char *corral = test_build_path("corral");
+    TEST_SKIP_IF(access(corral, X_OK) != 0, "%s is not built", corral);
+    char cmd[9000];
+    const char *dir = test_tmpdir();
+    snprintf(cmd, sizeof cmd, "%s certs %s/c --hosts ctl.lab,10.0.0.9 --clients agent-1,admin >/dev/null", corral, dir);
+    ASSERT_INT_EQ(system(cmd), 0);
+    char p[4300];
+    snprintf(p, sizeof p, "%s/c/agent-1/key.pem", dir);
+    ASSERT_INT_EQ(access(p, R_OK), 0);
+    snprintf(p, sizeof p, "%s/c/server/cert.pem", dir);
+    ASSERT_INT_EQ(access(p, R_OK), 0);
+    /* user errors exit 1 with a message */
+    snprintf(cmd, sizeof cmd, "%s certs %s/c --clients ../up 2>/dev/null", corral, dir);
+    ASSERT_INT_EQ(WEXITSTATUS(system(cmd)), 1);
+    snprintf(cmd, sizeof cmd, "%s certs 2>/dev/null", corral);
+    ASSERT_INT_EQ(WEXITSTATUS(system(cmd)), 1);
 }
 
 static void test_tls(void)
@@ -170,6 +192,7 @@ int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"certs_make", test_certs_make},
+        {"certs_cli", test_certs_cli},
         {"tls", test_tls},
         {"mtls", test_mtls},
         {"mtls_refusals", test_mtls_refusals},
