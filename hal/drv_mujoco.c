@@ -62,6 +62,7 @@ static const drv_opt_t mj_opts[] = {
     {"image_height", DRV_INT, 8, 4096, OFF(image_height), 0, "image height, pixels"},
     {"action_penalty", DRV_DOUBLE, 0, 100, OFF(action_penalty), 0, "reward -= k |action|^2"},
     {"success_dist", DRV_DOUBLE, 0, 10, OFF(success_dist), 0, "success tolerance, m"},
+    {"reward_scale", DRV_DOUBLE, 1e-6, 1e6, OFF(reward_scale), 0, "reward multiplier"},
     {"task", DRV_STR, 0, 0, OFF(task), SZ(task), "reach or push"},
 };
 
@@ -245,7 +246,9 @@ static int mujoco_act(void *st, const double *cmd, cr_err_t *err)
     int n = r->n;
     memcpy(r->last_cmd, cmd, sizeof(double) * (size_t)r->desc.act.dim);
     if (r->desc.act.mode == HAL_CTRL_EE_DELTA) {
-        ik_step(r, cmd);
+        /* A planar robot moves its end-effector in x, y only (ee_dims 2). */
+        double dx[3] = {cmd[0], cmd[1], r->desc.act.dim == 3 ? cmd[2] : 0.0};
+        ik_step(r, dx);
         for (int i = 0; i < n; i++) d->ctrl[i] = r->ctrl_target[i];
     } else {
         for (int i = 0; i < n; i++) d->ctrl[i] = cmd[i];

@@ -17,6 +17,7 @@ typedef struct mj_cfg {
     char camera[64];         /* "" : no images */
     int image_width, image_height;
     double action_penalty;
+    double reward_scale;     /* 0: from the model (corral_reward_scale, else 1) */
     double success_dist;     /* 0: from the model */
     char task[16];           /* "" : from the model */
 } mj_cfg_t;
@@ -39,6 +40,7 @@ typedef struct mj_robot {
     double target_box[6], box_box[6];
     double qpos_noise;
     double success_dist;
+    double reward_scale;
     double last_cmd[HAL_MAX_DOF];
     double ctrl_target[HAL_MAX_DOF];   /* ee_delta: joint targets from IK */
     int64_t step;

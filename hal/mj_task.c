@@ -3,10 +3,11 @@
  * state and target drawn from a seed, the observation layout, the reward and the
  * success test.
  *
- * reach: reward = -|ee - target| - k |a|^2, success when the end-effector is
- * within success_dist of the target. push: reward = -|box - target| -
- * 0.5 |ee - box| - k |a|^2, success when the box centre is within success_dist
- * of the goal. Success is evaluated on every observation; at the end of an
+ * reach: reward = s (-|ee - target| - k |a|^2), success when the end-effector
+ * is within success_dist of the target. push: reward = s (-|box - target| -
+ * 0.5 |ee - box| - k |a|^2), success when the box centre is within success_dist
+ * of the goal. s is the model's reward scale (1 unless corral_reward_scale or
+ * the reward_scale option says otherwise). Success is evaluated on every observation; at the end of an
  * episode (truncated) it is the episode's result. */
 #include "hal/mj.h"
 
@@ -121,7 +122,10 @@ static int setup_control(mj_robot_t *r, cr_err_t *err)
                                                 : (int)num_or(m, "episode_steps", 50);
     double dflt_scale = d->act.mode == HAL_CTRL_EE_DELTA ? 0.03 : 2.0;
     double scale = num_or(m, "action_scale", dflt_scale);
-    d->act.dim = d->act.mode == HAL_CTRL_EE_DELTA ? 3 : r->n;
+    int ee_dims = (int)num_or(m, "ee_dims", 3);
+    if (ee_dims != 2 && ee_dims != 3)
+        return cr_err_set(err, CR_EINVAL, "corral_ee_dims must be 2 (planar) or 3");
+    d->act.dim = d->act.mode == HAL_CTRL_EE_DELTA ? ee_dims : r->n;
     for (int i = 0; i < d->act.dim; i++) {
         if (d->act.mode == HAL_CTRL_JOINT_POSITION) {
             d->act.low[i] = (float)d->limits.joint_low[i];
@@ -181,6 +185,8 @@ int mj_task_setup(mj_robot_t *r, cr_err_t *err)
     setup_obs(r);
     r->success_dist = r->cfg.success_dist > 0 ? r->cfg.success_dist
                     : num_or(m, "success_dist", r->task == MJ_TASK_PUSH ? 0.05 : 0.02);
+    r->reward_scale = r->cfg.reward_scale > 0 ? r->cfg.reward_scale : num_or(m, "reward_scale", 1);
+    if (!(r->reward_scale > 0)) return cr_err_set(err, CR_EINVAL, "corral_reward_scale must be > 0");
     r->qpos_noise = num_or(m, "qpos_noise", 0.1);
     r->target_radius[1] = 0;
     get_vec(m, "target_radius", r->target_radius, 2);
@@ -288,7 +294,7 @@ void mj_task_observe(mj_robot_t *r, hal_obs_t *obs)
         dsucc = dist3(ee, tg);
         reward = -dsucc;
     }
-    obs->reward = reward - r->cfg.action_penalty * pen;
+    obs->reward = r->reward_scale * (reward - r->cfg.action_penalty * pen);
     obs->success = dsucc < r->success_dist;
     obs->terminated = 0;
     obs->truncated = r->desc.episode_steps > 0 && r->step >= r->desc.episode_steps;

@@ -88,18 +88,18 @@ static void check_task(const char *model, int vec_total, int act_dim, hal_ctrl_m
     hal_robot_close(r);
 }
 
-static void test_reach2d(void) { check_task("reach2d", 12, 2, HAL_CTRL_JOINT_VELOCITY); }
+static void test_reach2d(void) { check_task("reach2d", 12, 2, HAL_CTRL_EE_DELTA); }
 static void test_arm7(void) { check_task("arm7", 27, 3, HAL_CTRL_EE_DELTA); }
 static void test_push(void) { check_task("push", 36, 3, HAL_CTRL_EE_DELTA); }
 
 /* A proportional controller toward the target must succeed: the reward and the
  * success test measure the right thing, and the task is reachable. */
-static void test_reach_success(void)
+static void check_reach_success(const char *model)
 {
     setup_env();
     cr_err_t err = {0};
     int rc;
-    hal_robot_t *r = open_model("arm7", NULL, 0, &err, &rc);
+    hal_robot_t *r = open_model(model, NULL, 0, &err, &rc);
     ASSERT_OK(rc, &err);
     const hal_robot_desc_t *d = hal_robot_desc(r);
     hal_obs_t o;
@@ -112,7 +112,7 @@ static void test_reach_success(void)
         ASSERT_NEAR(r0, -sqrt(e2t[0] * e2t[0] + e2t[1] * e2t[1] + e2t[2] * e2t[2]), 1e-5);
         while (!o.truncated) {
             float a[3];
-            for (int k = 0; k < 3; k++) a[k] = e2t[k] / d->act.scale[k];
+            for (int k = 0; k < d->act.dim; k++) a[k] = e2t[k] / d->act.scale[k];
             ASSERT_OK(hal_robot_step(r, a, &o, &err), &err);
         }
         ASSERT_TRUE(o.reward > r0);
@@ -124,6 +124,12 @@ static void test_reach_success(void)
     ASSERT_INT_EQ(o.success, 0);
     hal_obs_free(&o);
     hal_robot_close(r);
+}
+
+static void test_reach_success(void)
+{
+    check_reach_success("arm7");
+    check_reach_success("reach2d");
 }
 
 static void test_realtime_pacing(void)
