@@ -44,7 +44,9 @@ static inline long long tu_query(const char *path, const char *sql)
 {
     sqlite3 *db;
     long long v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+    /* Read-write, so a WAL left by a killed writer is recovered rather than making
+     * a read-only open fail; no CREATE, so a missing file is not "ok". */
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
             if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
@@ -59,7 +61,9 @@ static inline int tu_integrity_ok(const char *path)
 {
     sqlite3 *db;
     int ok = 0;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+    /* Read-write, so a WAL left by a killed writer is recovered rather than making
+     * a read-only open fail; no CREATE, so a missing file is not "ok". */
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
             if (sqlite3_step(st) == SQLITE_ROW)
