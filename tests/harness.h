@@ -38,8 +38,8 @@ void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
     CU_ASSERT_FATAL(_a && _b && strcmp(_a, _b) == 0); } while (0)
 #define ASSERT_TRUE(c) do { int _c = !!(c); if (!_c) fprintf(stderr, "  %s:%d: expected %s\n", \
     __FILE__, __LINE__, #c); CU_ASSERT_FATAL(_c); } while (0)
-#define ASSERT_OK(expr, err) do { int _rc = (expr); if (_rc != 0) \
-    fprintf(stderr, "  %s:%d: %s failed: %d %s\n", __FILE__, __LINE__, #expr, _rc, (err)->msg); \
+#define ASSERT_OK(expr, err) do { int _rc = (expr); if (_rc != 0) { \
+    fprintf(stderr, "  %s:%d: %s failed: %d %s\n", __FILE__, __LINE__, #expr, _rc, (err)->msg); } \
     CU_ASSERT_EQUAL_FATAL(_rc, 0); } while (0)
 #define ASSERT_NEAR(a, b, tol) do { double _a = (a), _b = (b); \
     if (!(_a - _b <= (tol) && _b - _a <= (tol))) fprintf(stderr, "  %s:%d: %s == %g, expected %g +- %g\n", \

@@ -1,0 +1,1 @@
+corral_bench(buffer SOURCES buffer.c LIBS corral_buffer)

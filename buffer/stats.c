@@ -1,0 +1,81 @@
+/* stats.c - statistics of a buffer file, read without writing to it: episodes and
+ * steps per source, success rate, limiter counters and the size on disk. Serves
+ * `corral buffer stats` and anyone checking a buffer from outside its process. */
+#include "buffer/internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int query(sqlite3 *db, const char *sql, int (*row)(sqlite3_stmt *, buf_stats_t *),
+                 buf_stats_t *o, cr_err_t *err)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return buf_sql_err(db, rc, err, "read statistics");
+    int code = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && !code) code = row(st, o);
+    sqlite3_finalize(st);
+    if (code) return cr_err_set(err, CR_ECORRUPT, "statistics: a source value out of range");
+    if (rc != SQLITE_DONE) return buf_sql_err(db, rc, err, "read statistics");
+    return 0;
+}
+
+static int ep_row(sqlite3_stmt *st, buf_stats_t *o)
+{
+    int s = sqlite3_column_int(st, 0);
+    if (s < 0 || s >= BUF_SRC_COUNT) return -1;
+    o->episodes[s] += sqlite3_column_int64(st, 1);
+    o->episodes_ended += sqlite3_column_int64(st, 2);
+    o->episodes_success += sqlite3_column_int64(st, 3);
+    o->episodes_truncated += sqlite3_column_int64(st, 4);
+    return 0;
+}
+
+static int step_row(sqlite3_stmt *st, buf_stats_t *o)
+{
+    int s = sqlite3_column_int(st, 0);
+    if (s < 0 || s >= BUF_SRC_COUNT) return -1;
+    o->steps[s] += sqlite3_column_int64(st, 1);
+    o->intervention_steps += sqlite3_column_int64(st, 2);
+    return 0;
+}
+
+static int64_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
+int buf_stats(const char *path, buf_stats_t *o, cr_err_t *err)
+{
+    memset(o, 0, sizeof *o);
+    sqlite3 *db;
+    int code = buf_schema_open(path, NULL, 1, 0, NULL, &db, &o->layout, err);
+    if (code) return code;
+    o->schema_version = BUF_SCHEMA_VERSION;
+    code = query(db, "SELECT source, count(*), sum(ended), sum(ended AND success), sum(truncated) "
+                 "FROM episodes GROUP BY source", ep_row, o, err);
+    /* Per episode source, counted through the episodes, so the step scan reads only
+     * the scalar columns of each row. */
+    if (!code)
+        code = query(db, "SELECT e.source, sum(c.n), sum(c.i) FROM episodes e JOIN "
+                     "(SELECT episode, count(*) AS n, sum(intervention) AS i FROM steps GROUP BY episode) c "
+                     "ON c.episode = e.id GROUP BY e.source", step_row, o, err);
+    if (!code) {
+        buf_meta_get_i64(db, "limiter_samples", &o->limiter_samples);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM steps WHERE action IS NOT NULL", -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) o->limiter_inserts = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    if (code) return cr_err_wrap(err, "%s", path);
+    o->success_rate = o->episodes_ended ? (double)o->episodes_success / (double)o->episodes_ended : 0;
+    char wal[1100];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    o->db_bytes = file_size(path);
+    o->wal_bytes = file_size(wal);
+    return 0;
+}
