@@ -63,6 +63,11 @@ int pol_io_read_adam(const nn_st_t *st, const pol_io_adam_t *o, const nn_backend
 void pol_rng_format(const nn_rng_t *r, char *buf, size_t len);
 int pol_rng_parse(nn_rng_t *r, const char *s);
 
+/* Logs a warning when the skip counter moved from `before` to `now`: for the
+ * first skip and then at each power of two, so a diverging run is visible in the
+ * log without flooding it (every skip is in the metrics). */
+void pol_warn_skips(const char *algo, uint64_t before, uint64_t now);
+
 /* corral_err_t and cr_err_t share a layout; these make the crossing explicit. */
 static inline cr_err_t *pol_err(corral_err_t *e) { return (cr_err_t *)(void *)e; }
 

@@ -120,8 +120,12 @@ static int bc_update(void *self, const corral_batch_t *b, corral_metrics_t *m, c
     pol_actor_backward(&s->actor, s->daction, NULL, B);
     double gn = 0.0;
     int bad = !isfinite(loss) || nn_adam_step(&s->opt, &s->actor.params, &gn) != 0;
-    if (bad) s->skipped_nan++;
-    else s->updates++;
+    if (bad) {
+        s->skipped_nan++;
+        pol_warn_skips(s->algo, s->skipped_nan - 1, s->skipped_nan);
+    } else {
+        s->updates++;
+    }
     pol_metric_set(m, "bc_loss", loss);
     pol_metric_set(m, "grad_norm", gn);
     pol_metric_set(m, "updates", (double)s->updates);

@@ -1,7 +1,8 @@
 /* reward_reach.c - the built-in "reach-distance" reward: minus the length of a
  * vector the observation carries (for reaching tasks, fingertip minus target),
- * with success when it is shorter than a threshold. Configured with the vector's
- * offset and length in the observation. */
+ * with success when it is shorter than a threshold, and an optional bonus while
+ * it is (a dense distance term alone is flat near the goal). Configured with the
+ * vector's offset and length in the observation. */
 #include "policies/algos/algo.h"
 
 #include <math.h>
@@ -9,7 +10,7 @@
 
 typedef struct reach_cfg {
     long offset, dims;
-    float threshold, scale;
+    float threshold, scale, bonus;
 } reach_cfg_t;
 
 #define OFF(f) offsetof(reach_cfg_t, f)
@@ -18,6 +19,7 @@ static const pol_setting_t reach_settings[] = {
     {"dims", SET_INT, "2", 1, 16, OFF(dims), "length of the vector"},
     {"threshold", SET_FLOAT, "0.02", 0, 1e6, OFF(threshold), "success distance"},
     {"scale", SET_FLOAT, "1", 0, 1e6, OFF(scale), "reward = -scale * distance"},
+    {"bonus", SET_FLOAT, "0", -1e6, 1e6, OFF(bonus), "added while within the threshold"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 #undef OFF
@@ -47,8 +49,8 @@ static int reach_compute(void *self, const float *obs, const float *action, cons
     for (long i = 0; i < c->dims; i++) d2 += (double)next_obs[c->offset + i] * next_obs[c->offset + i];
     double d = sqrt(d2);
     if (!isfinite(d)) return cr_err_set(pol_err(err), CR_EINVAL, "reach-distance: non-finite observation");
-    *reward = (float)(-c->scale * d);
     *success = d < c->threshold;
+    *reward = (float)(-c->scale * d + (*success ? c->bonus : 0.0f));
     return 0;
 }
 

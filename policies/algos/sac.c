@@ -361,6 +361,7 @@ static int sac_update(void *self, const corral_batch_t *b, corral_metrics_t *m, 
     pol_metric_set(m, "updates", (double)s->updates);
     pol_metric_set(m, "skipped_nan", (double)s->skipped_nan);
     pol_metric_set(m, "skipped_now", (double)(s->skipped_nan - skipped0));
+    pol_warn_skips(s->algo, skipped0, s->skipped_nan);
     return 0;
 }
 

@@ -3,6 +3,7 @@
  * own shared object only when asked, so nothing here links against CUDA. */
 #include "policies/nn/cpu.h"
 
+#include <cblas.h>
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,8 @@ static const nn_backend_t cpu_backend = {
 };
 
 const nn_backend_t *nn_backend_cpu(void) { return &cpu_backend; }
+
+void nn_cpu_set_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
 
 /* The CUDA backend lives in its own shared object so that a binary without CUDA
  * installed still starts; its entry returns NULL when it finds no usable GPU. */

@@ -141,6 +141,9 @@ typedef struct nn_backend {
 
 /* The reference backend; always available. */
 const nn_backend_t *nn_backend_cpu(void);
+/* Threads the CPU backend's BLAS may use (process-wide). Small SAC-sized matrices
+ * run best on one: extra OpenBLAS threads mostly spin in sched_yield. */
+void nn_cpu_set_threads(int n);
 
 /* "cpu", "cuda" or "auto" (cuda when it loads and sees a GPU, else cpu). A CUDA
  * backend that is not built or finds no GPU is CR_EUNAVAIL with the reason. The
