@@ -127,14 +127,22 @@ static int write_goals(dxl_robot_t *r, const double *q, cr_err_t *err)
     return rc;
 }
 
+/* Switching on stops at the first failure (the open fails); switching off
+ * tries every servo, so one dead servo does not leave the others powered. */
 static int torque(dxl_robot_t *r, int on, cr_err_t *err)
 {
     uint8_t v = (uint8_t)on;
+    int first = 0;
     for (int i = 0; i < r->n; i++) {
-        int rc = hal_dxl_write(r->bus, r->ids[i], HAL_DXL_TORQUE_ENABLE, &v, 1, err);
-        if (rc) return rc;
+        cr_err_t e = {0};
+        int rc = hal_dxl_write(r->bus, r->ids[i], HAL_DXL_TORQUE_ENABLE, &v, 1, &e);
+        if (rc && !first) {
+            first = rc;
+            if (err) *err = e;
+        }
+        if (rc && on) return rc;
     }
-    return 0;
+    return first;
 }
 
 static void dxl_close(void *st)

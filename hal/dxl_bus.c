@@ -115,10 +115,31 @@ void hal_dxl_close(hal_dxl_bus_t *bus)
 
 int64_t hal_dxl_errors(const hal_dxl_bus_t *bus) { return bus->errors; }
 
+/* After a failed exchange, the rest of it (other servos' replies to a sync
+ * read, the tail of a corrupt packet) may still be on its way: discard input
+ * until the line has been quiet for a few milliseconds (bounded by the
+ * time-out), so it cannot be taken for the answer to the next request. */
+static void drain(hal_dxl_bus_t *bus)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t end = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + bus->timeout_ms;
+    uint8_t junk[256];
+    for (;;) {
+        struct pollfd p = {.fd = bus->fd, .events = POLLIN};
+        if (poll(&p, 1, 3) <= 0) break;
+        if (read(bus->fd, junk, sizeof junk) <= 0) break;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 > end) break;
+    }
+    bus->rx_len = 0;
+}
+
 static int fail(hal_dxl_bus_t *bus, cr_err_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int fail(hal_dxl_bus_t *bus, cr_err_t *err, int code, const char *fmt, ...)
 {
+    drain(bus);
     char msg[400];
     va_list ap;
     va_start(ap, fmt);

@@ -169,7 +169,7 @@ typedef struct hal_driver {
     int (*joints)(void *state, double *q, double *ee, cr_err_t *err);
 } hal_driver_t;
 
-/* Built-in drivers, and a registry for more (e.g. a test's own). */
+/* Built-in drivers (and hal_driver_remote below), and a registry for more. */
 extern const hal_driver_t hal_driver_mock;
 extern const hal_driver_t hal_driver_mujoco;
 extern const hal_driver_t hal_driver_dynamixel;
@@ -339,6 +339,28 @@ uint16_t hal_dxl_crc(uint16_t crc, const uint8_t *data, size_t n);
 #define HAL_DXL_GOAL_POSITION  116
 #define HAL_DXL_PRESENT_VELOCITY 128
 #define HAL_DXL_PRESENT_POSITION 132
+
+/* ---- remote robots (proto/corral/v1/robot.proto, corral.v1.RobotService) ---- */
+
+/* Driver `remote`: options target=host:port (required), timeout_ms (per call,
+ * default 2000), security=insecure|tls|mtls, cert_dir, server_name, token. The
+ * model is passed to the server's Describe. */
+extern const hal_driver_t hal_driver_remote;
+
+/* Serves an open robot over RobotService at addr ("127.0.0.1:0" picks a port),
+ * insecure unless rpc_opts (a const rpc_opts_t *, see common/rpc/rpc.h; NULL for
+ * insecure defaults) says otherwise. Commands arriving through Act pass this
+ * robot's own safety layer too. The robot is borrowed and must outlive the
+ * server. */
+typedef struct hal_remote_server hal_remote_server_t;
+int hal_remote_server_create(hal_robot_t *robot, const char *addr, const void *rpc_opts,
+                             hal_remote_server_t **out, cr_err_t *err);
+int hal_remote_server_port(const hal_remote_server_t *srv);
+void hal_remote_server_destroy(hal_remote_server_t *srv);
+
+/* Current joints (desc.limits.n_joints) and end-effector (3) as the safety layer
+ * sees them. */
+int hal_robot_joints(hal_robot_t *r, double *q, double *ee, cr_err_t *err);
 
 /* ---- hardware probe (`corral hal probe`) ----------------------------------- */
 

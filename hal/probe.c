@@ -21,7 +21,7 @@ static void probe_port(const char *path, int baud, hal_probe_port_t *p)
         p->baud = baud ? baud : bauds[b];
         hal_dxl_bus_t *bus;
         cr_err_t e = {0};
-        if (hal_dxl_open(path, p->baud, 50, &bus, &e) != 0) {
+        if (hal_dxl_open(path, p->baud, 100, &bus, &e) != 0) {
             snprintf(p->error, sizeof p->error, "%s", e.msg);
             return;
         }

@@ -42,7 +42,8 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 
 const hal_driver_t *hal_driver_find(const char *name)
 {
-    const hal_driver_t *builtin[] = {&hal_driver_mock, &hal_driver_mujoco, &hal_driver_dynamixel};
+    const hal_driver_t *builtin[] = {&hal_driver_mock, &hal_driver_mujoco, &hal_driver_dynamixel,
+                                     &hal_driver_remote};
     for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
         if (strcmp(builtin[i]->name, name) == 0) return builtin[i];
     const hal_driver_t *found = NULL;
@@ -200,7 +201,7 @@ int hal_robot_open(const char *name, const char *driver, const char *model,
     const hal_driver_t *drv = hal_driver_find(driver ? driver : "");
     if (!drv)
         return cr_err_set(err, CR_ENOENT, "robot %s: unknown driver '%s' (known: mock, mujoco, "
-                          "dynamixel)", name, driver ? driver : "");
+                          "dynamixel, remote)", name, driver ? driver : "");
     hal_opt_t *rest = calloc((size_t)n_opts + 1, sizeof *rest);
     hal_robot_t *r = calloc(1, sizeof *r);
     if (!rest || !r) {
@@ -365,6 +366,14 @@ int hal_robot_estopped(hal_robot_t *r)
     int v = r->estopped;
     pthread_mutex_unlock(&r->mu);
     return v;
+}
+
+int hal_robot_joints(hal_robot_t *r, double *q, double *ee, cr_err_t *err)
+{
+    pthread_mutex_lock(&r->mu);
+    int rc = r->drv->joints(r->st, q, ee, err);
+    pthread_mutex_unlock(&r->mu);
+    return named(r, rc, err);
 }
 
 void hal_robot_health(hal_robot_t *r, hal_health_t *h)

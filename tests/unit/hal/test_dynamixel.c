@@ -27,7 +27,7 @@ static void test_ping_read_write(void)
     ASSERT_INT_EQ(dxl_emu_start(ids3, 3, &emu), 0);
     hal_dxl_bus_t *bus;
     cr_err_t err = {0};
-    ASSERT_OK(hal_dxl_open(dxl_emu_port(emu), 1000000, 50, &bus, &err), &err);
+    ASSERT_OK(hal_dxl_open(dxl_emu_port(emu), 1000000, 200, &bus, &err), &err);
     int found[8], n;
     uint16_t models[8];
     ASSERT_OK(hal_dxl_ping(bus, 2, found, models, 8, &n, &err), &err);
@@ -67,7 +67,7 @@ static hal_robot_t *open_arm(dxl_emu_t *emu, cr_err_t *err, int *rc)
 {
     char port[200];
     snprintf(port, sizeof port, "port=%s", dxl_emu_port(emu));
-    const char *kv[] = {port, "ids=1,2,3", "baud=1000000", "timeout_ms=30", "max_step=0.2",
+    const char *kv[] = {port, "ids=1,2,3", "baud=1000000", "timeout_ms=150", "max_step=0.2",
                         "watchdog_thread=0"};
     hal_opt_t opts[6];
     hal_opts_parse(kv, 6, opts, err);
