@@ -21,7 +21,19 @@
  * value regression. The first value_warmup
  * updates fit the value only, so the fresh critic does not push a good BC policy
  * around with noise. Deterministic evaluation runs the same flow with x_0 = 0 and
- * no noise. */
+ * no noise.
+ *
+ * Which steps learn: by default all K steps are noisy and trainable (Flow-Noise
+ * proper). With pol_flow_freeze_prefix the first rl_from steps run a frozen copy
+ * of the BC network without noise (DPPO's "fine-tune the last denoising steps"):
+ * x_{rl_from} is then a function of x_0 that no parameter touches, so the chain
+ * likelihood over the remaining noisy steps is still exact, while the ratio
+ * covers only the steps whose noise reaches the action most directly.
+ *
+ * GRPO variant (pol_flow_grpo_update): with G rollouts from each of several
+ * identical starts, an episode's advantage is its return standardised within
+ * its group, so the start's difficulty cancels and no value function is needed;
+ * the same clipped update over the exact chain likelihood follows. */
 #include "policies/algos/flow_rl.h"
 
 #include <math.h>
@@ -203,7 +215,59 @@ static double value_step(pol_flow_ppo_t *p, const float *obs, const float *ret, 
     return loss;
 }
 
+/* Group-relative advantages: each episode's return against its group. */
+static int group_advantages(const pol_rollout_t *r, const int *group, float *adv, cr_err_t *err)
+{
+    int n = r->n, ngroups = 0;
+    for (int i = 0, ep = 0; i < n; i++) {
+        if (group[ep] < 0) return cr_err_set(err, CR_EINVAL, "flow-grpo: episode %d has group %d", ep, group[ep]);
+        ngroups = group[ep] + 1 > ngroups ? group[ep] + 1 : ngroups;
+        if (r->end[i] != 0) ep++;
+    }
+    double *sum = calloc((size_t)ngroups, sizeof(double)), *sq = calloc((size_t)ngroups, sizeof(double));
+    int *cnt = calloc((size_t)ngroups, sizeof(int));
+    float *eret = malloc(sizeof(float) * (size_t)n);
+    if (!sum || !sq || !cnt || !eret) {
+        free(sum); free(sq); free(cnt); free(eret);
+        return cr_err_set(err, CR_ENOMEM, "flow-grpo: out of memory");
+    }
+    /* episode returns, written at every step of the episode */
+    for (int i = 0, start = 0, ep = 0; i < n; i++) {
+        if (r->end[i] == 0) continue;
+        double ret = 0;
+        for (int j = start; j <= i; j++) ret += r->reward[j];
+        for (int j = start; j <= i; j++) eret[j] = (float)ret;
+        sum[group[ep]] += ret;
+        sq[group[ep]] += ret * ret;
+        cnt[group[ep]]++;
+        start = i + 1;
+        ep++;
+    }
+    for (int i = 0, ep = 0; i < n; i++) {
+        int g = group[ep];
+        double mean = sum[g] / cnt[g], var = sq[g] / cnt[g] - mean * mean;
+        adv[i] = (float)((eret[i] - mean) / (sqrt(var > 0 ? var : 0) + 1e-6));
+        if (r->end[i] != 0) ep++;
+    }
+    free(sum); free(sq); free(cnt); free(eret);
+    return 0;
+}
+
+static int update(pol_flow_ppo_t *p, pol_rollout_t *r, const int *group, corral_metrics_t *m, cr_err_t *err);
+
 int pol_flow_ppo_update(pol_flow_ppo_t *p, pol_rollout_t *r, corral_metrics_t *m, cr_err_t *err)
+{
+    return update(p, r, NULL, m, err);
+}
+
+int pol_flow_grpo_update(pol_flow_ppo_t *p, pol_rollout_t *r, const int *group, corral_metrics_t *m,
+                         cr_err_t *err)
+{
+    if (!group) return cr_err_set(err, CR_EINVAL, "flow-grpo: no group ids");
+    return update(p, r, group, m, err);
+}
+
+static int update(pol_flow_ppo_t *p, pol_rollout_t *r, const int *group, corral_metrics_t *m, cr_err_t *err)
 {
     pol_flow_t *f = p->flow;
     int n = r->n, O = f->obs_dim, C = r->chain_dim;
@@ -222,13 +286,18 @@ int pol_flow_ppo_update(pol_flow_ppo_t *p, pol_rollout_t *r, corral_metrics_t *m
         rc = cr_err_set(err, CR_ENOMEM, "flow-ppo: out of memory for %d steps", n);
         goto out;
     }
-    advantages(p, r, adv, ret);
+    if (group) {
+        if ((rc = group_advantages(r, group, adv, err))) goto out;
+        for (int i = 0; i < n; i++) ret[i] = r->value[i];   /* no value regression target */
+    } else {
+        advantages(p, r, adv, ret);
+    }
     double mean = 0, var = 0;
     for (int i = 0; i < n; i++) mean += adv[i] / n;
     for (int i = 0; i < n; i++) var += (adv[i] - mean) * (adv[i] - mean) / n;
     float sd = (float)sqrt(var) + 1e-6f;
     for (int i = 0; i < n; i++) idx[i] = i;
-    int train_policy = p->updates >= p->cfg.value_warmup, epochs = 0;
+    int train_policy = group || p->updates >= p->cfg.value_warmup, epochs = 0;
     double pl = 0, vl = 0, kl = 0, cf = 0;
     int batches = 0;
     for (int e = 0; e < p->cfg.epochs; e++) {
@@ -277,7 +346,7 @@ int pol_flow_ppo_update(pol_flow_ppo_t *p, pol_rollout_t *r, corral_metrics_t *m
     /* the value regresses onto the returns after the policy step, so the
      * advantages above used the value the rollout was collected with */
     int vbatches = 0;
-    for (int e = 0; e < p->cfg.value_epochs; e++) {
+    for (int e = 0; !group && e < p->cfg.value_epochs; e++) {
         shuffle(&p->rng, idx, n);
         for (int s = 0; s + M <= n; s += M) {
             for (int b = 0; b < M; b++) {

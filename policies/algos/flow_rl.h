@@ -64,4 +64,12 @@ int pol_flow_ppo_act(pol_flow_ppo_t *p, const float *obs, float *chunk, pol_roll
  * policy_loss, value_loss, approx_kl, clip_frac, sigma_mean, epochs. */
 int pol_flow_ppo_update(pol_flow_ppo_t *p, pol_rollout_t *r, corral_metrics_t *m, cr_err_t *err);
 
+/* Group-relative variant (GRPO, as pi_RL uses for flow policies): the rollout
+ * holds G episodes from each of several identical starts; `group` gives each
+ * episode's group id in rollout order. An episode's advantage is its return
+ * minus its group's mean, over the group's standard deviation, shared by all
+ * its steps; no value function. The same clipped update follows. */
+int pol_flow_grpo_update(pol_flow_ppo_t *p, pol_rollout_t *r, const int *group, corral_metrics_t *m,
+                         cr_err_t *err);
+
 #endif

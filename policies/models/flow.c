@@ -72,6 +72,7 @@ int pol_flow_create(pol_flow_t *f, const nn_backend_t *be, int obs_dim, int act_
     f->D = horizon * act_dim;
     f->in_dim = obs_dim + f->D + POL_FLOW_TEMB;
     f->noise = noise;
+    f->x0_scale = 1.0f;
     f->log_std_lo = lo;
     f->log_std_hi = hi;
     f->ilog_std = -1;
@@ -182,6 +183,19 @@ static float log_std_of(const pol_flow_t *f, float raw)
     return f->log_std_lo + 0.5f * (f->log_std_hi - f->log_std_lo) * (tanhf(raw) + 1.0f);
 }
 
+int pol_flow_freeze_prefix(pol_flow_t *f, pol_flow_t *frozen, int rl_from, cr_err_t *err)
+{
+    if (rl_from < 0 || rl_from >= f->steps)
+        return cr_err_set(err, CR_EINVAL, "flow: first fine-tuned step %d outside 0..%d", rl_from, f->steps - 1);
+    if (frozen && (frozen->params.numel != f->params.numel || frozen->D != f->D || frozen->obs_dim != f->obs_dim))
+        return cr_err_set(err, CR_EINVAL, "flow: the frozen copy has %zu parameters, the policy %zu",
+                          frozen->params.numel, f->params.numel);
+    if (rl_from > 0 && !frozen) return cr_err_set(err, CR_EINVAL, "flow: steps before %d need a frozen copy", rl_from);
+    f->frozen = frozen;
+    f->rl_from = rl_from;
+    return 0;
+}
+
 void pol_flow_sigma(const pol_flow_t *f, float *sigma)
 {
     size_t n = (size_t)f->steps * f->D;
@@ -207,19 +221,20 @@ void pol_flow_sample(pol_flow_t *f, const float *obs, int B, nn_rng_t *rng, int 
     int use_noise = rng && noisy && f->noise;
     if (use_noise) pol_flow_sigma(f, sg);
     float *x = out;   /* integrate in place in the caller's buffer */
-    for (size_t i = 0; i < (size_t)B * D; i++) x[i] = rng ? nn_rng_normal(rng) : 0.0f;
+    for (size_t i = 0; i < (size_t)B * D; i++) x[i] = rng && f->x0_scale > 0 ? f->x0_scale * nn_rng_normal(rng) : 0.0f;
     if (logp) memset(logp, 0, sizeof(float) * B);
     for (int k = 0; k < K; k++) {
         if (chain)
             for (int b = 0; b < B; b++)
                 memcpy(chain + ((size_t)b * (K + 1) + k) * D, x + (size_t)b * D, sizeof(float) * D);
-        for (int b = 0; b < B; b++) f->h_t[b] = (float)k * dt;
-        const float *v = pol_flow_velocity(f, obs, x, f->h_t, B);
+        pol_flow_t *net = f->frozen && k < f->rl_from ? f->frozen : f;
+        for (int b = 0; b < B; b++) net->h_t[b] = (float)k * dt;
+        const float *v = pol_flow_velocity(net, obs, x, net->h_t, B);
         for (int b = 0; b < B; b++)
             for (int d = 0; d < D; d++) {
                 size_t i = (size_t)b * D + d;
                 x[i] += v[i] * dt;
-                if (use_noise) {
+                if (use_noise && k >= f->rl_from) {
                     float s = sg[(size_t)k * D + d], e = nn_rng_normal(rng);
                     x[i] += s * e;
                     if (logp) logp[b] += -0.5f * e * e - logf(s) - HALF_LOG_2PI;
@@ -236,7 +251,7 @@ void pol_flow_sample(pol_flow_t *f, const float *obs, int B, nn_rng_t *rng, int 
 void pol_flow_chain_logp(pol_flow_t *f, const float *obs, const float *chain, int B, float *logp,
                          const float *dlogp)
 {
-    int D = f->D, K = f->steps, O = f->obs_dim, R = B * K;
+    int D = f->D, K = f->steps, O = f->obs_dim, k0 = f->rl_from, KR = K - k0, R = B * KR;
     assert(R <= f->cap && f->noise);
     float dt = 1.0f / (float)K;
     size_t nk = (size_t)K * D;
@@ -246,8 +261,8 @@ void pol_flow_chain_logp(pol_flow_t *f, const float *obs, const float *chain, in
     if (!raw || !obs_r || !x_r || !t_r || !dv || !draw) abort();   /* scratch of a few KB */
     f->params.be->download(raw, nn_params_data(&f->params, f->ilog_std), nk * sizeof(float));
     for (int b = 0; b < B; b++)
-        for (int k = 0; k < K; k++) {
-            int r = b * K + k;
+        for (int k = k0; k < K; k++) {
+            int r = b * KR + k - k0;
             memcpy(obs_r + (size_t)r * O, obs + (size_t)b * O, sizeof(float) * O);
             memcpy(x_r + (size_t)r * D, chain + ((size_t)b * (K + 1) + k) * D, sizeof(float) * D);
             t_r[r] = (float)k * dt;
@@ -256,8 +271,8 @@ void pol_flow_chain_logp(pol_flow_t *f, const float *obs, const float *chain, in
     float half = 0.5f * (f->log_std_hi - f->log_std_lo);
     for (int b = 0; b < B; b++) {
         double lp = 0;
-        for (int k = 0; k < K; k++) {
-            int r = b * K + k;
+        for (int k = k0; k < K; k++) {
+            int r = b * KR + k - k0;
             const float *xk = chain + ((size_t)b * (K + 1) + k) * D, *xn = xk + D;
             for (int d = 0; d < D; d++) {
                 float ls = log_std_of(f, raw[(size_t)k * D + d]), s = expf(ls);

@@ -28,18 +28,22 @@ void pol_time_embed_backward(float *dt, const float *dout, const float *t, int B
 #define POL_FLOW_MAX_STEPS 32
 #define POL_FLOW_TEMB 16
 
-typedef struct pol_flow {
+typedef struct pol_flow pol_flow_t;
+struct pol_flow {
     nn_params_t params;              /* "vel.*" and, with noise, "noise.log_std" [K][D] */
     pol_mlp_t vel;                   /* [obs | x | temb(t)] -> v, GELU, LayerNorm */
     int obs_dim, act_dim, horizon, steps, D, in_dim;
     int noise;                       /* has the learnable per-step noise tensor */
+    float x0_scale;                  /* x_0 ~ N(0, x0_scale^2 I) when sampling (1) */
+    pol_flow_t *frozen;              /* borrowed; steps k < rl_from use it, noise-free */
+    int rl_from;                     /* first trainable, noisy step (0: all) */
     float log_std_lo, log_std_hi;
     int ilog_std;
     int cap;
     float *in, *h_in;                /* [B][in_dim] backend / host staging */
     float *h_v, *h_x, *h_t;          /* host [B][D], [B][D], [B] */
     float *dv;                       /* backend [B][D] */
-} pol_flow_t;
+};
 
 /* hidden: widths of the velocity MLP. noise != 0 adds the learnable per-step
  * noise (log std bounded to [lo, hi], initialised at init_log_std). */
@@ -60,7 +64,7 @@ void pol_flow_velocity_backward(pol_flow_t *f, const float *dv, int B);
 double pol_flow_bc_step(pol_flow_t *f, const float *obs, const float *chunk, int B, nn_rng_t *rng);
 
 /* Generates chunks out[B][D] (host). x0 = 0 and no noise when rng is NULL (the
- * deterministic mode); else x0 ~ N(0, I) and, when f->noise and `noisy`, the
+ * deterministic mode); else x0 ~ N(0, x0_scale^2 I) and, when f->noise and `noisy`, the
  * learned noise is added at every step. chain (may be NULL) receives
  * [B][K+1][D]: x_0 .. x_K; logp (may be NULL) the exact log-likelihood of the
  * chain given x_0: sum over steps of log N(x_{k+1}; x_k + v dt, sigma_k^2).
@@ -68,12 +72,21 @@ double pol_flow_bc_step(pol_flow_t *f, const float *obs, const float *chunk, int
 void pol_flow_sample(pol_flow_t *f, const float *obs, int B, nn_rng_t *rng, int noisy, float *chain,
                      float *logp, float *out);
 
+/* Fine-tune only steps rl_from..K-1 (DPPO-style): steps before run the frozen
+ * network (a copy of f with the same shape, reserved by the caller, borrowed)
+ * without noise, so their outputs do not depend on f's parameters and the
+ * likelihood of the noisy steps stays exact. CR_EINVAL for a shape mismatch or
+ * rl_from outside 0..K-1. */
+int pol_flow_freeze_prefix(pol_flow_t *f, pol_flow_t *frozen, int rl_from, cr_err_t *err);
+
 /* Host copy of sigma_k[d] (K*D floats) from the noise tensor. */
 void pol_flow_sigma(const pol_flow_t *f, float *sigma);
 
-/* Exact chain log-likelihoods for stored chains [B][K+1][D] (host): logp[B].
- * With dlogp (host [B], may be NULL) the gradient of sum_b dlogp[b] * logp[b] is
- * accumulated into the velocity parameters and the noise tensor. */
+/* Exact chain log-likelihoods for stored chains [B][K+1][D] (host): logp[B],
+ * summed over the noisy steps k >= rl_from. With dlogp (host [B], may be NULL)
+ * the gradient of sum_b dlogp[b] * logp[b] is accumulated into the velocity
+ * parameters and the noise tensor. Needs f reserved for B * (K - rl_from) rows
+ * and the noise tensor. */
 void pol_flow_chain_logp(pol_flow_t *f, const float *obs, const float *chain, int B, float *logp,
                          const float *dlogp);
 
@@ -126,6 +139,8 @@ typedef struct pol_vla_cfg {
     int n_obj, obj_dim;              /* object tokens and their features (0: none) */
     int act_dim, horizon, steps;
     int dim, heads, layers, mlp;     /* transformer width, heads, blocks, MLP width */
+    int head_hidden;                 /* 0: linear action head; else a 2-layer GELU MLP of
+                                        this width over [action token | x_t, temb | proprio] */
 } pol_vla_cfg_t;
 
 typedef struct pol_vla {
@@ -136,12 +151,15 @@ typedef struct pol_vla {
     int ipatch_w, ipatch_b, ipos, itok, itpos, iprop_w, iprop_b, iobj_w, iobj_b;
     int iact_w, iact_b, ilnf_w, ilnf_b, ihead_w, ihead_b;
     pol_block_t blk[POL_VLA_MAX_LAYERS];
+    pol_mlp_t head;                  /* with head_hidden > 0 */
+    int head_in_dim;
     int cap;
     /* backend scratch */
     float *patches, *ptok, *ids_f, *tok, *prop_in, *ptk, *obj_in, *otk, *act_in, *atk;
     int32_t *ids;
     float *x[POL_VLA_MAX_LAYERS + 1], *arow, *lnf, *mf, *rf, *vel;
     float *dx[2], *darow, *dlnf, *dvel, *dtmp;
+    float *cat1, *head_in, *dcat1, *dhead_in;   /* MLP head input and its gradient */
     /* host staging */
     float *h_act_in, *h_v, *h_x, *h_t, *h_patch;
 } pol_vla_t;
@@ -194,6 +212,8 @@ double pol_flow_flops_forward(const pol_flow_t *f, int B);
  *   layers.{i}.mlp.fc2.{weight [dim][mlp], bias [dim]}
  *   final_norm.{weight,bias} [dim]                    action_out.weight [D][dim]
  *   action_out.bias [D]
+ *   (with head_hidden: action_out.{l}.weight / .bias for l = 0, 1, 2, the MLP
+ *   over [dim + D + 16 + proprio] -> head_hidden -> head_hidden -> D)
  * with an optional prefix ("model." for "model.layers.0..."). Loading is strict:
  * every tensor must be present as F32 with exactly its shape, and a tensor the
  * model does not have is an error too; all errors name the tensor and both

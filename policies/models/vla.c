@@ -42,6 +42,7 @@ static int check_cfg(const pol_vla_cfg_t *c, cr_err_t *err)
          c->heads);
     NEED(c->layers >= 1 && c->layers <= POL_VLA_MAX_LAYERS, "layers %d must be 1..%d", c->layers, POL_VLA_MAX_LAYERS);
     NEED(c->mlp >= 1, "mlp %d must be >= 1", c->mlp);
+    NEED(c->head_hidden >= 0, "head_hidden %d must be >= 0", c->head_hidden);
 #undef NEED
     return 0;
 }
@@ -110,10 +111,17 @@ int pol_vla_create(pol_vla_t *v, const nn_backend_t *be, const pol_vla_cfg_t *cf
         snprintf(pre, sizeof pre, "blk.%d", l);
         if ((rc = pol_block_declare(&v->blk[l], p, pre, E, cfg->heads, cfg->mlp, err))) return rc;
     }
-    if ((rc = add(p, &v->ilnf_w, "lnf.weight", 1, E, 0, err)) || (rc = add(p, &v->ilnf_b, "lnf.bias", 1, E, 0, err)) ||
-        (rc = add(p, &v->ihead_w, "head.weight", 2, v->D, E, err)) ||
-        (rc = add(p, &v->ihead_b, "head.bias", 1, v->D, 0, err)))
+    if ((rc = add(p, &v->ilnf_w, "lnf.weight", 1, E, 0, err)) || (rc = add(p, &v->ilnf_b, "lnf.bias", 1, E, 0, err)))
         return rc;
+    v->head_in_dim = E + v->D + POL_FLOW_TEMB + cfg->proprio;
+    if (cfg->head_hidden > 0) {
+        int hh[2] = {cfg->head_hidden, cfg->head_hidden};
+        if ((rc = pol_mlp_declare(&v->head, p, "head", v->head_in_dim, hh, 2, v->D, 0, err))) return rc;
+        v->head.act = NN_ACT_GELU;
+    } else if ((rc = add(p, &v->ihead_w, "head.weight", 2, v->D, E, err)) ||
+               (rc = add(p, &v->ihead_b, "head.bias", 1, v->D, 0, err))) {
+        return rc;
+    }
     if ((rc = nn_params_alloc(p, err))) return rc;
     if (v->P) {
         init_linear(be, p, v->ipatch_w, v->ipatch_b, v->pdim, E, rng);
@@ -127,7 +135,8 @@ int pol_vla_create(pol_vla_t *v, const nn_backend_t *be, const pol_vla_cfg_t *cf
     for (int l = 0; l < cfg->layers; l++) pol_block_init(&v->blk[l], p, rng);
     be->fill(nn_params_data(p, v->ilnf_w), 1.0f, (size_t)E);
     be->fill(nn_params_data(p, v->ilnf_b), 0.0f, (size_t)E);
-    init_linear(be, p, v->ihead_w, v->ihead_b, E, v->D, rng);
+    if (cfg->head_hidden > 0) pol_mlp_init(&v->head, p, rng);
+    else init_linear(be, p, v->ihead_w, v->ihead_b, E, v->D, rng);
     return 0;
 }
 
@@ -136,7 +145,7 @@ static void free_scratch(pol_vla_t *v)
     const nn_backend_t *be = v->be;
     float **dev[] = {&v->patches, &v->ptok, &v->tok, &v->prop_in, &v->ptk, &v->obj_in, &v->otk, &v->act_in,
                      &v->atk, &v->arow, &v->lnf, &v->mf, &v->rf, &v->vel, &v->dx[0], &v->dx[1], &v->darow,
-                     &v->dlnf, &v->dvel, &v->dtmp};
+                     &v->dlnf, &v->dvel, &v->dtmp, &v->cat1, &v->head_in, &v->dcat1, &v->dhead_in};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (*dev[i]) { be->free(*dev[i]); *dev[i] = NULL; }
     for (int l = 0; l <= POL_VLA_MAX_LAYERS; l++)
@@ -153,6 +162,7 @@ void pol_vla_destroy(pol_vla_t *v)
     if (!v->be) return;
     free_scratch(v);
     for (int l = 0; l < v->c.layers; l++) pol_block_destroy(&v->blk[l]);
+    if (v->c.head_hidden > 0) pol_mlp_destroy(&v->head);
     nn_params_destroy(&v->params);
     memset(v, 0, sizeof *v);
 }
@@ -171,7 +181,8 @@ int pol_vla_reserve(pol_vla_t *v, int B, cr_err_t *err)
         {&v->otk, b * nobj * E + 1}, {&v->act_in, b * nin}, {&v->atk, b * E}, {&v->arow, b * E},
         {&v->lnf, b * E}, {&v->mf, b}, {&v->rf, b}, {&v->vel, b * v->D}, {&v->dx[0], b * T * E},
         {&v->dx[1], b * T * E}, {&v->darow, b * E}, {&v->dlnf, b * E}, {&v->dvel, b * v->D},
-        {&v->dtmp, b * T * E},
+        {&v->dtmp, b * T * E}, {&v->cat1, b * (E + nin)}, {&v->head_in, b * v->head_in_dim},
+        {&v->dcat1, b * (E + nin)}, {&v->dhead_in, b * v->head_in_dim},
     };
     int ok = 1;
     for (size_t i = 0; i < sizeof a / sizeof a[0]; i++) ok &= !!(*a[i].p = be->alloc(a[i].n * f));
@@ -183,6 +194,7 @@ int pol_vla_reserve(pol_vla_t *v, int B, cr_err_t *err)
     ok &= !!(v->h_t = malloc(b * f));
     ok &= !!(v->h_patch = malloc((b * v->P * v->pdim + 1) * f));
     for (int l = 0; ok && l < c->layers; l++) ok = pol_block_reserve(&v->blk[l], B, v->T, err) == 0;
+    if (ok && c->head_hidden > 0) ok = pol_mlp_reserve(&v->head, B, err) == 0;
     if (!ok) {
         free_scratch(v);
         return cr_err_set(err, CR_ENOMEM, "vla: cannot allocate scratch for batch %d", B);
@@ -253,6 +265,7 @@ const float *pol_vla_velocity(pol_vla_t *v, const pol_vla_obs_t *o, const float 
     int E = c->dim, nin = v->D + POL_FLOW_TEMB;
     size_t f = sizeof(float);
     float *seq = v->x[0];
+    assert(o->ids && o->proprio && (!v->P || o->img) && (!c->n_obj || o->obj));
     if (v->P) {
         extract_patches(v, o->img, B, v->h_patch);
         be->upload(v->patches, v->h_patch, (size_t)B * v->P * v->pdim * f);
@@ -283,8 +296,15 @@ const float *pol_vla_velocity(pol_vla_t *v, const pol_vla_obs_t *o, const float 
     for (int l = 0; l < c->layers; l++) pol_block_forward(&v->blk[l], &v->params, v->x[l + 1], v->x[l], B, v->T);
     get_rows(v, v->arow, v->x[c->layers], seg_act(v), 1, B);
     be->layernorm_forward(v->lnf, v->mf, v->rf, v->arow, PD(ilnf_w), PD(ilnf_b), B, E);
-    be->linear_forward(v->vel, v->lnf, PD(ihead_w), PD(ihead_b), B, E, v->D);
-    be->download(v->h_v, v->vel, (size_t)B * v->D * f);
+    if (c->head_hidden > 0) {
+        be->concat_forward(v->cat1, v->lnf, v->act_in, B, E, nin);
+        be->concat_forward(v->head_in, v->cat1, v->prop_in, B, E + nin, c->proprio);
+        const float *out = pol_mlp_forward(&v->head, &v->params, v->head_in, B);
+        be->download(v->h_v, out, (size_t)B * v->D * f);
+    } else {
+        be->linear_forward(v->vel, v->lnf, PD(ihead_w), PD(ihead_b), B, E, v->D);
+        be->download(v->h_v, v->vel, (size_t)B * v->D * f);
+    }
     return v->h_v;
 }
 
@@ -296,7 +316,16 @@ void pol_vla_velocity_backward(pol_vla_t *v, const float *dv, int B)
     size_t f = sizeof(float), BTE = (size_t)B * v->T * E;
     be->upload(v->dvel, dv, (size_t)B * v->D * f);
     be->fill(v->dlnf, 0.0f, (size_t)B * E);
-    be->linear_backward(v->dlnf, PG(ihead_w), PG(ihead_b), v->dvel, v->lnf, PD(ihead_w), B, E, v->D);
+    if (c->head_hidden > 0) {
+        /* the head's inputs other than the action token carry no parameters */
+        be->fill(v->dhead_in, 0.0f, (size_t)B * v->head_in_dim);
+        pol_mlp_backward(&v->head, &v->params, v->dhead_in, v->dvel, B, 1);
+        be->fill(v->dcat1, 0.0f, (size_t)B * (E + nin));
+        be->concat_backward(v->dcat1, NULL, v->dhead_in, B, E + nin, c->proprio);
+        be->concat_backward(v->dlnf, NULL, v->dcat1, B, E, nin);
+    } else {
+        be->linear_backward(v->dlnf, PG(ihead_w), PG(ihead_b), v->dvel, v->lnf, PD(ihead_w), B, E, v->D);
+    }
     be->fill(v->darow, 0.0f, (size_t)B * E);
     be->layernorm_backward(v->darow, PG(ilnf_w), PG(ilnf_b), v->dlnf, v->arow, PD(ilnf_w), v->mf, v->rf, B, E);
     float *d = v->dx[0], *dn = v->dx[1];
@@ -374,8 +403,11 @@ double pol_vla_flops_forward(const pol_vla_t *v, int B)
     const pol_vla_cfg_t *c = &v->c;
     double E = c->dim, T = v->T, M = c->mlp;
     double per_layer = T * (2 * E * 3 * E + 2 * E * E + 2 * 2 * E * M) + 2 * 2 * T * T * E;
+    double head = c->head_hidden > 0 ? 2.0 * (v->head_in_dim * (double)c->head_hidden +
+                                              (double)c->head_hidden * c->head_hidden + (double)c->head_hidden * v->D)
+                                     : 2.0 * E * v->D;
     double embed = v->P * 2.0 * v->pdim * E + 2.0 * c->proprio * E + c->n_obj * 2.0 * c->obj_dim * E +
-                   2.0 * (v->D + POL_FLOW_TEMB) * E + 2.0 * E * v->D;
+                   2.0 * (v->D + POL_FLOW_TEMB) * E + head;
     return B * (c->layers * per_layer + embed);
 }
 
@@ -389,7 +421,6 @@ static const struct { const char *in, *file; } name_map[] = {
     {"obj.weight", "objects.proj.weight"}, {"obj.bias", "objects.proj.bias"},
     {"act_in.weight", "action_in.weight"}, {"act_in.bias", "action_in.bias"},
     {"lnf.weight", "final_norm.weight"}, {"lnf.bias", "final_norm.bias"},
-    {"head.weight", "action_out.weight"}, {"head.bias", "action_out.bias"},
 };
 static const struct { const char *in, *file; } block_map[] = {
     {"ln1", "input_layernorm"}, {"qkv", "self_attn.qkv_proj"}, {"proj", "self_attn.o_proj"},
@@ -405,6 +436,10 @@ void pol_vla_tensor_name(const pol_vla_t *v, int i, const char *prefix, char *bu
             snprintf(buf, cap, "%s%s", prefix, name_map[k].file);
             return;
         }
+    if (!strncmp(in, "head.", 5)) {
+        snprintf(buf, cap, "%saction_out.%s", prefix, in + 5);
+        return;
+    }
     int l;
     char part[32], field[32];
     if (sscanf(in, "blk.%d.%31[^.].%31s", &l, part, field) == 3)

@@ -4,7 +4,8 @@
  * scripted demonstrations (damped-least-squares IK, reach_expert.h) reaches >= 80%
  * success over 100 deterministic evaluation episodes, then PPO over the noisy
  * chain's exact likelihood (flow_rl.c) raises the success rate on the same
- * episodes. The "flow-bc" plugin learns the same task through the plugin ABI. */
+ * episodes. The "flow-bc" plugin learns a toy task through the plugin ABI and
+ * round-trips its state; PPO and GRPO updates run on a toy rollout. */
 #include "tests/unit/policies/gradcheck.h"
 #include "tests/unit/policies/reach_expert.h"
 #include "policies/algos/flow_rl.h"
@@ -15,10 +16,10 @@
 
 #define H 2          /* chunk length, executed whole before replanning */
 #define K 5          /* integration steps */
-static int NDEMO = 60;
+#define NDEMO 30     /* demonstration episodes */
+#define DART_NOISE 0.3f
+#define BC_STEPS 2000
 #define EVAL_EPISODES 100
-static float DART_NOISE = 0.3f;
-static int NSTEPS = 3000;
 
 static const nn_backend_t *be;
 
@@ -106,6 +107,57 @@ static void test_chain_logp(void)
     pol_flow_destroy(&f);
 }
 
+/* PPO and GRPO updates on a toy rollout: they run, move the parameters, keep
+ * them finite, and refuse a rollout that does not end an episode. */
+static void test_rl_updates(void)
+{
+    be = nn_backend_cpu();
+    cr_err_t err = {0};
+    nn_rng_t rng;
+    nn_rng_seed(&rng, 8);
+    pol_flow_t f;
+    int hidden[2] = {16, 16};
+    CHECK_OK(pol_flow_create(&f, be, 3, 2, 1, 3, hidden, 2, 1, -3.0f, -0.5f, -1.5f, &rng, &err), &err);
+    pol_flow_ppo_cfg_t cfg;
+    pol_flow_ppo_defaults(&cfg);
+    cfg.value_warmup = 0;
+    cfg.minibatch = 8;
+    pol_flow_ppo_t p;
+    CHECK_OK(pol_flow_ppo_create(&p, &f, &cfg, &err), &err);
+    pol_rollout_t r;
+    CHECK_OK(pol_rollout_init(&r, 16, 3, 4 * f.D, &err), &err);
+    float *before = gc_zeros(f.params.numel);
+    memcpy(before, f.params.data, f.params.numel * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        /* four episodes of four steps; reward: the first action's closeness to 0.5 */
+        for (int i = 0; i < 16; i++) {
+            float obs[3] = {(float)(i % 4), 0.5f, -0.5f}, a[2];
+            CHECK_OK(pol_flow_ppo_act(&p, obs, a, &r, &err), &err);
+            pol_rollout_reward(&r, -fabsf(a[0] - 0.5f), i % 4 == 3);
+        }
+        corral_metrics_t m = {0};
+        int group[4] = {0, 0, 1, 1};
+        if (pass == 0) CHECK_OK(pol_flow_ppo_update(&p, &r, &m, &err), &err);
+        else CHECK_OK(pol_flow_grpo_update(&p, &r, group, &m, &err), &err);
+        ASSERT_INT_EQ(r.n, 0);
+        ASSERT_TRUE(isfinite(pol_metric_get(&m, "policy_loss")) && isfinite(pol_metric_get(&m, "approx_kl")));
+    }
+    double moved = 0;
+    for (size_t i = 0; i < f.params.numel; i++) moved += fabs(f.params.data[i] - before[i]);
+    ASSERT_TRUE(moved > 0);
+    /* half an episode is refused */
+    float obs[3] = {0}, a[2];
+    CHECK_OK(pol_flow_ppo_act(&p, obs, a, &r, &err), &err);
+    CHECK_OK(pol_flow_ppo_act(&p, obs, a, &r, &err), &err);
+    corral_metrics_t m = {0};
+    ASSERT_INT_EQ(pol_flow_ppo_update(&p, &r, &m, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "whole episodes") != NULL);
+    free(before);
+    pol_rollout_free(&r);
+    pol_flow_ppo_destroy(&p);
+    pol_flow_destroy(&f);
+}
+
 /* ---- reach2d ---- */
 
 typedef struct demos {
@@ -179,11 +231,6 @@ static double evaluate(pol_flow_t *f, rx_env_t *e)
                 CHECK_OK(hal_robot_step(e->robot, chunk + h * e->ad, &e->obs, &err), &err);
         }
         ok += e->obs.success;
-        if (getenv("DBG") && !e->obs.success) {
-            const float *g = e->obs.vec + e->goal;
-            fprintf(stderr, "   fail ep %d dist %.3f target r %.3f\n", ep, sqrtf(g[0]*g[0]+g[1]*g[1]),
-                    hypotf(e->obs.vec[e->goal-3] + g[0], e->obs.vec[e->goal-2] + g[1]));
-        }
     }
     return (double)ok / EVAL_EPISODES;
 }
@@ -234,77 +281,72 @@ static void test_flow_bc_then_rl(void)
     ASSERT_TRUE(ok >= 95);
 
     demos_t d;
-    if (getenv("ND")) NDEMO = atoi(getenv("ND"));
-    if (getenv("NS")) NSTEPS = atoi(getenv("NS"));
-    if (getenv("DN")) DART_NOISE = atof(getenv("DN"));
     nn_rng_t rng;
     nn_rng_seed(&rng, 11);
     collect(&env, &d, &rng);
     pol_flow_t f;
     int hidden[2] = {128, 128};
-    CHECK_OK(pol_flow_create(&f, be, env.od, env.ad, H, K, hidden, 2, 1, -4.0f, -1.0f, getenv("LS") ? atof(getenv("LS")) : -2.5f, &rng, &err), &err);
+    CHECK_OK(pol_flow_create(&f, be, env.od, env.ad, H, K, hidden, 2, 1, -4.0f, -1.0f, -2.5f, &rng, &err), &err);
     CHECK_OK(pol_flow_reserve(&f, 256, &err), &err);
-    if (getenv("DN")) DART_NOISE = atof(getenv("DN"));
-    bc_train(&f, &d, NSTEPS, 128, &rng);
+    bc_train(&f, &d, BC_STEPS, 128, &rng);
     double s_bc = evaluate(&f, &eval);
     fprintf(stderr, "  flow BC success %.2f\n", s_bc);
-    if (!getenv("NOBCA")) ASSERT_TRUE(s_bc >= 0.80);
+    ASSERT_TRUE(s_bc >= 0.80);
 
     /* RL fine-tuning: PPO on the noisy chain's exact likelihood; reward
      * -distance + 0.1 inside the success radius */
     pol_flow_ppo_cfg_t cfg;
     pol_flow_ppo_defaults(&cfg);
     cfg.seed = 7;
-    if (getenv("LR")) cfg.lr = atof(getenv("LR"));
-    if (getenv("VW")) cfg.value_warmup = atoi(getenv("VW"));
-    if (getenv("MB")) cfg.minibatch = atoi(getenv("MB"));
-    if (getenv("GAMMA")) cfg.gamma = atof(getenv("GAMMA"));
-    if (getenv("KL")) cfg.target_kl = atof(getenv("KL"));
-    if (getenv("LAMBDA")) cfg.lambda = atof(getenv("LAMBDA"));
+    cfg.lr = 2e-5f;
+    cfg.gamma = 0.95f;
+    cfg.target_kl = 0.05f;
+    cfg.value_warmup = 3;
     pol_flow_ppo_t ppo;
     CHECK_OK(pol_flow_ppo_create(&ppo, &f, &cfg, &err), &err);
-    int T = env.desc->episode_steps, EPS = getenv("EPS") ? atoi(getenv("EPS")) : 20;
-    float BONUS = getenv("BONUS") ? atof(getenv("BONUS")) : 0.1f;
-    int SHAPE = getenv("SHAPE") ? atoi(getenv("SHAPE")) : 0;
-    int ITERS = getenv("ITERS") ? atoi(getenv("ITERS")) : 30;
+    pol_flow_t fz;
+    CHECK_OK(pol_flow_create(&fz, be, env.od, env.ad, H, K, hidden, 2, 1, -4.0f, -1.0f, -2.5f, &rng, &err), &err);
+    CHECK_OK(nn_params_copy(&fz.params, &f.params, &err), &err);
+    CHECK_OK(pol_flow_reserve(&fz, 256, &err), &err);
+    /* all K steps noisy and trainable (a frozen prefix is refused past the last step) */
+    ASSERT_INT_EQ(pol_flow_freeze_prefix(&f, &fz, K, &err), CR_EINVAL);
+    CHECK_OK(pol_flow_freeze_prefix(&f, &fz, 0, &err), &err);
+    int T = env.desc->episode_steps, EPS = 60, ITERS = 15;
+    const float BONUS = 1.0f;
     pol_rollout_t ro;
     CHECK_OK(pol_rollout_init(&ro, EPS * T, env.od, (K + 1) * f.D, &err), &err);
-    double best = s_bc, s_rl = s_bc;
     uint64_t episode = 200000;
     for (int it = 1; it <= ITERS; it++) {
         int succ = 0;
         for (int ep = 0; ep < EPS; ep++) {
-            CHECK_OK(hal_robot_reset(env.robot, episode++, &env.obs, &err), &err);
+            CHECK_OK(hal_robot_reset(env.robot, episode + (uint64_t)ep, &env.obs, &err), &err);
             while (!env.obs.truncated) {
                 float obs[RX_MAXO], a[H * 2], r = 0;
                 rx_scaled(&env, obs);
                 CHECK_OK(pol_flow_ppo_act(&ppo, obs, a, &ro, &err), &err);
                 for (int h = 0; h < H && !env.obs.truncated; h++) {
-                    float before = goal_dist(&env);
                     CHECK_OK(hal_robot_step(env.robot, a + h * env.ad, &env.obs, &err), &err);
-                    r += SHAPE == 1 ? 10.0f * (before - goal_dist(&env)) : -goal_dist(&env) + (env.obs.success ? BONUS : 0.0f);
+                    r += -goal_dist(&env) + (env.obs.success ? BONUS : 0.0f);
                 }
-                if (SHAPE == 1 && env.obs.truncated && env.obs.success) r += BONUS;
                 pol_rollout_reward(&ro, r, env.obs.truncated);
             }
             succ += env.obs.success;
         }
+        episode += (uint64_t)EPS;
         corral_metrics_t m = {0};
         CHECK_OK(pol_flow_ppo_update(&ppo, &ro, &m, &err), &err);
-        if (it % 5 == 0) {
-            s_rl = evaluate(&f, &eval);
-            best = s_rl > best ? s_rl : best;
-        }
-        fprintf(stderr, "  rl iter %d rollout success %.2f kl %.4f clip %.2f sigma %.3f vloss %.3f%s\n", it,
+        ASSERT_TRUE(isfinite(pol_metric_get(&m, "policy_loss")));
+        fprintf(stderr, "  rl iter %d rollout success %.2f kl %.4f clip %.2f sigma %.3f value loss %.3f\n", it,
                 succ / (double)EPS, pol_metric_get(&m, "approx_kl"), pol_metric_get(&m, "clip_frac"),
-                pol_metric_get(&m, "sigma_mean"), pol_metric_get(&m, "value_loss"), "");
-        if (it % 5 == 0) fprintf(stderr, "  rl iter %d deterministic success %.2f\n", it, s_rl);
+                pol_metric_get(&m, "sigma_mean"), pol_metric_get(&m, "value_loss"));
     }
+    double s_rl = evaluate(&f, &eval);
     fprintf(stderr, "  flow BC %.2f -> RL %.2f\n", s_bc, s_rl);
     ASSERT_TRUE(s_rl > s_bc);
     pol_rollout_free(&ro);
     pol_flow_ppo_destroy(&ppo);
     pol_flow_destroy(&f);
+    pol_flow_destroy(&fz);
     free(d.obs);
     free(d.chunk);
     rx_close(&env);
@@ -399,6 +441,7 @@ int main(int argc, char **argv)
         {"time_embed", test_time_embed},
         {"chain_logp", test_chain_logp},
         {"flow_bc_plugin", test_flow_bc_plugin},
+        {"rl_updates", test_rl_updates},
         {"flow_bc_then_rl_reach2d", test_flow_bc_then_rl},
         {NULL, NULL},
     };
