@@ -215,9 +215,9 @@ int nn_adam_init(nn_adam_t *o, const nn_params_t *p, float lr, float weight_deca
 void nn_adam_destroy(nn_adam_t *o, const nn_backend_t *be);
 /* Global L2 norm of p's grads (used for clipping and for the NaN check). */
 double nn_grad_norm(const nn_params_t *p);
-/* One step with the grads in p. Returns 0, or CR_ERANGE-like CR_EINVAL when the
- * gradient norm is not finite: then nothing changes (the caller counts a skip).
- * *norm_out (may be NULL) receives the pre-clipping norm. */
+/* One step with the grads in p. Returns 0, or CR_EINVAL when the gradient norm
+ * is not finite: then nothing changes, not even the step count (the caller
+ * counts a skip). *norm_out (may be NULL) receives the pre-clipping norm. */
 int nn_adam_step(nn_adam_t *o, nn_params_t *p, double *norm_out);
 
 #endif
