@@ -172,10 +172,9 @@ int main(int argc, char **argv)
     if (bench_vla("vla-s", &small, peak, &vs) || bench_vla("vla-l", &large, peak, &vl)) return 1;
     /* goals of our own: the larger models, whose matrices are big enough for
      * sgemm to pay, should train at a useful fraction of the peak */
-    int ok = 1;
-    ok &= bench_target("flow_l_train_fraction_of_sgemm_peak", fl, ">=0.30");
-    ok &= bench_target("vla_l_train_fraction_of_sgemm_peak", vl, ">=0.20");
+    bench_target("flow_l_train_fraction_of_sgemm_peak", fl, ">=0.30");
+    bench_target("vla_l_train_fraction_of_sgemm_peak", vl, ">=0.20");
     bench_target("flow_s_train_fraction_of_sgemm_peak", fs, ">=0.05");
     bench_target("vla_s_train_fraction_of_sgemm_peak", vs, ">=0.05");
-    return ok ? 0 : 0;
+    return 0;
 }
