@@ -77,5 +77,6 @@ extern const corral_plugin_t pol_rlpd_plugin;
 extern const corral_plugin_t pol_bc_plugin;
 extern const corral_plugin_t pol_dagger_plugin;
 extern const corral_plugin_t pol_reach_reward_plugin;
+extern const corral_plugin_t pol_flow_bc_plugin;   /* flow_bc.c */
 
 #endif
