@@ -3,7 +3,8 @@
  * the policies bench. The expert is damped-least-squares inverse kinematics on
  * the 2-link arm (link lengths 0.1 m and 0.11 m to the fingertip site): joint
  * velocities dq = k J^T (J J^T + lambda^2 I)^-1 e toward the target, scaled into
- * the action range. The policy sees the observation scaled per named vector
+ * the action range, for joint-velocity arms; with end-effector control the
+ * expert steps straight at the target. The policy sees the observation scaled per named vector
  * (joint_vel / 4, ee_pos x 5, ee_to_target x 10), as in the SAC learning check. */
 #ifndef CORRAL_TESTS_REACH_EXPERT_H
 #define CORRAL_TESTS_REACH_EXPERT_H
@@ -79,9 +80,20 @@ static inline void rx_expert_to(const float *raw, float ex, float ey, float *act
     }
 }
 
+/* The expert for the open robot: with end-effector control (reach2d) it moves the
+ * fingertip straight at the target, a whole step's worth when far; with joint
+ * velocity control (reach2d_multi) it uses the inverse kinematics above. */
 static inline void rx_expert(const rx_env_t *e, float *act)
 {
-    rx_expert_to(e->obs.vec, e->obs.vec[e->goal], e->obs.vec[e->goal + 1], act);
+    const float *g = e->obs.vec + e->goal;
+    if (e->desc->act.mode != HAL_CTRL_EE_DELTA) {
+        rx_expert_to(e->obs.vec, g[0], g[1], act);
+        return;
+    }
+    for (int j = 0; j < 2; j++) {
+        float u = g[j] / e->desc->act.scale[j];
+        act[j] = u > 1 ? 1 : u < -1 ? -1 : u;
+    }
 }
 
 #endif
