@@ -54,7 +54,7 @@ static int check_builtin_or_plugin(const char *s, const char *const *builtins, c
 }
 
 static const char *const rewards[] = {"task", "reach-distance", NULL};
-static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", NULL};
+static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", "flow-bc", NULL};
 static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
 static const char *const actor_modes[] = {"auto", "cpu", NULL};
 
@@ -121,7 +121,7 @@ static const cfg_field_t policy_fields[] = {
 static const cfg_table_t policy_table = {CFG_TABLE(exp_policy_t, policy_fields)};
 
 static const cfg_field_t algorithm_fields[] = {
-    {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, or a plugin path *.so"),
+    {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, flow-bc, or a plugin path *.so"),
      .check = check_algorithm},
     {CFG_INT(exp_algorithm_t, batch_size, "256", 1, 65536, "samples per update")},
     {CFG_DOUBLE(exp_algorithm_t, lr, "3e-4", 1e-8, 1, "learning rate")},

@@ -51,7 +51,7 @@ typedef struct exp_policy {
 } exp_policy_t;
 
 typedef struct exp_algorithm {
-    char *type;             /* built-in ("sac", "rlpd", "bc", "hg-dagger") or a plugin path */
+    char *type;             /* built-in ("sac", "rlpd", "bc", "hg-dagger", "flow-bc") or a plugin path */
     int64_t batch_size;
     double lr, gamma, tau;
     double utd;             /* updates per environment step (update-to-data ratio) */
