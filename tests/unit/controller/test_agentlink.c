@@ -357,6 +357,16 @@ static void test_agent_reconnects_after_controller_restart(void)
     ASSERT_OK(agent_create(&o, &a, &err), &err);
     ASSERT_OK(agent_start(a, &err), &err);
     ASSERT_TRUE(wait_state("n1", "ready", 3000) >= 0);
+    /* The registry says ready before SessionAccepted is sent: wait until the
+     * agent has it, or the restart below may cancel the session first and the
+     * agent's count would be one short through no fault of its own. */
+    agent_stats_t s;
+    int64_t t0 = cr_now_ns();
+    do {
+        cr_sleep_ns(10 * CR_NS_PER_MS);
+        agent_get_stats(a, &s);
+    } while (s.sessions < 1 && cr_now_ns() - t0 < 5 * CR_NS_PER_S);
+    ASSERT_INT_EQ(s.sessions, 1);
     snprintf(sdir, sizeof sdir, "%s", ctl_registry_path(ctl_server_registry(srv)));
     *strrchr(sdir, '/') = '\0';
     stop_server();
@@ -367,8 +377,7 @@ static void test_agent_reconnects_after_controller_restart(void)
     ASSERT_OK(ctl_server_create(&co, &srv, &err), &err);
     ASSERT_OK(ctl_server_start(srv, &err), &err);
     ASSERT_OK(ctl_client_connect(listen, NULL, 3000, &ch, &err), &err);
-    agent_stats_t s;
-    int64_t t0 = cr_now_ns();
+    t0 = cr_now_ns();
     do {
         cr_sleep_ns(10 * CR_NS_PER_MS);
         agent_get_stats(a, &s);
