@@ -10,8 +10,10 @@
  * Everything read from the wire is untrusted: bytes before a header are skipped,
  * a length beyond the largest reply we asked for, a CRC mismatch, a reply from
  * the wrong id and a silence past the time-out are each an error naming the
- * servo. Stale input is flushed before every request, so a late reply to an
- * earlier request can never be mistaken for the answer to this one. */
+ * servo. Stale input is flushed before every request and drained after a
+ * failed one; a late reply that still slips past both (the sender was slow,
+ * the machine loaded) comes from another id than the one awaited and is
+ * dropped, so it is never taken for the answer to this request. */
 #include "hal/hal.h"
 
 #include <errno.h>
@@ -251,6 +253,7 @@ static int recv_status(hal_dxl_bus_t *bus, int want_id, uint8_t *data, int max_d
 {
     int64_t deadline = now_ms() + bus->timeout_ms;
     size_t skipped = 0;
+    int stale = 0;
     for (;;) {
         /* Find a header. */
         size_t h = 0;
@@ -297,9 +300,13 @@ static int recv_status(hal_dxl_bus_t *bus, int want_id, uint8_t *data, int max_d
                     nd++;
                 }
                 consume(bus, total);
-                if (want_id >= 0 && id != want_id)
-                    return fail(bus, err, CR_EPROTO, "reply from id %d while waiting for id %d",
-                                id, want_id);
+                if (want_id >= 0 && id != want_id) {
+                    /* Servos answer in request order, so another id's reply is a
+                     * late one to an earlier request (arrived after the flush):
+                     * drop it and keep waiting for ours. */
+                    stale++;
+                    continue;
+                }
                 if (serr & 0x7F)
                     return fail(bus, err, CR_EIO, "id %d reports error %d (%s)", id, serr & 0x7F,
                                 servo_error_name(serr));
@@ -316,8 +323,8 @@ static int recv_status(hal_dxl_bus_t *bus, int want_id, uint8_t *data, int max_d
             if (skipped)
                 return fail(bus, err, CR_EPROTO, "garbage on the line (%zu bytes without a valid "
                             "packet) waiting for id %d", skipped + bus->rx_len, want_id);
-            return fail(bus, err, CR_ETIMEDOUT, "no reply from id %d within %d ms", want_id,
-                        bus->timeout_ms);
+            return fail(bus, err, CR_ETIMEDOUT, "no reply from id %d within %d ms%s", want_id,
+                        bus->timeout_ms, stale ? " (only late replies from other ids)" : "");
         }
         if (rc) return fail(bus, err, CR_EIO, "read: %s", strerror(errno));
     }

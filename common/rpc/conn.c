@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How long one connection attempt may take at least: a TLS handshake on a busy
+ * host takes hundreds of milliseconds; a frozen peer is given up after this. */
+#define RPC_CONNECT_TIMEOUT_MS 5000
+
 size_t rpc_opts_max_message(const rpc_opts_t *o)
 {
     return o && o->max_message ? o->max_message : RPC_DEFAULT_MAX_MESSAGE;
@@ -70,8 +74,13 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
         int b0 = o && o->backoff_initial_ms > 0 ? o->backoff_initial_ms : 100;
         int bmax = o && o->backoff_max_ms > 0 ? o->backoff_max_ms : 2000;
         arg_int(a, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, b0);
-        arg_int(a, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, b0);
         arg_int(a, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, bmax);
+        /* Despite its name, gRPC 1.51 reads this as the time one connection
+         * attempt (TCP, TLS handshake, HTTP/2 SETTINGS) may take, not as a
+         * backoff. At the initial backoff (100 ms) a handshake on a loaded host
+         * timed out, and every fail-fast call failed UNAVAILABLE with "connection
+         * attempt timed out before receiving SETTINGS frame". */
+        arg_int(a, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, bmax > RPC_CONNECT_TIMEOUT_MS ? bmax : RPC_CONNECT_TIMEOUT_MS);
         if (o && o->server_name && o->security != RPC_INSECURE)
             arg_str(a, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, o->server_name);
     }

@@ -30,7 +30,7 @@ struct dxl_emu {
     int stop;
     servo_t servos[MAX_SERVOS];
     int n;
-    int corrupt, drop, garbage, packets;
+    int corrupt, drop, garbage, gap_ms, packets;
     uint8_t in[8192];
     size_t in_len;
 };
@@ -148,6 +148,10 @@ static void handle(dxl_emu_t *e, int id, int inst, const uint8_t *p, int n)
              * servo silences the rest, as on a real bus. */
             servo_t *t = find(e, p[i]);
             if (!t || t->dead || addr + len > 256) break;
+            if (i == 5 && e->gap_ms) {
+                usleep((useconds_t)e->gap_ms * 1000);
+                e->gap_ms = 0;
+            }
             if (!reply(e, t->id, t->table + addr, len)) break;
         }
     } else if (inst == 0x83 && n >= 4) {                    /* sync write */
@@ -264,6 +268,7 @@ const char *dxl_emu_port(const dxl_emu_t *e) { return e->port; }
 void dxl_emu_corrupt_crc(dxl_emu_t *e, int n) { LOCKED(e->corrupt = n); }
 void dxl_emu_drop(dxl_emu_t *e, int n) { LOCKED(e->drop = n); }
 void dxl_emu_garbage(dxl_emu_t *e, int n) { LOCKED(e->garbage = n); }
+void dxl_emu_gap(dxl_emu_t *e, int ms) { LOCKED(e->gap_ms = ms); }
 void dxl_emu_kill(dxl_emu_t *e, int id) { LOCKED(servo_t *s = find(e, id); if (s) s->dead = 1); }
 int dxl_emu_packets(dxl_emu_t *e) { int v; LOCKED(v = e->packets); return v; }
 

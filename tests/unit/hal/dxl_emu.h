@@ -18,6 +18,8 @@ void dxl_emu_corrupt_crc(dxl_emu_t *e, int n);  /* the next n replies carry a ba
 void dxl_emu_drop(dxl_emu_t *e, int n);         /* the next n replies are not sent */
 void dxl_emu_garbage(dxl_emu_t *e, int n);      /* the next n replies are noise */
 void dxl_emu_kill(dxl_emu_t *e, int id);        /* this servo never answers again */
+void dxl_emu_gap(dxl_emu_t *e, int ms);         /* in the next sync read, the replies after
+                                                   the first come ms later (a slow bus) */
 int dxl_emu_torque(dxl_emu_t *e, int id);
 int32_t dxl_emu_goal(dxl_emu_t *e, int id);
 void dxl_emu_set_present(dxl_emu_t *e, int id, int32_t pos, int32_t vel);

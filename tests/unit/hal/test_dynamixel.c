@@ -162,6 +162,31 @@ static void test_faults(void)
     dxl_emu_stop(emu);
 }
 
+/* A failed sync read whose other replies come late (after the driver's drain
+ * found the line quiet, and after the next request's flush) must not poison the
+ * next exchange: those replies are from other ids than the one awaited. */
+static void test_late_replies_dropped(void)
+{
+    dxl_emu_t *emu;
+    ASSERT_INT_EQ(dxl_emu_start(ids3, 3, &emu), 0);
+    for (int i = 0; i < 3; i++) dxl_emu_set_present(emu, ids3[i], 1000 + 100 * i, 0);
+    hal_dxl_bus_t *bus;
+    cr_err_t err = {0};
+    ASSERT_OK(hal_dxl_open(dxl_emu_port(emu), 1000000, 300, &bus, &err), &err);
+    uint8_t pos[12];
+    dxl_emu_corrupt_crc(emu, 1);
+    dxl_emu_gap(emu, 60);   /* ids 2 and 3 answer 60 ms after id 1's bad packet */
+    ASSERT_INT_EQ(hal_dxl_sync_read(bus, ids3, 3, HAL_DXL_PRESENT_POSITION, 4, pos, &err), CR_ECORRUPT);
+    ASSERT_OK(hal_dxl_sync_read(bus, ids3, 3, HAL_DXL_PRESENT_POSITION, 4, pos, &err), &err);
+    for (int i = 0; i < 3; i++) {
+        int32_t v;
+        memcpy(&v, pos + 4 * i, 4);
+        ASSERT_INT_EQ(v, 1000 + 100 * i);
+    }
+    hal_dxl_close(bus);
+    dxl_emu_stop(emu);
+}
+
 static void test_bad_config(void)
 {
     cr_err_t err = {0};
@@ -230,6 +255,7 @@ int main(int argc, char **argv)
         {"ping_read_write", test_ping_read_write},
         {"driver", test_driver},
         {"faults", test_faults},
+        {"late_replies_dropped", test_late_replies_dropped},
         {"bad_config", test_bad_config},
         {"probe", test_probe},
         {NULL, NULL},

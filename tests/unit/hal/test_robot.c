@@ -305,7 +305,11 @@ static void test_control_loop(void)
     ASSERT_TRUE(st.overruns >= 1);
     /* Absolute deadlines: 20 ticks plus the overrun's skipped deadlines, not more. */
     ASSERT_TRUE(el >= 200 && el < 1500);   /* generous: the machine may be loaded */
-    ASSERT_TRUE(st.jitter_p50_us >= 0 && st.jitter_p50_us < 5000);
+    /* Jitter is the machine's wake-up latency (several ms under load); what the
+     * loop owns is measuring it from the right deadline: a wrong one would put
+     * the median near a whole period (10 ms) or beyond. */
+    fprintf(stderr, "  jitter p50 %.0f us, p99 %.0f us\n", st.jitter_p50_us, st.jitter_p99_us);
+    ASSERT_TRUE(st.jitter_p50_us >= 0 && st.jitter_p50_us < 9000);
     ASSERT_TRUE(st.jitter_p99_us >= st.jitter_p50_us);
     ASSERT_INT_EQ(hal_loop_run(CR_NS_PER_MS, 100, stop_at_3, NULL, &st), 7);
     ASSERT_INT_EQ(st.ticks, 4);

@@ -3,9 +3,15 @@
  * notice within 3 s), and a server that dies and comes back on the same port (the channel
  * reconnects with backoff). The peers are rpc_peer processes. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/time.h"
 #include "fixture.h"
@@ -138,6 +144,64 @@ static void test_wait_for_ready(void)
     fx_peer_kill(pid);
 }
 
+/* A relay for one connection that holds it for delay_ms before passing bytes:
+ * a server whose handshake is slow, as on a loaded host or a far-away one. */
+typedef struct slow_relay {
+    int ls, up_port, delay_ms;
+    pthread_t thread;
+} slow_relay_t;
+
+static void *slow_relay_main(void *arg)
+{
+    slow_relay_t *x = arg;
+    int a = accept(x->ls, NULL, NULL);
+    if (a < 0) return NULL;
+    cr_sleep_ns((int64_t)x->delay_ms * CR_NS_PER_MS);
+    int b = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in up = {.sin_family = AF_INET, .sin_port = htons((uint16_t)x->up_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(b, (struct sockaddr *)&up, sizeof up) == 0) {
+        char buf[1 << 14];
+        for (;;) {
+            struct pollfd pf[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+            if (poll(pf, 2, 5000) <= 0) break;
+            int from = (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) ? a : b, to = from == a ? b : a;
+            ssize_t n = read(from, buf, sizeof buf);
+            if (n <= 0 || write(to, buf, (size_t)n) != n) break;
+        }
+    }
+    close(a);
+    close(b);
+    return NULL;
+}
+
+static void test_slow_handshake(void)
+{
+    /* A connection attempt that takes longer than the reconnect backoff (100 ms)
+     * still succeeds: gRPC reads the minimum reconnect backoff argument as the
+     * connect time-out, and a loaded host needs more than 100 ms for a handshake. */
+    fx_server_t f;
+    fx_server_start(&f, NULL, 0);
+    slow_relay_t x = {.up_port = rpc_server_port(f.srv), .delay_ms = 400};
+    x.ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    ASSERT_TRUE(bind(x.ls, (struct sockaddr *)&a, sizeof a) == 0 && listen(x.ls, 4) == 0 &&
+                getsockname(x.ls, (struct sockaddr *)&a, &al) == 0);
+    pthread_create(&x.thread, NULL, slow_relay_main, &x);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", ntohs(a.sin_port));
+    rpc_opts_t co = {.backoff_initial_ms = 100, .backoff_max_ms = 1000};
+    rpc_channel_t *ch = fx_channel(target, &co);
+    cr_err_t err = {0};
+    rpc_code_t st;
+    ASSERT_OK(fx_echo(ch, "slow", 0, 0, 0, 5000, &st, NULL, 0, &err), &err);
+    rpc_channel_destroy(ch);
+    pthread_join(x.thread, NULL);
+    close(x.ls);
+    fx_server_stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -147,6 +211,7 @@ int main(int argc, char **argv)
         {"frozen_server", test_frozen_server},
         {"reconnect", test_reconnect},
         {"wait_for_ready", test_wait_for_ready},
+        {"slow_handshake", test_slow_handshake},
         {NULL, NULL}};
     return test_main("rpc.faults", cases, argc, argv);
 }
