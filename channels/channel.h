@@ -1,0 +1,259 @@
+/* channel.h - the data plane: named, bounded channels between the processes of an
+ * experiment, wherever they run, and versioned weight sync on top of them.
+ *
+ * A channel lives in its consumer's process (on the consumer's node). The consumer
+ * creates it in its hub and reads with ch_get / ch_get_batch. A producer opens it by
+ * name and by where the consumer runs (ch_where_t); the router, never the caller,
+ * picks the route: an in-process queue, a shared-memory ring on the same node, a
+ * direct gRPC stream to the consumer's node, or a stream tunnelled through a relay
+ * (hosted by the controller) when the consumer's node accepts no inbound connection.
+ *
+ * Delivery: every message carries (producer id, sequence). Messages of one producer
+ * arrive in order. A remote route keeps what the consumer has not acknowledged and
+ * resends it after reconnecting; the channel drops duplicates by (producer, seq), so
+ * each acknowledged message is delivered exactly once to the queue.
+ *
+ * Ownership: the caller owns everything it creates with a _create / _open call and
+ * frees it with the matching _destroy / _close. Messages returned by ch_get are owned
+ * by the caller (ch_msg_free). Pointers passed in are borrowed for the call only,
+ * unless a comment says otherwise. All calls are thread-safe unless stated. */
+#ifndef CORRAL_CHANNELS_CHANNEL_H
+#define CORRAL_CHANNELS_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct ch_hub ch_hub_t;           /* one per process: its channels and routes */
+typedef struct ch_channel ch_channel_t;   /* the consumer side of a channel */
+typedef struct ch_producer ch_producer_t; /* the producer side, bound to one route */
+
+/* ---- messages ---------------------------------------------------------------- */
+
+/* A message as the consumer receives it, owned by the caller until ch_msg_free.
+ * data is read-only to the caller and the pointer must not be changed: a large
+ * message from the shared-memory route is read in place from the ring (no copy),
+ * and its ring space is released, in order, when it is freed, so a consumer that
+ * holds many large messages slows its producers down (at most a quarter of the
+ * ring is lent out this way; beyond that messages are copied). */
+typedef struct ch_msg {
+    uint64_t producer; /* id of the producer that put it (non-zero) */
+    uint64_t seq;      /* that producer's sequence number, from 1 */
+    double weight;     /* caller-chosen weight, summed by ch_get_batch */
+    size_t len;        /* bytes of data */
+    void *data;
+} ch_msg_t;
+
+void ch_msg_free(ch_msg_t *m);
+
+/* ---- hub: one per process ------------------------------------------------------ */
+
+typedef struct ch_hub_opts {
+    const char *node;       /* this process's node name (cr_name_valid); required */
+    int shm;                /* export channels through shared memory rings (default on:
+                               pass -1 to turn off) */
+    const char *listen;     /* "host:port" to serve the direct route on ("0.0.0.0:0"
+                               picks a port), or NULL for none */
+    const char *advertise;  /* host others dial for the direct route (default: the
+                               listen host, or 127.0.0.1 when that is 0.0.0.0) */
+    const char *relay;      /* "host:port" of the relay (the controller) to dial out to
+                               for tunnelled channels, or NULL */
+    int64_t reconnect_ms;   /* first reconnect back-off, default 100 ms (max 2 s) */
+} ch_hub_opts_t;
+
+int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err);
+/* Stops the hub's servers and links. Close the hub's producers and destroy its
+ * channels first. */
+void ch_hub_destroy(ch_hub_t *h);
+
+/* Where this hub's consumers can be found by others: node, process id, the address
+ * of the direct route ("" when not listening; the real port when "...:0" was asked)
+ * and inbound (1 when listening). Pointers stay valid for the hub's life. */
+typedef struct ch_where {
+    const char *node;     /* node name */
+    uint64_t process;     /* the consumer hub's id (ch_hub_id) */
+    const char *addr;     /* direct route address, "" or NULL when none */
+    int inbound;          /* whether the node accepts inbound connections */
+} ch_where_t;
+
+void ch_hub_where(const ch_hub_t *h, ch_where_t *out);
+uint64_t ch_hub_id(const ch_hub_t *h);
+
+/* ---- router (pure) ---------------------------------------------------------------- */
+
+typedef enum ch_route_kind {
+    CH_ROUTE_INPROC = 0, /* same process: the queue itself */
+    CH_ROUTE_SHM,        /* same node, another process: shared-memory ring */
+    CH_ROUTE_DIRECT,     /* another node that accepts inbound: gRPC stream */
+    CH_ROUTE_TUNNEL,     /* another node behind NAT: stream relayed by the controller */
+} ch_route_kind_t;
+
+/* The route from a producer at `from` to a consumer at `to`. Pure. */
+ch_route_kind_t ch_route_pick(const ch_where_t *from, const ch_where_t *to);
+const char *ch_route_name(ch_route_kind_t k);
+
+/* Traffic localisation: a channel whose consumers run on several nodes keeps one
+ * replica per node; a producer uses the replica on its own node when there is one,
+ * else a stable choice spread by the producer's node name. Returns the index into
+ * replicas (n > 0), or -1 when n == 0. Pure. */
+int ch_replica_pick(const ch_where_t *replicas, size_t n, const char *producer_node);
+
+/* ---- consumer side ---------------------------------------------------------------- */
+
+typedef struct ch_opts {
+    size_t capacity;      /* messages queued before put blocks; default 1024 */
+    size_t max_msg_bytes; /* larger messages are refused; default 16 MiB */
+    int latest_wins;      /* keep only the newest message; put never blocks */
+} ch_opts_t;
+
+/* Creates channel `name` (cr_name_valid) in hub h, reachable by every route the hub
+ * serves. CR_EEXIST when the hub already has one of that name. */
+int ch_channel_create(ch_hub_t *h, const char *name, const ch_opts_t *o,
+                      ch_channel_t **out, cr_err_t *err);
+/* Unregisters, wakes blocked callers (they get CR_ECLOSED) and frees queued
+ * messages. Waits for in-process producers of the channel to be closed first
+ * (remote and shared-memory producers then get errors: CR_ENOENT, CR_ECLOSED). */
+void ch_channel_destroy(ch_channel_t *c);
+
+/* Looks a channel of hub h up by name; CR_ENOENT names it when unknown. Borrowed. */
+int ch_channel_find(ch_hub_t *h, const char *name, ch_channel_t **out, cr_err_t *err);
+
+/* Takes the oldest message, waiting up to timeout_ms (0: do not wait, <0: forever).
+ * CR_ETIMEDOUT when none came, CR_ECLOSED when the channel was destroyed. */
+int ch_get(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err);
+
+/* Takes up to max_count messages whose weights sum to at most max_weight (0: no
+ * weight limit; a single heavier message is still returned alone). Waits until the
+ * batch is full by count or weight, or until timeout_ms, then returns what is
+ * there; CR_ETIMEDOUT only when nothing came. *n is the number written to out. */
+int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                 int64_t timeout_ms, size_t *n, cr_err_t *err);
+
+typedef struct ch_stats {
+    uint64_t accepted;   /* messages queued */
+    uint64_t duplicates; /* dropped as already seen (producer, seq) */
+    uint64_t replaced;   /* dropped by latest-wins */
+    uint64_t rejected;   /* refused: too large or malformed */
+    size_t queued;       /* messages waiting now */
+} ch_stats_t;
+
+void ch_channel_stats(ch_channel_t *c, ch_stats_t *out);
+const char *ch_channel_name(const ch_channel_t *c);
+
+/* ---- producer side ---------------------------------------------------------------- */
+
+typedef struct ch_producer_opts {
+    uint64_t id;        /* producer id; 0 picks a random one. Reuse an id (and
+                           next_seq) after a restart to keep deduplication. */
+    uint64_t next_seq;  /* first sequence number, default 1 */
+    size_t window;      /* unacknowledged messages kept for resending (remote routes)
+                           before put blocks; default 64 */
+    size_t max_msg_bytes; /* default 16 MiB */
+} ch_producer_opts_t;
+
+/* Opens channel `name` of the consumer at `to` from hub h, over the route
+ * ch_route_pick(where of h, to) chooses. For local routes the channel must exist
+ * (CR_ENOENT otherwise); remote routes connect in the background and report an
+ * unknown name as an error from ch_put / ch_producer_flush. */
+int ch_producer_open(ch_hub_t *h, const char *name, const ch_where_t *to,
+                     const ch_producer_opts_t *o, ch_producer_t **out, cr_err_t *err);
+/* Opens the replica ch_replica_pick chooses for this hub's node. */
+int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t *replicas,
+                                size_t n, const ch_producer_opts_t *o, ch_producer_t **out,
+                                cr_err_t *err);
+/* Does not wait for acknowledgements: call ch_producer_flush first to be sure. */
+void ch_producer_close(ch_producer_t *p);
+
+/* Copies len bytes and sends them; waits up to timeout_ms (<0: forever) for room
+ * (back-pressure). CR_ETOOBIG for a message over the limit; CR_ENOENT when the
+ * consumer has no such channel; CR_ETIMEDOUT when no room came. Not thread-safe
+ * per producer (one producer = one ordered stream); use one producer per thread. */
+int ch_put(ch_producer_t *p, const void *data, size_t len, double weight,
+           int64_t timeout_ms, cr_err_t *err);
+
+/* Waits until every message put so far is acknowledged by the consumer's channel
+ * (queued there; for a large message read in place from shared memory: freed). */
+int ch_producer_flush(ch_producer_t *p, int64_t timeout_ms, cr_err_t *err);
+
+/* Messages put but not yet acknowledged. */
+size_t ch_producer_unacked(ch_producer_t *p);
+ch_route_kind_t ch_producer_route(const ch_producer_t *p);
+uint64_t ch_producer_id(const ch_producer_t *p);
+/* Times the route was re-established after a break (remote routes). */
+uint64_t ch_producer_reconnects(const ch_producer_t *p);
+
+/* ---- relay (hosted by the controller) --------------------------------------------- */
+
+/* The tunnel relay: corral.v1.Relay/Link, a bidirectional stream every node behind
+ * NAT (and every producer that sends to one) dials out to; the relay forwards frames
+ * between registered endpoints. The controller mounts it on its rpc server with
+ * ch_relay_register (declared in channels/relay.h, which needs common/rpc/rpc.h);
+ * ch_relay_create runs a stand-alone relay on its own port (tests, benches). */
+typedef struct ch_relay ch_relay_t;
+int ch_relay_create(const char *listen, ch_relay_t **out, cr_err_t *err);
+/* The bound "host:port". */
+const char *ch_relay_addr(const ch_relay_t *r);
+void ch_relay_destroy(ch_relay_t *r);
+
+/* ---- weight sync -------------------------------------------------------------------- */
+
+/* One named tensor of a weight blob (bytes are opaque to the data plane). */
+typedef struct ch_tensor {
+    const char *name;
+    const void *data;
+    size_t bytes;
+} ch_tensor_t;
+
+/* A complete version as a subscriber holds it; owned by whoever ch_wsync_sub_take
+ * handed it to; freed with ch_weights_free. */
+typedef struct ch_weights {
+    uint64_t version;
+    size_t n;
+    ch_tensor_t *t; /* names and data owned by this struct */
+} ch_weights_t;
+
+void ch_weights_free(ch_weights_t *w);
+
+typedef struct ch_wsync_opts {
+    size_t chunk_bytes;      /* default 1 MiB */
+    double max_bytes_per_s;  /* cap over all subscribers; 0: no cap */
+    size_t max_inflight;     /* unacknowledged chunks per subscriber; default 4 */
+    int delta;               /* send only tensors changed since the subscriber's
+                                last complete version */
+} ch_wsync_opts_t;
+
+typedef struct ch_wsync_pub ch_wsync_pub_t;
+typedef struct ch_wsync_sub ch_wsync_sub_t;
+
+/* A publisher sending to n subscribers through producers subs[] (borrowed: they must
+ * outlive the publisher; the publisher's thread is their only user). */
+int ch_wsync_pub_create(const ch_wsync_opts_t *o, ch_producer_t **subs, size_t n,
+                        ch_wsync_pub_t **out, cr_err_t *err);
+void ch_wsync_pub_destroy(ch_wsync_pub_t *p);
+
+/* Snapshots the tensors (copied) as `version` (greater than the last) and returns;
+ * a background thread sends it. A version still being sent is abandoned for the
+ * newer one (subscribers keep their last complete version). */
+int ch_wsync_publish(ch_wsync_pub_t *p, uint64_t version, const ch_tensor_t *t, size_t n,
+                     cr_err_t *err);
+/* Waits until every subscriber has been sent (and acknowledged) `version` or newer. */
+int ch_wsync_pub_wait(ch_wsync_pub_t *p, uint64_t version, int64_t timeout_ms,
+                      cr_err_t *err);
+/* Payload bytes sent so far (all subscribers). */
+uint64_t ch_wsync_pub_bytes_sent(ch_wsync_pub_t *p);
+
+/* A subscriber assembling versions from channel c (borrowed; the subscriber's thread
+ * is its only reader). It keeps only the newest complete version. */
+int ch_wsync_sub_create(ch_channel_t *c, ch_wsync_sub_t **out, cr_err_t *err);
+void ch_wsync_sub_destroy(ch_wsync_sub_t *s);
+
+/* At a safe point: when a version newer than `have` is complete, hands it over
+ * (*out, caller frees) and returns 1; returns 0 when there is none. Never blocks. */
+int ch_wsync_sub_take(ch_wsync_sub_t *s, uint64_t have, ch_weights_t **out);
+/* Waits up to timeout_ms until version >= v is complete (then ch_wsync_sub_take). */
+int ch_wsync_sub_wait(ch_wsync_sub_t *s, uint64_t v, int64_t timeout_ms, cr_err_t *err);
+/* Chunks refused as malformed (a bad peer), for tests and logs. */
+uint64_t ch_wsync_sub_rejected(ch_wsync_sub_t *s);
+
+#endif

@@ -1,0 +1,122 @@
+/* internal.h - what the files of channels/ share and no one else sees: the hub's
+ * registry, the one way every route hands a message to a channel, the producer and
+ * its route vtable, and the shared-memory ring. */
+#ifndef CORRAL_CHANNELS_INTERNAL_H
+#define CORRAL_CHANNELS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "channels/channel.h"
+
+#define CH_DEFAULT_CAPACITY 1024
+#define CH_DEFAULT_MAX_MSG (16u << 20)
+#define CH_DEFAULT_WINDOW 64
+#define CH_NAME_MAX 64
+
+/* A message with room for len bytes of data; NULL when out of memory. */
+ch_msg_t *ch_msg_alloc(size_t len);
+/* route_shm.c: frees a message whose data is a view into a shared-memory ring
+ * (its data does not follow the struct), releasing the ring space. */
+void ch_shm_view_free(ch_msg_t *m);
+
+/* Hands m to channel c, the one entry point of every route. Takes m in every case
+ * (frees it when refused or duplicate). Returns 0 when queued, 1 when dropped as a
+ * duplicate (already acknowledged), CR_ETIMEDOUT when no room came before deadline_ns
+ * (0: no wait, -1: forever), CR_ETOOBIG, CR_ECLOSED. */
+int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err);
+/* Whether (producer, seq) was already accepted (acknowledge again, do not queue);
+ * counts it as a duplicate when it was. */
+int ch_channel_seen(ch_channel_t *c, uint64_t producer, uint64_t seq);
+void ch_channel_count_rejected(ch_channel_t *c);
+size_t ch_channel_max_msg(const ch_channel_t *c);
+
+/* Finds a channel and holds it against destruction until ch_channel_release; for
+ * server threads that deliver into it. */
+int ch_channel_acquire(ch_hub_t *h, const char *name, ch_channel_t **out, cr_err_t *err);
+void ch_channel_release(ch_channel_t *c);
+
+/* ---- shared-memory ring (shm_ring.c) ---- */
+
+typedef struct ch_ring ch_ring_t;
+
+/* Consumer side: creates the ring file for (hub id, channel name). */
+int ch_ring_create(uint64_t hub, const char *name, size_t max_msg, ch_ring_t **out,
+                   cr_err_t *err);
+/* Removes ring files left by consumer processes that died without closing them
+ * (SIGKILL); returns how many. */
+int ch_ring_sweep(void);
+/* Producer side: maps an existing ring; CR_ENOENT when there is none. */
+int ch_ring_attach(uint64_t hub, const char *name, ch_ring_t **out, cr_err_t *err);
+/* Writes one record; blocks for room up to deadline_ns (-1 forever). CR_EUNAVAIL
+ * when the consumer process is gone, CR_ECLOSED when it closed the ring. */
+int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight,
+                  const void *data, size_t len, int64_t deadline_ns, uint64_t *end, cr_err_t *err);
+/* A record as the consumer reads it: data points into the ring and stays valid
+ * until the ring is released past end. */
+typedef struct ch_ring_rec {
+    uint64_t producer, seq;
+    double weight;
+    size_t len;
+    const void *data;
+    uint64_t end;
+} ch_ring_rec_t;
+
+/* Consumer: reads the next record, waiting up to deadline_ns. CR_ETIMEDOUT when
+ * nothing came; CR_ECORRUPT when a writer left garbage (it is skipped up to
+ * out->end, which must be released like a record). Records stay in the ring until
+ * released, in order, with ch_ring_release_to, so a full channel (or a consumer
+ * holding messages) keeps back-pressure on the writers. */
+int ch_ring_read(ch_ring_t *r, ch_ring_rec_t *out, int64_t deadline_ns, cr_err_t *err);
+void ch_ring_release_to(ch_ring_t *r, uint64_t end);
+size_t ch_ring_size(const ch_ring_t *r);
+/* The release position: every record that ended at or before it is consumed (the
+ * *end ch_ring_write reported is the producer's acknowledgement mark). */
+uint64_t ch_ring_tail(ch_ring_t *r);
+/* Whether the consumer closed the ring or its process is gone. */
+int ch_ring_closed(ch_ring_t *r);
+/* Consumer: marks closed, unlinks the file, wakes writers. */
+void ch_ring_close(ch_ring_t *r);
+void ch_ring_destroy(ch_ring_t *r);
+size_t ch_ring_max_msg(const ch_ring_t *r);
+/* Test hooks: take the writers' lock and keep it (a writer about to die), and
+ * append n bytes that are not a record (a writer that ignores the format). */
+void ch_ring_test_lock(ch_ring_t *r);
+int ch_ring_test_garbage(ch_ring_t *r, size_t n, cr_err_t *err);
+
+/* ---- producers and their routes ---- */
+
+typedef struct ch_route_ops {
+    /* Sends one message; the producer already assigned seq. */
+    int (*put)(ch_producer_t *p, uint64_t seq, const void *data, size_t len, double weight,
+               int64_t deadline_ns, cr_err_t *err);
+    /* Waits until everything put is acknowledged. */
+    int (*flush)(ch_producer_t *p, int64_t deadline_ns, cr_err_t *err);
+    size_t (*unacked)(ch_producer_t *p);
+    void (*close)(ch_producer_t *p);
+} ch_route_ops_t;
+
+struct ch_producer {
+    ch_hub_t *hub;
+    char name[CH_NAME_MAX];
+    ch_route_kind_t kind;
+    const ch_route_ops_t *ops;
+    uint64_t id;
+    uint64_t next_seq;
+    size_t window;
+    size_t max_msg;
+    _Atomic uint64_t reconnects;
+    void *route; /* the route's own state */
+};
+
+int ch_route_inproc_open(ch_producer_t *p, cr_err_t *err);
+int ch_route_shm_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
+int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
+
+/* Hub internals the routes need. */
+const char *ch_hub_node(const ch_hub_t *h);
+const char *ch_hub_relay(const ch_hub_t *h);
+int64_t ch_hub_reconnect_ms(const ch_hub_t *h);
+int ch_hub_shm(const ch_hub_t *h);
+
+#endif

@@ -1,0 +1,90 @@
+/* producer.c - the producer side of a channel: asks the router for a route, numbers
+ * messages (producer id, seq) and checks them before the route sees them. The route
+ * behind p->ops does the sending; callers never branch on which route it is. */
+#include "channels/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/id.h"
+#include "common/time.h"
+
+static int64_t deadline_of(int64_t timeout_ms)
+{
+    if (timeout_ms < 0) return -1;
+    return cr_now_ns() + timeout_ms * CR_NS_PER_MS;
+}
+
+int ch_producer_open(ch_hub_t *h, const char *name, const ch_where_t *to,
+                     const ch_producer_opts_t *o, ch_producer_t **out, cr_err_t *err)
+{
+    *out = NULL;
+    if (!h || !name || !to || !to->node)
+        return cr_err_set(err, CR_EINVAL, "producer: hub, channel name and consumer node are required");
+    if (!cr_name_valid(name)) return cr_err_set(err, CR_EINVAL, "channel name \"%s\" is not valid", name);
+    ch_producer_t *p = calloc(1, sizeof *p);
+    if (!p) return cr_err_set(err, CR_ENOMEM, "producer %s: out of memory", name);
+    p->hub = h;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->id = o && o->id ? o->id : cr_id_new();
+    p->next_seq = o && o->next_seq ? o->next_seq : 1;
+    p->window = o && o->window ? o->window : CH_DEFAULT_WINDOW;
+    p->max_msg = o && o->max_msg_bytes ? o->max_msg_bytes : CH_DEFAULT_MAX_MSG;
+    ch_where_t from;
+    ch_hub_where(h, &from);
+    p->kind = ch_route_pick(&from, to);
+    int rc;
+    switch (p->kind) {
+    case CH_ROUTE_INPROC: rc = ch_route_inproc_open(p, err); break;
+    case CH_ROUTE_SHM: rc = ch_route_shm_open(p, to, err); break;
+    default: rc = ch_route_remote_open(p, to, err); break;
+    }
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t *replicas,
+                                size_t n, const ch_producer_opts_t *o, ch_producer_t **out,
+                                cr_err_t *err)
+{
+    int i = ch_replica_pick(replicas, n, ch_hub_node(h));
+    if (i < 0) {
+        *out = NULL;
+        return cr_err_set(err, CR_EINVAL, "channel %s has no replica", name);
+    }
+    return ch_producer_open(h, name, &replicas[i], o, out, err);
+}
+
+void ch_producer_close(ch_producer_t *p)
+{
+    if (!p) return;
+    p->ops->close(p);
+    free(p);
+}
+
+int ch_put(ch_producer_t *p, const void *data, size_t len, double weight, int64_t timeout_ms,
+           cr_err_t *err)
+{
+    if (len > p->max_msg)
+        return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
+                          p->name, len, p->max_msg);
+    if (len && !data) return cr_err_set(err, CR_EINVAL, "channel %s: NULL data", p->name);
+    int rc = p->ops->put(p, p->next_seq, data, len, weight, deadline_of(timeout_ms), err);
+    if (rc == 0) p->next_seq++;
+    return rc;
+}
+
+int ch_producer_flush(ch_producer_t *p, int64_t timeout_ms, cr_err_t *err)
+{
+    return p->ops->flush(p, deadline_of(timeout_ms), err);
+}
+
+size_t ch_producer_unacked(ch_producer_t *p) { return p->ops->unacked(p); }
+ch_route_kind_t ch_producer_route(const ch_producer_t *p) { return p->kind; }
+uint64_t ch_producer_id(const ch_producer_t *p) { return p->id; }
+uint64_t ch_producer_reconnects(const ch_producer_t *p) { return atomic_load(&((ch_producer_t *)p)->reconnects); }

@@ -1,0 +1,20 @@
+/* relay.h - mounting the tunnel relay on an rpc server that hosts other services
+ * (the controller's). The rest of the relay's API is in channels/channel.h.
+ *
+ * The controller does, before rpc_server_create:
+ *     ch_relay_t *relay;
+ *     ch_relay_create(NULL, &relay, err);          // no server of its own
+ *     ch_relay_method(relay, &methods[n_methods++]); // one more row in its table
+ * and after rpc_server_destroy: ch_relay_destroy(relay). */
+#ifndef CORRAL_CHANNELS_RELAY_H
+#define CORRAL_CHANNELS_RELAY_H
+
+#include "channels/channel.h"
+#include "common/rpc/rpc.h"
+
+/* Fills one method-table row for "/corral.v1.Relay/Link" (bidirectional, handlers
+ * on the pool: a forward may wait up to 5 s for a slow receiver). The relay must
+ * outlive the server the row is given to. */
+void ch_relay_method(ch_relay_t *r, rpc_method_t *out);
+
+#endif

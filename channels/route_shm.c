@@ -1,0 +1,301 @@
+/* route_shm.c - the shared-memory route between processes of one node.
+ *
+ * Consumer side: each channel of a hub with shm on owns a ring in /dev/shm and a
+ * drain thread that moves records from the ring into the channel's queue: small
+ * ones as copies, large ones (>= 64 KiB) as views into the ring that the consumer
+ * reads in place, so a 1 MiB message is copied once (by the producer) end to end.
+ * A record is released from the ring only once the queue took its copy, or once
+ * the consumer freed its view; so a full queue fills the ring and the writers
+ * block: back-pressure crosses the process boundary.
+ * Producer side: a message is written into the ring; it counts as acknowledged when
+ * the ring's release position passes its end. */
+#include "channels/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/time.h"
+
+/* Messages of at least this size are handed to the consumer as views into the
+ * ring (no copy); smaller ones are copied, which costs less than the book-keeping. */
+#define VIEW_MIN (64u << 10)
+
+typedef struct pend_rec {
+    uint64_t end;  /* ring position just past the record */
+    int freed;     /* copied out, or its view freed */
+} pend_rec_t;
+
+/* Consumer state of one channel's ring. The ring is released in record order, so
+ * `pend` lists the records read and not yet released; the tail advances over the
+ * freed prefix. refs: 1 for the channel, 1 per view a caller holds; the last one
+ * unmaps the ring (views may outlive the channel). */
+typedef struct shm_export {
+    ch_channel_t *c;
+    ch_ring_t *ring;
+    pthread_t thread;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    pend_rec_t *pend;
+    size_t first, n, cap;
+    size_t view_bytes;
+    int refs;
+} shm_export_t;
+
+typedef struct shm_view {
+    ch_msg_t m;
+    shm_export_t *x;
+    uint64_t end;
+} shm_view_t;
+
+void *ch_shm_export_start(ch_hub_t *h, ch_channel_t *c, cr_err_t *err);
+void ch_shm_export_stop(void *x);
+
+static void export_free(shm_export_t *x)
+{
+    ch_ring_destroy(x->ring);
+    pthread_mutex_destroy(&x->mu);
+    free(x->pend);
+    free(x);
+}
+
+/* Under x->mu: remembers a record read; -1 when out of memory. */
+static int pend_add(shm_export_t *x, uint64_t end, int freed)
+{
+    if (x->n == x->cap) {
+        size_t ncap = x->cap ? 2 * x->cap : 64;
+        pend_rec_t *p = malloc(ncap * sizeof *p);
+        if (!p) return -1;
+        for (size_t i = 0; i < x->n; i++) p[i] = x->pend[(x->first + i) % x->cap];
+        free(x->pend);
+        x->pend = p;
+        x->first = 0;
+        x->cap = ncap;
+    }
+    x->pend[(x->first + x->n) % x->cap] = (pend_rec_t){end, freed};
+    x->n++;
+    return 0;
+}
+
+/* Under x->mu: marks the record ending at end freed and releases the freed prefix. */
+static void pend_free(shm_export_t *x, uint64_t end)
+{
+    for (size_t i = 0; i < x->n; i++) {
+        pend_rec_t *p = &x->pend[(x->first + i) % x->cap];
+        if (p->end == end) {
+            p->freed = 1;
+            break;
+        }
+    }
+    uint64_t tail = 0;
+    while (x->n && x->pend[x->first].freed) {
+        tail = x->pend[x->first].end;
+        x->first = (x->first + 1) % x->cap;
+        x->n--;
+    }
+    if (tail) ch_ring_release_to(x->ring, tail);
+}
+
+void ch_shm_view_free(ch_msg_t *m)
+{
+    shm_view_t *v = (shm_view_t *)m;
+    shm_export_t *x = v->x;
+    pthread_mutex_lock(&x->mu);
+    pend_free(x, v->end);
+    x->view_bytes -= m->len;
+    int last = --x->refs == 0;
+    pthread_mutex_unlock(&x->mu);
+    free(v);
+    if (last) export_free(x);
+}
+
+/* The record as a message: a view into the ring when it is large and the ring has
+ * room to spare, else a copy. NULL when out of memory. */
+static ch_msg_t *take_record(shm_export_t *x, const ch_ring_rec_t *r)
+{
+    ch_msg_t *m = NULL;
+    pthread_mutex_lock(&x->mu);
+    int view = r->len >= VIEW_MIN && x->view_bytes + r->len <= ch_ring_size(x->ring) / 4;
+    if (pend_add(x, r->end, 0) == 0) {
+        if (view) {
+            shm_view_t *v = malloc(sizeof *v);
+            if (v) {
+                v->x = x;
+                v->end = r->end;
+                m = &v->m;
+                m->data = (void *)r->data;
+                x->view_bytes += r->len;
+                x->refs++;
+            }
+        } else {
+            m = ch_msg_alloc(r->len);
+            if (m) memcpy(m->data, r->data, r->len);
+        }
+    }
+    pthread_mutex_unlock(&x->mu);
+    if (!m) return NULL;
+    m->producer = r->producer;
+    m->seq = r->seq;
+    m->weight = r->weight;
+    m->len = r->len;
+    return m;
+}
+
+static void *drain_main(void *arg)
+{
+    shm_export_t *x = arg;
+    while (!atomic_load(&x->stop)) {
+        ch_ring_rec_t r;
+        cr_err_t e = {0};
+        int rc = ch_ring_read(x->ring, &r, cr_now_ns() + 100 * CR_NS_PER_MS, &e);
+        if (rc == CR_ETIMEDOUT) continue;
+        if (rc == CR_ECORRUPT) {
+            CR_ERROR("channels", "channel %s: %s", ch_channel_name(x->c), e.msg);
+            ch_channel_count_rejected(x->c);
+            pthread_mutex_lock(&x->mu);
+            if (pend_add(x, r.end, 0) == 0) pend_free(x, r.end);
+            pthread_mutex_unlock(&x->mu);
+            continue;
+        }
+        ch_msg_t *m = rc ? NULL : take_record(x, &r);
+        if (!m) {
+            CR_ERROR("channels", "channel %s: out of memory reading the shm ring", ch_channel_name(x->c));
+            cr_sleep_ns(10 * CR_NS_PER_MS); /* the record stays: retried */
+            continue;
+        }
+        int is_view = m->data != (void *)(m + 1);
+        rc = ch_channel_push(x->c, m, -1, &e); /* a view is released when freed */
+        if (rc < 0 && rc != CR_ECLOSED)
+            CR_ERROR("channels", "channel %s: shm message refused: %s", ch_channel_name(x->c), e.msg);
+        if (!is_view) { /* a copy: acknowledged now that the queue took it */
+            pthread_mutex_lock(&x->mu);
+            pend_free(x, r.end);
+            pthread_mutex_unlock(&x->mu);
+        }
+        if (rc == CR_ECLOSED) break;
+    }
+    return NULL;
+}
+
+void *ch_shm_export_start(ch_hub_t *h, ch_channel_t *c, cr_err_t *err)
+{
+    shm_export_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", ch_channel_name(c));
+        return NULL;
+    }
+    x->c = c;
+    x->refs = 1;
+    pthread_mutex_init(&x->mu, NULL);
+    if (ch_ring_create(ch_hub_id(h), ch_channel_name(c), ch_channel_max_msg(c), &x->ring, err) != 0) {
+        pthread_mutex_destroy(&x->mu);
+        free(x);
+        return NULL;
+    }
+    if (pthread_create(&x->thread, NULL, drain_main, x) != 0) {
+        ch_ring_close(x->ring);
+        export_free(x);
+        cr_err_set(err, CR_EIO, "channel %s: cannot start the shm drain thread", ch_channel_name(c));
+        return NULL;
+    }
+    return x;
+}
+
+void ch_shm_export_stop(void *p)
+{
+    shm_export_t *x = p;
+    ch_ring_close(x->ring);
+    atomic_store(&x->stop, 1);
+    pthread_join(x->thread, NULL);
+    pthread_mutex_lock(&x->mu);
+    int last = --x->refs == 0;
+    pthread_mutex_unlock(&x->mu);
+    if (last) export_free(x);
+}
+
+/* ---- producer side ---- */
+
+typedef struct shm_route {
+    ch_ring_t *ring;
+    uint64_t *ends; /* end marks of the last `window` writes, oldest first */
+    size_t n, first;
+    uint64_t last_end;
+} shm_route_t;
+
+/* Forgets writes the consumer has released. */
+static void prune(ch_producer_t *p, shm_route_t *s)
+{
+    uint64_t tail = ch_ring_tail(s->ring);
+    while (s->n && s->ends[s->first] <= tail) {
+        s->first = (s->first + 1) % p->window;
+        s->n--;
+    }
+}
+
+static int shm_put(ch_producer_t *p, uint64_t seq, const void *data, size_t len, double weight,
+                   int64_t deadline_ns, cr_err_t *err)
+{
+    shm_route_t *s = p->route;
+    uint64_t end;
+    int rc = ch_ring_write(s->ring, p->id, seq, weight, data, len, deadline_ns, &end, err);
+    if (rc) return cr_err_wrap(err, "channel %s", p->name);
+    prune(p, s);
+    if (s->n == p->window) { /* keep the newest marks; the oldest matter least */
+        s->first = (s->first + 1) % p->window;
+        s->n--;
+    }
+    s->ends[(s->first + s->n) % p->window] = end;
+    s->n++;
+    s->last_end = end;
+    return 0;
+}
+
+static int shm_flush(ch_producer_t *p, int64_t deadline_ns, cr_err_t *err)
+{
+    shm_route_t *s = p->route;
+    while (ch_ring_tail(s->ring) < s->last_end) {
+        if (ch_ring_closed(s->ring))
+            return cr_err_set(err, CR_EUNAVAIL, "channel %s: the consumer closed or died", p->name);
+        if (deadline_ns >= 0 && cr_now_ns() >= deadline_ns)
+            return cr_err_set(err, CR_ETIMEDOUT, "channel %s: not all messages consumed", p->name);
+        cr_sleep_ns(200 * CR_NS_PER_US);
+    }
+    return 0;
+}
+
+static size_t shm_unacked(ch_producer_t *p)
+{
+    shm_route_t *s = p->route;
+    prune(p, s);
+    return s->n;
+}
+
+static void shm_close(ch_producer_t *p)
+{
+    shm_route_t *s = p->route;
+    ch_ring_destroy(s->ring);
+    free(s->ends);
+    free(s);
+}
+
+static const ch_route_ops_t shm_ops = {shm_put, shm_flush, shm_unacked, shm_close};
+
+int ch_route_shm_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err)
+{
+    shm_route_t *s = calloc(1, sizeof *s);
+    if (s) s->ends = calloc(p->window, sizeof *s->ends);
+    if (!s || !s->ends) {
+        if (s) free(s);
+        return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", p->name);
+    }
+    int rc = ch_ring_attach(to->process, p->name, &s->ring, err);
+    if (rc) {
+        free(s->ends);
+        free(s);
+        return rc;
+    }
+    if (ch_ring_max_msg(s->ring) < p->max_msg) p->max_msg = ch_ring_max_msg(s->ring);
+    p->route = s;
+    p->ops = &shm_ops;
+    return 0;
+}

@@ -1,0 +1,162 @@
+/* ch_netns_node.c - one node of the channels network test (channels_netns.sh), run
+ * inside a network namespace:
+ *   ch_netns_node relay ADDR
+ *       a stand-alone relay (the controller's role) until SIGTERM;
+ *   ch_netns_node consume NODE RELAY CHANNEL COUNT IDFILE
+ *       a hub behind NAT (dials the relay, listens nowhere) with one channel; writes
+ *       its hub id to IDFILE, then reads until it holds COUNT messages from each of
+ *       the producers it sees, checking every producer's messages arrive in order,
+ *       each exactly once; exits 0 when all is well;
+ *   ch_netns_node produce NODE RELAY CHANNEL CNODE CID COUNT RATE
+ *       puts COUNT messages of 4 KiB at RATE per second to CHANNEL of the hub CID on
+ *       node CNODE (which accepts no inbound connection, so the route is the tunnel),
+ *       then waits for every acknowledgement. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "channels/channel.h"
+#include "common/id.h"
+#include "common/log.h"
+#include "common/time.h"
+
+#define MSG_BYTES 4096
+#define MAX_PRODUCERS 8
+
+static int run_relay(const char *addr)
+{
+    /* Blocked before any thread starts, so only sigwait below sees them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    cr_err_t e = {0};
+    ch_relay_t *r;
+    if (ch_relay_create(addr, &r, &e)) {
+        fprintf(stderr, "relay: %s\n", e.msg);
+        return 1;
+    }
+    fprintf(stderr, "relay: serving on %s\n", ch_relay_addr(r));
+    int sig;
+    sigwait(&set, &sig);
+    ch_relay_destroy(r);
+    return 0;
+}
+
+static int run_consume(const char *node, const char *relay, const char *name, int count, const char *idfile)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho = {.node = node, .shm = -1, .relay = relay, .reconnect_ms = 100};
+    ch_hub_t *h;
+    ch_channel_t *c;
+    ch_opts_t co = {.capacity = 4096};
+    if (ch_hub_create(&ho, &h, &e) || ch_channel_create(h, name, &co, &c, &e)) {
+        fprintf(stderr, "consume: %s\n", e.msg);
+        return 1;
+    }
+    FILE *f = fopen(idfile, "w");
+    if (!f) return 1;
+    char hex[CR_ID_HEX_LEN + 1];
+    cr_id_format(ch_hub_id(h), hex);
+    fprintf(f, "%s\n", hex);
+    fclose(f);
+    uint64_t ids[MAX_PRODUCERS] = {0};
+    int64_t got[MAX_PRODUCERS] = {0};
+    int nprod = 0, bad = 0, done = 0;
+    int64_t deadline = cr_now_ns() + 120 * CR_NS_PER_S;
+    while (!done && cr_now_ns() < deadline) {
+        ch_msg_t *m;
+        if (ch_get(c, &m, 1000, &e)) continue;
+        int k = 0;
+        while (k < nprod && ids[k] != m->producer) k++;
+        if (k == nprod) {
+            if (nprod == MAX_PRODUCERS) return 2;
+            ids[nprod++] = m->producer;
+        }
+        int64_t v;
+        memcpy(&v, m->data, sizeof v);
+        if (m->len != MSG_BYTES || v != got[k] || m->seq != (uint64_t)v + 1) {
+            fprintf(stderr, "consume: producer %d: got message %lld (seq %llu), expected %lld\n", k,
+                    (long long)v, (unsigned long long)m->seq, (long long)got[k]);
+            bad++;
+        } else {
+            got[k]++;
+        }
+        ch_msg_free(m);
+        done = nprod >= 2;
+        for (int i = 0; i < nprod; i++) done &= got[i] == count;
+    }
+    ch_stats_t st;
+    ch_channel_stats(c, &st);
+    /* A late resend may still arrive: let it, so duplicates are counted. */
+    cr_sleep_ns(500 * CR_NS_PER_MS);
+    ch_channel_stats(c, &st);
+    printf("consume: producers=%d", nprod);
+    for (int i = 0; i < nprod; i++) printf(" got[%d]=%lld", i, (long long)got[i]);
+    printf(" accepted=%llu duplicates_dropped=%llu out_of_order=%d extra_queued=%zu\n",
+           (unsigned long long)st.accepted, (unsigned long long)st.duplicates, bad, st.queued);
+    int ok = done && bad == 0 && st.queued == 0 && st.accepted == (uint64_t)count * (uint64_t)nprod;
+    ch_channel_destroy(c);
+    ch_hub_destroy(h);
+    return ok ? 0 : 3;
+}
+
+static int run_produce(const char *node, const char *relay, const char *name, const char *cnode,
+                       const char *cid, int count, int rate)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho = {.node = node, .shm = -1, .relay = relay, .reconnect_ms = 100};
+    ch_hub_t *h;
+    uint64_t id;
+    if (cr_id_parse(cid, &id) || ch_hub_create(&ho, &h, &e)) {
+        fprintf(stderr, "produce: bad hub id or %s\n", e.msg);
+        return 1;
+    }
+    ch_where_t to = {.node = cnode, .process = id, .addr = "", .inbound = 0};
+    ch_producer_opts_t po = {.window = 256};
+    ch_producer_t *p;
+    if (ch_producer_open(h, name, &to, &po, &p, &e)) {
+        fprintf(stderr, "produce: %s\n", e.msg);
+        return 1;
+    }
+    if (ch_producer_route(p) != CH_ROUTE_TUNNEL) {
+        fprintf(stderr, "produce: route is %s, expected tunnel\n", ch_route_name(ch_producer_route(p)));
+        return 1;
+    }
+    static char buf[MSG_BYTES];
+    int64_t t0 = cr_now_ns();
+    for (int64_t i = 0; i < count; i++) {
+        cr_sleep_until_ns(t0 + i * CR_NS_PER_S / rate);
+        memcpy(buf, &i, sizeof i);
+        /* During a cut the window fills and put waits: keep waiting, never drop. */
+        int rc;
+        while ((rc = ch_put(p, buf, sizeof buf, 1, 1000, &e)) == CR_ETIMEDOUT) {}
+        if (rc) {
+            fprintf(stderr, "produce: put %lld: %s\n", (long long)i, e.msg);
+            return 1;
+        }
+    }
+    int rc = ch_producer_flush(p, 90000, &e);
+    printf("produce %s: %d messages, reconnects=%llu, flush=%s\n", node, count,
+           (unsigned long long)ch_producer_reconnects(p), rc ? e.msg : "ok");
+    ch_producer_close(p);
+    ch_hub_destroy(h);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc == 3 && strcmp(argv[1], "relay") == 0) return run_relay(argv[2]);
+    if (argc == 7 && strcmp(argv[1], "consume") == 0)
+        return run_consume(argv[2], argv[3], argv[4], atoi(argv[5]), argv[6]);
+    if (argc == 9 && strcmp(argv[1], "produce") == 0)
+        return run_produce(argv[2], argv[3], argv[4], argv[5], argv[6], atoi(argv[7]), atoi(argv[8]));
+    fprintf(stderr, "usage: ch_netns_node relay ADDR | consume NODE RELAY CHANNEL COUNT IDFILE |"
+                    " produce NODE RELAY CHANNEL CNODE CID COUNT RATE\n");
+    return 1;
+}
