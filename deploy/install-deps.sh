@@ -10,12 +10,8 @@ libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compi
 libsqlite3-dev sqlite3 libssl-dev openssl libyaml-dev libcunit1-dev libopenblas-dev
 libmujoco-dev libegl-dev libegl-mesa0 libgl1-mesa-dri libosmesa6-dev
 libmicrohttpd-dev libcjson-dev
-<<<<<<< HEAD
-clang libclang-rt-14-dev iproute2 python3
+clang libclang-rt-14-dev iproute2 iptables python3
 python3-torch"
-=======
-clang libclang-rt-14-dev iproute2 iptables python3"
->>>>>>> channels
 
 missing=""
 for p in $PKGS; do
