@@ -1,0 +1,83 @@
+/* worker.h - the worker processes an experiment is made of (`corral worker --role
+ * learner|env|actor`), started by an agent's supervisor, one process per role
+ * instance.
+ *
+ * learner  hosts the experiment's replay buffer (DIR/buffer.db) and the learning
+ *          algorithm together, as the buffer lives on the learner's node. It creates
+ *          the channel "transitions" in its hub and writes where it can be reached
+ *          to DIR/learner.where; it stores every transition it receives in the
+ *          buffer and acknowledges it to its env worker only after the commit; it
+ *          trains at the configured update-to-data ratio through the buffer's rate
+ *          limiter; it publishes policy weights by version (weight sync); it writes
+ *          checkpoints (DIR/checkpoints/ckpt-<updates>/) and resumes from the newest
+ *          complete one with its counters continuing.
+ * env      (and `actor`, the same process: env and policy share a node and no
+ *          observation is copied) opens one robot through the HAL, runs the newest
+ *          policy it holds at the robot's control rate, tags every transition with
+ *          that policy's version, and sends transitions at least once: what the
+ *          learner has not acknowledged is kept and sent again to a restarted
+ *          learner. It takes new weights at episode boundaries, pauses while its
+ *          policy lags the learner's by more than algorithm.max_staleness versions,
+ *          and runs deterministic evaluation episodes whose success rate it reports.
+ *
+ * Both read the experiment spec (YAML plus --set overrides; the worker's settings
+ * table is in worker_spec.c) and write progress to DIR/status/<role>[-<index>].json,
+ * replaced atomically about twice a second (the agent forwards it). Exit status: 0
+ * when the experiment is done or on SIGTERM / SIGINT (after a final checkpoint and
+ * status), 1 on bad input (spec, flags), 3 on a runtime failure (the supervisor
+ * restarts the worker). */
+#ifndef CORRAL_AGENTS_WORKER_H
+#define CORRAL_AGENTS_WORKER_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef enum agent_worker_role {
+    AGENT_WORKER_LEARNER = 0, /* learner and buffer */
+    AGENT_WORKER_ENV,         /* env and actor */
+} agent_worker_role_t;
+
+#define AGENT_WORKER_MAX_SETS 64
+#define AGENT_WORKER_MAX_ROBOT_OPTS 32
+
+/* Everything a worker is started with; strings are borrowed for the run. */
+typedef struct agent_worker_opts {
+    agent_worker_role_t role;
+    const char *spec_path;          /* experiment YAML (required) */
+    const char *const *sets;        /* "a.b=value" overrides of the spec */
+    size_t n_sets;
+    const char *dir;                /* experiment directory on this node (required) */
+    const char *node;               /* this node's name (default "local") */
+    int index;                      /* env: which env worker of the experiment (>= 0) */
+    /* learner: direct-route listen address ("0.0.0.0:0"), NULL for one node only. */
+    const char *listen;
+    const char *advertise;
+    /* env: where the learner is: NULL reads DIR/learner.where (one node, or a shared
+     * experiment directory); "NODE@HOST:PORT" dials a learner on another node. */
+    const char *learner;
+    /* env: the robot, as the agent knows it: name, driver, model, options. */
+    const char *robot_name;
+    const char *robot_driver;
+    const char *robot_model;
+    const char *const *robot_opts;  /* "key=value" */
+    size_t n_robot_opts;
+    /* Tuning with defaults (0: default). */
+    int64_t publish_every;          /* learner: updates between weight versions (100) */
+    int64_t max_unacked;            /* env: transitions kept unacknowledged before the
+                                       env pauses (4096) */
+    int64_t status_ms;              /* status file period (500) */
+} agent_worker_opts_t;
+
+/* "learner" | "env" | "actor" ("actor" runs the env role: env and actor in one
+ * process); CR_EINVAL otherwise. */
+int agent_worker_role_parse(const char *s, agent_worker_role_t *out);
+
+/* Runs the role until the experiment is done, *stop becomes non-zero (a signal
+ * handler sets it), or a failure. Returns 0, CR_EINVAL for bad input (the message
+ * names the file, flag or field) or another negative code for a runtime failure. */
+int agent_worker_run(const agent_worker_opts_t *o, volatile sig_atomic_t *stop, cr_err_t *err);
+
+#endif
