@@ -49,16 +49,22 @@ typedef struct agent_worker_opts {
     const char *spec_path;          /* experiment YAML (required) */
     const char *const *sets;        /* "a.b=value" overrides of the spec */
     size_t n_sets;
-    const char *dir;                /* experiment directory on this node (required) */
+    const char *dir;                /* experiment directory on this node; default
+                                       STATE_DIR/experiments/EXPERIMENT */
+    const char *experiment;         /* the experiment's name (as the agent knows it) */
+    const char *state_dir;          /* the agent's state directory */
+    int64_t generation;             /* the experiment's run number (reported) */
     const char *node;               /* this node's name (default "local") */
     int index;                      /* env: which env worker of the experiment (>= 0) */
     /* learner: direct-route listen address ("0.0.0.0:0"), NULL for one node only. */
     const char *listen;
     const char *advertise;
-    /* env: where the learner is: NULL reads DIR/learner.where (one node, or a shared
-     * experiment directory); "NODE@HOST:PORT" dials a learner on another node. */
+    /* env: where the learner is: DIR/learner.where when it exists (one node, or a
+     * shared experiment directory), else this: "NODE@HOST:PORT" or "HOST:PORT" (a
+     * learner on another node). learner: listen there when --listen is not given. */
     const char *learner;
-    /* env: the robot, as the agent knows it: name, driver, model, options. */
+    /* env: the robot, as the agent knows it: name, driver, model (driver and model
+     * default to the spec's robots.driver and robots.model), options. */
     const char *robot_name;
     const char *robot_driver;
     const char *robot_model;
@@ -69,10 +75,21 @@ typedef struct agent_worker_opts {
     int64_t max_unacked;            /* env: transitions kept unacknowledged before the
                                        env pauses (4096) */
     int64_t status_ms;              /* status file period (500) */
+    /* Synchronous collection and training (for comparison; off by default): the
+     * learner trains only on data already collected (algorithm.utd updates per env
+     * step) and publishes when caught up; an env starts its next episode only after
+     * the learner has trained on everything it sent and published new weights. */
+    int sync;
+    /* learner: no update-to-data cap (the learner trains as fast as it can on what
+     * the buffer holds; for comparisons). */
+    int no_rate_limit;
+    int threads;                    /* BLAS threads (default 1: small matrices, and
+                                       threads fight on a shared CPU) */
 } agent_worker_opts_t;
 
 /* "learner" | "env" | "actor" ("actor" runs the env role: env and actor in one
- * process); CR_EINVAL otherwise. */
+ * process); CR_ENOTSUP for "buffer" (it runs inside the learner), CR_EINVAL
+ * otherwise. */
 int agent_worker_role_parse(const char *s, agent_worker_role_t *out);
 
 /* Runs the role until the experiment is done, *stop becomes non-zero (a signal

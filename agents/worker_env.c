@@ -71,8 +71,9 @@ typedef struct env {
     ch_channel_t *ctl, *weights;
     ch_wsync_sub_t *sub;
     ch_producer_t *tx;
-    wk_where_t learner;
-    int fixed_learner;            /* --learner NODE@ADDR: no where file */
+    wk_where_t learner;           /* the learner connected to */
+    wk_where_t flag_learner;      /* --learner, used when there is no learner.where */
+    int fixed_learner;
     uint64_t learner_gen;         /* hub id of the learner the ACKs come from */
     int64_t where_checked_ns;
     /* delivery */
@@ -80,7 +81,8 @@ typedef struct env {
     pend_t *q;
     size_t head, n, cap, sent;
     /* what the learner says */
-    int64_t learner_version, learner_updates;
+    int64_t learner_version, learner_updates, learner_steps;
+    int64_t sync_want;            /* --sync: updates the last barrier waited for */
     int done, refused;
     /* progress */
     int64_t steps, episodes, reconnects, paused_ns, started_ns;
@@ -187,13 +189,16 @@ static void check_learner(env_t *E, int force)
     if (!force && E->tx && now - E->where_checked_ns < WHERE_POLL_NS) return;
     if (!force && !E->tx && now - E->where_checked_ns < WHERE_POLL_NS / 3) return;
     E->where_checked_ns = now;
-    if (E->fixed_learner) {
-        if (!E->tx) connect_learner(E);
-        return;
-    }
     wk_where_t w;
     cr_err_t e = {0};
-    if (wk_where_read(E->o->dir, &w, &e) != 0) return;
+    if (wk_where_read(E->o->dir, &w, &e) != 0) {
+        if (!E->fixed_learner) return;
+        if (!E->tx) { /* no location file: the learner named by the flag */
+            E->learner = E->flag_learner;
+            connect_learner(E);
+        }
+        return;
+    }
     if (E->tx && w.process == E->learner.process) return;
     E->learner = w;
     connect_learner(E);
@@ -246,6 +251,7 @@ static void poll_ctl(env_t *E, int64_t timeout_ms)
         pend_ack(E, a.acked);
         if (a.version > E->learner_version || a.learner == E->learner_gen) E->learner_version = a.version;
         E->learner_updates = a.updates;
+        E->learner_steps = a.env_steps;
         if (a.stop == 1) E->done = 1;
         if (a.stop == 3) E->sent = 0;
     }
@@ -260,13 +266,13 @@ static void write_status(env_t *E, const char *state)
     double secs = (double)(cr_now_ns() - E->started_ns) / 1e9;
     char text[1200], path[4200];
     snprintf(text, sizeof text,
-             "{\"role\":\"env\",\"state\":\"%s\",\"index\":%d,\"pid\":%d,\"robot\":\"%s\",\"producer\":%" PRIu64
+             "{\"role\":\"env\",\"state\":\"%s\",\"index\":%d,\"pid\":%d,\"generation\":%lld,\"robot\":\"%s\",\"producer\":%" PRIu64
              ",\"acked\":%" PRIu64 ",\"last_seq\":%" PRIu64 ",\"unacked\":%zu,\"env_steps\":%" PRId64
              ",\"episodes\":%" PRId64 ",\"success_rate\":%.4f,\"policy_version\":%" PRId64
              ",\"learner_version\":%" PRId64 ",\"learner_updates\":%" PRId64 ",\"eval_round\":%" PRIu64
              ",\"eval_success_rate\":%.4f,\"steps_per_s\":%.1f,\"paused_s\":%.2f,\"reconnects\":%" PRId64
              ",\"time_ns\":%" PRId64 "}\n",
-             state, E->o->index, (int)getpid(), E->desc ? E->desc->name : "", E->producer, E->acked,
+             state, E->o->index, (int)getpid(), (long long)E->o->generation, E->desc ? E->desc->name : "", E->producer, E->acked,
              E->next_seq - 1, E->n, E->steps, E->episodes, E->n_recent ? (double)ok / E->n_recent : 0,
              E->version, E->learner_version, E->learner_updates, E->eval_round, E->eval_rate,
              secs > 0 ? (double)E->steps / secs : 0, (double)E->paused_ns / 1e9, E->reconnects, cr_wall_ns());
@@ -550,6 +556,32 @@ static int evaluate(env_t *E, uint64_t round, cr_err_t *err)
     return 0;
 }
 
+/* Synchronous mode: wait until everything sent is committed, the learner has
+ * trained on it (utd updates per env step past the warm-up) and weights of that
+ * training arrived. */
+static void sync_barrier(env_t *E)
+{
+    const wk_algorithm_t *a = &E->s->algorithm;
+    int64_t t0 = cr_now_ns();
+    for (;;) {
+        if (*E->stop || E->done || E->refused) break;
+        int64_t want = (int64_t)(a->utd * (double)(E->learner_steps - a->warmup_steps));
+        if (E->n == 0 && E->learner_steps >= a->warmup_steps && E->learner_updates >= want) {
+            if (want <= E->sync_want) break; /* no new training since the last round */
+            if (E->learner_version > E->version) { /* published after that training */
+                cr_err_t e = {0};
+                if (ch_wsync_sub_wait(E->sub, (uint64_t)E->learner_version, 20, &e) == 0) {
+                    E->sync_want = want;
+                    break;
+                }
+            }
+        }
+        if (E->n == 0 && E->learner_steps < a->warmup_steps) break; /* warm-up: collect on */
+        service(E, 5);
+    }
+    E->paused_ns += cr_now_ns() - t0;
+}
+
 /* The safe point between episodes: newest weights, staleness bound, evaluation. */
 static int boundary(env_t *E, cr_err_t *err)
 {
@@ -562,6 +594,7 @@ static int boundary(env_t *E, cr_err_t *err)
     if (soft > hard) soft = hard;
     int64_t t0 = cr_now_ns();
     while (!*E->stop && !E->done && !E->refused && (int64_t)E->n > soft) service(E, 10);
+    if (E->o->sync) sync_barrier(E);
     take_weights(E);
     int64_t max_lag = E->s->algorithm.max_staleness;
     while (!*E->stop && !E->done && E->learner_version - E->version > max_lag) {
@@ -603,7 +636,7 @@ static int setup(env_t *E, cr_err_t *err)
     if ((rc = ch_channel_create(E->hub, "weights", &co, &E->weights, err)) != 0) return rc;
     if ((rc = ch_wsync_sub_create(E->weights, &E->sub, err)) != 0) return rc;
     if (o->learner) {
-        if ((rc = wk_where_parse(o->learner, &E->learner, err)) != 0) return rc;
+        if ((rc = wk_where_parse(o->learner, &E->flag_learner, err)) != 0) return rc;
         E->fixed_learner = 1;
     }
     E->producer = cr_id_new() & INT64_MAX; /* SQLite stores it as a signed integer */

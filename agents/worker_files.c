@@ -115,9 +115,17 @@ int wk_where_parse(const char *s, wk_where_t *w, cr_err_t *err)
 {
     memset(w, 0, sizeof *w);
     const char *at = strchr(s, '@');
+    if (!at && strchr(s, ':') && strlen(s) < sizeof w->addr && s[0] != ':') {
+        /* HOST:PORT alone: a learner on a node whose name we do not know, reached
+         * by the direct route. */
+        snprintf(w->node, sizeof w->node, "remote-learner");
+        snprintf(w->addr, sizeof w->addr, "%s", s);
+        w->inbound = 1;
+        return 0;
+    }
     if (!at || at == s || !at[1] || !strchr(at, ':') || (size_t)(at - s) >= sizeof w->node ||
         strlen(at + 1) >= sizeof w->addr)
-        return cr_err_set(err, CR_EINVAL, "--learner '%s': expected NODE@HOST:PORT", s);
+        return cr_err_set(err, CR_EINVAL, "--learner '%s': expected [NODE@]HOST:PORT", s);
     memcpy(w->node, s, (size_t)(at - s));
     snprintf(w->addr, sizeof w->addr, "%s", at + 1);
     w->inbound = 1;

@@ -41,7 +41,7 @@
 #define MAX_SLOTS 256
 #define RECENT 100
 #define ROUNDS 16
-#define ACK_EVERY_NS (100 * CR_NS_PER_MS)
+#define ACK_EVERY_NS (20 * CR_NS_PER_MS)
 
 enum { ACK_RUN = 0, ACK_DONE = 1, ACK_REFUSED = 2, ACK_RESEND = 3 };
 
@@ -468,11 +468,11 @@ static void write_status(learner_t *L, const char *state, rate_t *r, int64_t ckp
     pthread_mutex_unlock(&L->mu);
     char text[1024], path[4200];
     snprintf(text, sizeof text,
-             "{\"role\":\"learner\",\"state\":\"%s\",\"pid\":%d,\"env_steps\":%" PRId64 ",\"episodes\":%" PRId64
+             "{\"role\":\"learner\",\"state\":\"%s\",\"pid\":%d,\"generation\":%lld,\"env_steps\":%" PRId64 ",\"episodes\":%" PRId64
              ",\"success_rate\":%.4f,\"eval_success_rate\":%.4f,\"eval_round\":%" PRIu64 ",\"updates\":%" PRId64
              ",\"updates_per_s\":%.2f,\"policy_version\":%" PRId64 ",\"staleness\":%.3f,\"envs\":%d"
              ",\"checkpoint\":%" PRId64 ",\"time_ns\":%" PRId64 "}\n",
-             state, (int)getpid(), c.env_steps, c.episodes, sr, er, eround, c.updates, r->per_s, c.version,
+             state, (int)getpid(), (long long)L->o->generation, c.env_steps, c.episodes, sr, er, eround, c.updates, r->per_s, c.version,
              staleness, live, ckpt, cr_wall_ns());
     snprintf(path, sizeof path, "%s/status/learner.json", L->o->dir);
     cr_err_t e = {0};
@@ -538,7 +538,7 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     const wk_spec_t *s = L->s;
     buf_config_t cfg;
     buf_config_default(&cfg);
-    cfg.samples_per_insert = s->algorithm.utd * (double)s->algorithm.batch_size;
+    cfg.samples_per_insert = L->o->no_rate_limit ? 0 : s->algorithm.utd * (double)s->algorithm.batch_size;
     cfg.min_size = s->algorithm.warmup_steps > s->algorithm.batch_size ? s->algorithm.warmup_steps
                                                                         : s->algorithm.batch_size;
     cfg.gamma = s->algorithm.gamma;
@@ -585,6 +585,14 @@ static int setup(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     int rc = wk_mkdirs(p, err);
     if (rc) return rc;
     ch_hub_opts_t ho = {.node = o->node, .listen = o->listen, .advertise = o->advertise};
+    char listen[WK_STR_MAX];
+    if (!o->listen && o->learner) { /* the address the controller placed us at */
+        wk_where_t w;
+        rc = wk_where_parse(o->learner, &w, err);
+        if (rc) return rc;
+        snprintf(listen, sizeof listen, "%s", w.addr);
+        ho.listen = listen;
+    }
     rc = ch_hub_create(&ho, &L->hub, err);
     if (rc) return rc;
     ch_opts_t co = {.capacity = 4096};
@@ -677,7 +685,7 @@ int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile si
     int64_t publish_every = o->publish_every > 0 ? o->publish_every : 100;
     int64_t status_ns = (o->status_ms > 0 ? o->status_ms : 500) * CR_NS_PER_MS;
     int64_t started = cr_now_ns(), last_status = 0, last_ckpt_ns = started;
-    int64_t last_ckpt = atomic_load(&L->updates);
+    int64_t last_ckpt = atomic_load(&L->updates), last_pub = last_ckpt;
     rate_t rate = {0};
     buf_batch_t *batch = NULL;
     uint8_t *flags = malloc((size_t)s->algorithm.batch_size);
@@ -695,8 +703,16 @@ int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile si
             }
         }
         if (any_need_weights(L) && atomic_load(&L->updates) > 0 && (rc = publish(L, err)) != 0) break;
-        if (env_steps(L) < s->algorithm.warmup_steps) {
+        int64_t have = env_steps(L);
+        if (have < s->algorithm.warmup_steps) {
             cr_sleep_ns(20 * CR_NS_PER_MS);
+            continue;
+        }
+        if (o->sync && atomic_load(&L->updates) >= (int64_t)(s->algorithm.utd * (double)(have - s->algorithm.warmup_steps))) {
+            /* caught up with the data: publish, then wait for more */
+            if (atomic_load(&L->updates) > last_pub && (rc = publish(L, err)) != 0) break;
+            last_pub = atomic_load(&L->updates);
+            cr_sleep_ns(2 * CR_NS_PER_MS);
             continue;
         }
         cr_err_t e = {0};
@@ -708,7 +724,10 @@ int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile si
             break;
         }
         int64_t u = atomic_load(&L->updates);
-        if (u % publish_every == 0 && (rc = publish(L, err)) != 0) break;
+        if (!o->sync && u % publish_every == 0) {
+            if ((rc = publish(L, err)) != 0) break;
+            last_pub = u;
+        }
         if (u - last_ckpt >= s->checkpoint.every_updates ||
             (s->checkpoint.interval && cr_now_ns() - last_ckpt_ns >= s->checkpoint.interval)) {
             if ((rc = checkpoint(L, &last_ckpt, err)) != 0) break;

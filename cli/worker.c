@@ -13,6 +13,11 @@
 
 static const char usage_text[] =
     "usage: corral worker --role learner|env|actor --spec FILE --dir DIR [options]\n"
+    "       corral worker --role R --experiment NAME --index I --generation G --spec FILE\n"
+    "                     --state-dir DIR [--robot NAME] [--buffer ADDR] [--learner ADDR] [options]\n"
+    "  (the second form is how an agent starts workers: DIR/experiments/NAME is the\n"
+    "  experiment directory; --buffer is accepted and ignored: the buffer lives in the\n"
+    "  learner process)\n"
     "  --role R            learner (learner and replay buffer), env or actor (a robot and\n"
     "                      its policy in one process)\n"
     "  --spec FILE         the experiment YAML\n"
@@ -21,16 +26,24 @@ static const char usage_text[] =
     "                      status/, learner.where)\n"
     "  --node NAME         this node's name (default local)\n"
     "  --log-level L       debug, info, warn or error\n"
+    "  --threads N         BLAS threads for the networks (default 1)\n"
     " learner:\n"
     "  --listen HOST:PORT  serve the direct route for env workers on other nodes\n"
     "  --advertise HOST    the host they dial (default: the listen host)\n"
     "  --publish-every N   updates between policy versions (default 100)\n"
+    "  --no-rate-limit     train without the update-to-data cap (for comparisons)\n"
     " env / actor:\n"
     "  --index N           which env worker of the experiment (default 0)\n"
-    "  --robot NAME:DRIVER[:MODEL]  the robot, as registered on this node\n"
+    "  --robot NAME[:DRIVER[:MODEL]]  the robot, as registered on this node (driver and\n"
+    "                      model default to the spec's robots.driver and robots.model;\n"
+    "                      or give --robot-driver D --robot-model M)\n"
     "  --robot-set K=V     a robot (driver or safety) option (repeat), e.g. realtime=false\n"
-    "  --learner NODE@HOST:PORT  a learner on another node (default: DIR/learner.where)\n"
-    "  --max-unacked N     transitions kept unacknowledged before collection pauses (4096)\n";
+    "  --learner [NODE@]HOST:PORT  the learner when DIR/learner.where is not there\n"
+    "                      (a learner on another node)\n"
+    "  --max-unacked N     transitions kept unacknowledged before collection pauses (4096)\n"
+    " both:\n"
+    "  --sync              alternate collection and training instead of overlapping them\n"
+    "                      (give it to the learner and every env; for comparisons)\n";
 
 static volatile sig_atomic_t stop_flag;
 
@@ -52,12 +65,16 @@ static int parse_i64(const char *flag, const char *v, int64_t lo, int64_t *out)
     return 0;
 }
 
-/* Splits NAME:DRIVER[:MODEL] in place. */
+/* Splits NAME[:DRIVER[:MODEL]] in place. */
 static int parse_robot(char *spec, agent_worker_opts_t *o)
 {
     char *a = strchr(spec, ':');
-    if (!a || a == spec || !a[1]) {
-        fprintf(stderr, "corral worker: --robot '%s': expected NAME:DRIVER[:MODEL]\n", spec);
+    if (!a) {
+        o->robot_name = spec;
+        return 0;
+    }
+    if (a == spec || !a[1]) {
+        fprintf(stderr, "corral worker: --robot '%s': expected NAME[:DRIVER[:MODEL]]\n", spec);
         return -1;
     }
     *a = '\0';
@@ -84,6 +101,14 @@ int cli_worker_main(int argc, char **argv)
             fputs(usage_text, stdout);
             return CLI_OK;
         }
+        if (!strcmp(a, "--sync")) {
+            o.sync = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-rate-limit")) {
+            o.no_rate_limit = 1;
+            continue;
+        }
         if (a[0] != '-' || a[1] != '-') {
             fprintf(stderr, "corral worker: unexpected argument '%s'\n%s", a, usage_text);
             return CLI_EUSER;
@@ -95,7 +120,13 @@ int cli_worker_main(int argc, char **argv)
         char *v = argv[++i];
         int64_t x;
         if (!strcmp(a, "--role")) {
-            if (agent_worker_role_parse(v, &o.role) != 0) {
+            int r = agent_worker_role_parse(v, &o.role);
+            if (r == CR_ENOTSUP) {
+                fprintf(stderr, "corral worker: --role buffer: the buffer runs inside the learner process "
+                                "(--role learner); it is not started on its own\n");
+                return CLI_EUSER;
+            }
+            if (r != 0) {
                 fprintf(stderr, "corral worker: --role '%s': expected learner, env or actor\n", v);
                 return CLI_EUSER;
             }
@@ -110,6 +141,18 @@ int cli_worker_main(int argc, char **argv)
             sets[o.n_sets++] = v;
         } else if (!strcmp(a, "--dir")) {
             o.dir = v;
+        } else if (!strcmp(a, "--experiment")) {
+            o.experiment = v;
+        } else if (!strcmp(a, "--state-dir")) {
+            o.state_dir = v;
+        } else if (!strcmp(a, "--generation")) {
+            if (parse_i64(a, v, 0, &o.generation)) return CLI_EUSER;
+        } else if (!strcmp(a, "--buffer")) {
+            /* the buffer lives in the learner process: its address is the learner's */
+        } else if (!strcmp(a, "--robot-driver")) {
+            o.robot_driver = v;
+        } else if (!strcmp(a, "--robot-model")) {
+            o.robot_model = v;
         } else if (!strcmp(a, "--node")) {
             o.node = v;
         } else if (!strcmp(a, "--listen")) {
@@ -133,6 +176,9 @@ int cli_worker_main(int argc, char **argv)
             if (parse_i64(a, v, 1, &o.publish_every)) return CLI_EUSER;
         } else if (!strcmp(a, "--max-unacked")) {
             if (parse_i64(a, v, 16, &o.max_unacked)) return CLI_EUSER;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_i64(a, v, 1, &x)) return CLI_EUSER;
+            o.threads = (int)x;
         } else if (!strcmp(a, "--status-ms")) {
             if (parse_i64(a, v, 10, &o.status_ms)) return CLI_EUSER;
         } else if (!strcmp(a, "--log-level")) {
