@@ -14,9 +14,15 @@
  *     RLinf-USER's asynchronous mode; seconds per update.
  *
  * The ratio of 2 over 3 is what RLinf-USER reports as 4.6x for CNN+SAC on real
- * robots; it is printed beside that figure. Ends with `target` lines.
+ * robots; it is printed beside that figure.
  *
- * usage: e2e [--seconds S] [--corral PATH] [--spec PATH] [--keep] */
+ *  4. the learning check (unless --no-learn): the demo experiment as it is, until
+ *     the learner stops itself at stop.success_rate of the greedy evaluation;
+ *     seconds to get there, beside the 10-minute budget of the demo.
+ *
+ * Ends with `target` lines.
+ *
+ * usage: e2e [--seconds S] [--corral PATH] [--spec PATH] [--keep] [--no-learn] */
 #include "bench/benchutil.h"
 #include "common/time.h"
 #include "hal/hal.h"
@@ -121,6 +127,33 @@ static pid_t spawn(const char *log, char *const argv[])
     return p;
 }
 
+static void start_plain(run_t *r, const char *name)
+{
+    snprintf(r->dir, sizeof r->dir, "%s/%s", tmp_root, name);
+    char log[400], idx[8], robot[32];
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)corral_bin;
+    argv[n++] = "worker";
+    argv[n++] = "--role";
+    argv[n++] = "learner";
+    argv[n++] = "--spec";
+    argv[n++] = (char *)spec_path;
+    argv[n++] = "--dir";
+    argv[n++] = r->dir;
+    argv[n] = NULL;
+    snprintf(log, sizeof log, "%s-learner.log", r->dir);
+    r->pids[0] = spawn(log, argv);
+    for (int e = 0; e < 2; e++) {
+        snprintf(idx, sizeof idx, "%d", e);
+        snprintf(robot, sizeof robot, "arm%d:mujoco:reach2d", e);
+        char *ea[] = {(char *)corral_bin, "worker", "--role", "env", "--spec", (char *)spec_path, "--dir", r->dir,
+                      "--index", idx, "--robot", robot, "--robot-set", "realtime=false", NULL};
+        snprintf(log, sizeof log, "%s-env%d.log", r->dir, e);
+        r->pids[1 + e] = spawn(log, ea);
+    }
+}
+
 static void start(run_t *r, const char *name, int realtime, int sync, int capped, const char *utd,
                   const char *warmup)
 {
@@ -221,14 +254,15 @@ static window_t measure(run_t *r, double seconds)
 int main(int argc, char **argv)
 {
     double seconds = 15;
-    int keep = 0;
+    int keep = 0, learn = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--corral") && i + 1 < argc) corral_bin = argv[++i];
         else if (!strcmp(argv[i], "--spec") && i + 1 < argc) spec_path = argv[++i];
         else if (!strcmp(argv[i], "--keep")) keep = 1;
+        else if (!strcmp(argv[i], "--no-learn")) learn = 0;
         else {
-            fprintf(stderr, "usage: e2e [--seconds S] [--corral PATH] [--spec PATH] [--keep]\n");
+            fprintf(stderr, "usage: e2e [--seconds S] [--corral PATH] [--spec PATH] [--keep] [--no-learn]\n");
             return 1;
         }
     }
@@ -274,6 +308,20 @@ int main(int argc, char **argv)
            async_spu * 1e3, wo.updates, wo.env_steps, wo.seconds);
     printf("async speed-up of the learner: corral %.2fx (MLP+SAC, reach2d, 2 simulated robots at 20 Hz); "
            "RLinf-USER reports 4.6x (CNN+SAC, real robots)\n", ratio);
+    double learn_s = -1, learn_rate = -1;
+    if (learn) {
+        run_t l = {0};
+        int64_t t0 = cr_now_ns();
+        start_plain(&l, "learn");
+        int st = 0;
+        waitpid(l.pids[0], &st, 0); /* the learner stops itself (success or its wall_time) */
+        l.pids[0] = 0;
+        learn_s = (double)(cr_now_ns() - t0) / 1e9;
+        learn_rate = status(&l, "eval_success_rate");
+        stop(&l);
+        printf("4. learning check (demo spec): greedy evaluation %.2f after %.0f s, %.0f env steps, %.0f updates "
+               "(budget: 600 s)\n", learn_rate, learn_s, status(&l, "env_steps"), status(&l, "updates"));
+    }
     if (!keep) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
@@ -283,5 +331,9 @@ int main(int argc, char **argv)
     ok &= bench_target("e2e_async_speedup_vs_sync", ratio, ">=4.6");
     ok &= bench_target("e2e_learner_updates_vs_bare", upd_rate / bare_upd, ">=0.50");
     ok &= bench_target("e2e_env_steps_per_s", env_rate, ">=100");
+    if (learn) {
+        ok &= bench_target("e2e_learn_eval_success", learn_rate, ">=0.90");
+        ok &= bench_target("e2e_learn_seconds", learn_s, "<=300");
+    }
     return ok ? 0 : 1;
 }
