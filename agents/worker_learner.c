@@ -696,11 +696,11 @@ int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile si
         if (now - last_status >= status_ns) {
             write_status(L, "running", &rate, last_ckpt);
             last_status = now;
-            if (stop_reached(L, started)) {
-                atomic_store(&L->done, 1);
-                CR_INFO(TAG, "experiment done: a stop condition holds");
-                break;
-            }
+        }
+        if (stop_reached(L, started)) {
+            atomic_store(&L->done, 1);
+            CR_INFO(TAG, "experiment done: a stop condition holds");
+            break;
         }
         if (any_need_weights(L) && atomic_load(&L->updates) > 0 && (rc = publish(L, err)) != 0) break;
         int64_t have = env_steps(L);

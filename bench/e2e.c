@@ -279,13 +279,15 @@ int main(int argc, char **argv)
     printf("e2e: learner + 2 env workers (reach2d), SAC 2x128 batch 64; windows of %.0f s; logs in %s\n", seconds,
            tmp_root);
     double bare_env = bare_env_steps_per_s(2), bare_upd = bare_updates_per_s(2);
-    printf("baseline in this process: one robot %.0f steps/s (random actions), SAC %.0f updates/s\n", bare_env,
-           bare_upd);
 
     run_t a = {0};
     start(&a, "throughput", 0, 0, 1, "1", "1000");
     window_t wa = measure(&a, seconds);
     stop(&a);
+    double again = bare_updates_per_s(2); /* the machine is shared: keep the better window */
+    if (again > bare_upd) bare_upd = again;
+    printf("baseline in this process: one robot %.0f steps/s (random actions), SAC %.0f updates/s "
+           "(best of two windows, before and after run 1)\n", bare_env, bare_upd);
     double env_rate = wa.env_steps / wa.seconds, upd_rate = wa.updates / wa.seconds;
     printf("1. not real-time, UTD 1: %.0f env steps/s (%.2fx one bare robot; paced by the learner through the "
            "rate limiter), %.0f updates/s (%.2fx bare SAC)\n",
