@@ -22,7 +22,17 @@
  *
  * Both read the experiment spec (YAML plus --set overrides; the worker's settings
  * table is in worker_spec.c) and write progress to DIR/status/<role>[-<index>].json,
- * replaced atomically about twice a second (the agent forwards it). Exit status: 0
+ * replaced atomically about twice a second (the agent forwards it):
+ *   learner.json: state (running|done|stopped|failed), pid, generation, env_steps,
+ *     episodes, success_rate (last 100 training episodes), eval_success_rate (newest
+ *     complete evaluation round, -1 before any), eval_round, updates, updates_per_s,
+ *     policy_version, staleness (mean versions between the acting policy and the
+ *     learner's at insert), envs (connected), checkpoint (newest), time_ns;
+ *   env-<i>.json: state, index, pid, generation, robot, producer, acked (every seq
+ *     <= acked is committed in buffer.db), last_seq, unacked, env_steps, episodes,
+ *     success_rate, policy_version, learner_version, learner_updates, eval_round,
+ *     eval_success_rate, steps_per_s, paused_s, reconnects, time_ns.
+ * Exit status: 0
  * when the experiment is done or on SIGTERM / SIGINT (after a final checkpoint and
  * status), 1 on bad input (spec, flags), 3 on a runtime failure (the supervisor
  * restarts the worker). */

@@ -4,8 +4,9 @@
 # (realtime off). Checks that transitions reach buffer.db, updates happen and weights
 # flow back (the envs' policy version rises); then SIGKILLs the learner mid-run and
 # restarts it: it resumes from its newest complete checkpoint (its update counter
-# never falls below it), the envs reconnect and resend, and at the end buffer.db
-# holds every transition the envs saw acknowledged exactly once.
+# never falls below it), the envs reconnect and resend; an env worker SIGKILLed and
+# restarted is served again; at the end buffer.db holds every transition any env
+# saw acknowledged (the killed one included) exactly once.
 set -u
 CORRAL=${CORRAL:-${CORRAL_BUILD_DIR:-build}/corral}
 SRC=${CORRAL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -115,6 +116,15 @@ t=$(wait_until 30 gt "$D/status/env-0.json" policy_version "$v0") \
 r0=$(field "$D/status/env-0.json" reconnects); r1=$(field "$D/status/env-1.json" reconnects)
 [ "$r0" -ge 2 ] && [ "$r1" -ge 2 ] && ok "both envs reconnected ($r0, $r1 routes)" || bad "reconnects $r0 $r1"
 
+# --- SIGKILL an env worker, restart it: the learner serves its successor ---------------------
+cp "$D/status/env-1.json" "$T/env1-before-kill.json"
+kill -9 "$E1_PID"; wait "$E1_PID" 2>/dev/null; E1_PID=
+start_env 1
+newenv() { [ "$(field "$D/status/env-1.json" pid)" = "$E1_PID" ] && gt "$D/status/env-1.json" policy_version 0 \
+           && gt "$D/status/env-1.json" acked 100; }
+t=$(wait_until 30 newenv) && ok "a restarted env worker is served (weights and acknowledgements after ${t}s)" \
+    || bad "restarted env 1 not served: $(cat "$D/status/env-1.json")"
+
 # --- stop: envs first (their last ACKs), then the learner ------------------------------------
 kill -TERM "$E0_PID" "$E1_PID"; wait "$E0_PID"; rc0=$?; wait "$E1_PID"; rc1=$?; E0_PID= E1_PID=
 [ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] && ok "envs exit 0 on SIGTERM" || bad "env exits $rc0 $rc1"
@@ -122,7 +132,7 @@ kill -TERM "$L_PID"; wait "$L_PID"; rc=$?; L_PID=
 [ $rc -eq 0 ] && ok "learner exits 0 on SIGTERM" || bad "learner exit $rc"
 [ "$(field "$D/status/learner.json" state)" = stopped ] && ok "learner status says stopped" || bad "learner state"
 
-if python3 - "$D/buffer.db" "$D/status/env-0.json" "$D/status/env-1.json" <<'PY'
+if python3 - "$D/buffer.db" "$D/status/env-0.json" "$D/status/env-1.json" "$T/env1-before-kill.json" <<'PY'
 import json, sqlite3, sys
 db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
 assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
