@@ -239,9 +239,11 @@ static void poll_ctl(env_t *E, int64_t timeout_ms)
             E->refused = 1;
             continue;
         }
-        if (a.learner && E->learner_gen && a.learner != E->learner_gen && E->tx) {
-            /* Another learner answers on the same route (a direct route to a restarted
-             * learner): introduce ourselves again and resend. */
+        if (!E->learner.process && a.learner && E->learner_gen && a.learner != E->learner_gen && E->tx) {
+            /* Another learner answers on the same route (a direct route by address to
+             * a restarted learner): introduce ourselves again and resend. With a
+             * learner.where the process is known and a late ACK of the previous
+             * learner is only an acknowledgement (still true: it was committed). */
             E->learner_gen = a.learner;
             cr_err_t he = {0};
             if (send_hello(E, &he) != 0) disconnect(E, he.msg);
