@@ -1,0 +1,50 @@
+/* worker.c - the entry of `corral worker`: parses the role, loads the experiment
+ * spec with its overrides, checks the flags every role needs, and runs the role
+ * (worker_learner.c or worker_env.c). */
+#include "agents/worker_int.h"
+#include "common/id.h"
+
+#include <string.h>
+
+int agent_worker_role_parse(const char *s, agent_worker_role_t *out)
+{
+    if (s && !strcmp(s, "learner")) return *out = AGENT_WORKER_LEARNER, 0;
+    if (s && (!strcmp(s, "env") || !strcmp(s, "actor"))) return *out = AGENT_WORKER_ENV, 0;
+    return s && !strcmp(s, "buffer") ? CR_ENOTSUP : CR_EINVAL;
+}
+
+int agent_worker_run(const agent_worker_opts_t *o, volatile sig_atomic_t *stop, cr_err_t *err)
+{
+    if (!o->spec_path) return cr_err_set(err, CR_EINVAL, "--spec FILE is required");
+    char dir[4096];
+    if (!o->dir && o->state_dir && o->experiment) {
+        if (!cr_name_valid(o->experiment))
+            return cr_err_set(err, CR_EINVAL, "--experiment '%s': not a valid name", o->experiment);
+        snprintf(dir, sizeof dir, "%s/experiments/%s", o->state_dir, o->experiment);
+    } else if (o->dir) {
+        snprintf(dir, sizeof dir, "%s", o->dir);
+    } else {
+        return cr_err_set(err, CR_EINVAL, "--dir DIR (or --state-dir DIR with --experiment NAME) is required");
+    }
+    if (o->node && !cr_name_valid(o->node))
+        return cr_err_set(err, CR_EINVAL, "--node '%s': use 1-63 of a-z 0-9 _ -", o->node);
+    if (o->index < 0) return cr_err_set(err, CR_EINVAL, "--index must be >= 0");
+    agent_worker_opts_t oo = *o;
+    if (!oo.node) oo.node = "local";
+    oo.dir = dir;
+    int rc = wk_mkdirs(oo.dir, err);
+    if (rc) return rc;
+    nn_cpu_set_threads(oo.threads > 0 ? oo.threads : 1);
+    wk_spec_t spec;
+    rc = wk_spec_load(&spec, oo.spec_path, oo.sets, oo.n_sets, err);
+    if (rc) return rc;
+    /* The robot's driver and model from the spec when the flags leave them out. */
+    const cfg_node_t *drv = spec.robots ? cfg_node_get(spec.robots, "driver") : NULL;
+    const cfg_node_t *mdl = spec.robots ? cfg_node_get(spec.robots, "model") : NULL;
+    if (!oo.robot_driver && drv && drv->kind == CFG_NODE_SCALAR && *drv->text) oo.robot_driver = drv->text;
+    if (!oo.robot_model && mdl && mdl->kind == CFG_NODE_SCALAR && *mdl->text) oo.robot_model = mdl->text;
+    if (oo.role == AGENT_WORKER_LEARNER) rc = wk_learner_run(&oo, &spec, stop, err);
+    else rc = wk_env_run(&oo, &spec, stop, err);
+    wk_spec_free(&spec);
+    return rc;
+}
