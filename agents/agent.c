@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,9 @@ int agent_create(const agent_opts_t *o, agent_t **out, cr_err_t *err)
     a->interval_ms = 1000;
     a->cmd_tail = &a->cmd_head;
     int rc = load_id(a->state_dir, &a->id, err);
+    char abs[PATH_MAX];
+    /* Workers run in their experiment's directory: the paths given to them must be absolute. */
+    if (!rc && realpath(a->state_dir, abs)) snprintf(a->state_dir, sizeof a->state_dir, "%s", abs);
     if (!rc) rc = build_inventory(a, o, err);
     if (!rc && o->workers) rc = workers_create(a, o, err);
     if (!rc) {
