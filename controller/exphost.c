@@ -18,6 +18,7 @@
 #include "controller/expctl_proto.h"
 #include "policies/policies.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,12 +96,15 @@ static int run_state(void *arg, sqlite3 *db, cr_err_t *err)
     return c->fn(c->arg, db, c->inv, c->cmds, err);
 }
 
-static int with_state(void *ud, ctl_exp_state_fn fn, void *arg, ctl_cmds_t *cmds, cr_err_t *err)
+/* need_inv 0: fn gets an empty inventory (worker reports place nothing), which
+ * spares reading every node, GPU and robot on each report. */
+static int run_locked(ctl_server_t *srv, int need_inv, ctl_exp_state_fn fn, void *arg, ctl_cmds_t *cmds,
+                      cr_err_t *err)
 {
-    ctl_server_t *srv = ud;
     inv_buf_t b;
+    memset(&b, 0, sizeof b);
     pthread_mutex_lock(&srv->exp_mu);
-    int rc = inv_read(srv->reg, &b, err);
+    int rc = need_inv ? inv_read(srv->reg, &b, err) : 0;
     if (!rc) {
         state_call_t c = {fn, arg, &b.inv, cmds};
         rc = ctl_registry_with_db(srv->reg, run_state, &c, err);
@@ -108,6 +112,11 @@ static int with_state(void *ud, ctl_exp_state_fn fn, void *arg, ctl_cmds_t *cmds
     pthread_mutex_unlock(&srv->exp_mu);
     inv_free(&b);
     return rc;
+}
+
+static int with_state(void *ud, ctl_exp_state_fn fn, void *arg, ctl_cmds_t *cmds, cr_err_t *err)
+{
+    return run_locked(ud, 1, fn, arg, cmds, err);
 }
 
 typedef struct spec_read {
@@ -229,7 +238,7 @@ void ctl_exphost_worker_status(ctl_server_t *srv, const char *node, const Corral
     ctl_cmds_t cmds = {0};
     cr_err_t err = {0};
     status_call_t c = {node, ws};
-    if (with_state(srv, status_fn, &c, &cmds, &err))
+    if (run_locked(srv, 0, status_fn, &c, &cmds, &err))
         CR_WARN("experiments", "node %s: worker %s/%s-%d %s: %s", node, ws->experiment, ws->role, ws->index,
                 ws->state, err.msg);
     else
@@ -243,9 +252,28 @@ static int nodes_fn(void *arg, sqlite3 *db, const ctl_inventory_t *inv, ctl_cmds
     return ctl_expctl_nodes_changed(db, inv, wall_ms(), cmds, err);
 }
 
+/* Placements exist exactly while an experiment holds resources (experiment.c's
+ * invariant I1): without any, a node change repairs nothing, and a thousand
+ * agents connecting need not each read the whole inventory. */
+static int any_placement(void *arg, sqlite3 *db, cr_err_t *err)
+{
+    (void)err;
+    sqlite3_stmt *st = NULL;
+    int *any = arg;
+    *any = 1;  /* when in doubt, repair */
+    if (sqlite3_prepare_v2(db, "SELECT EXISTS(SELECT 1 FROM placements)", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        *any = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
 void ctl_exphost_nodes_changed(ctl_server_t *srv)
 {
     if (!srv->exp) return;
+    int any = 1;
+    ctl_registry_with_db(srv->reg, any_placement, &any, NULL);
+    if (!any) return;
     ctl_cmds_t cmds = {0};
     cr_err_t err = {0};
     if (with_state(srv, nodes_fn, NULL, &cmds, &err))
