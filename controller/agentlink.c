@@ -9,9 +9,9 @@
  * the WorkerList an agent sends after each Inventory, which lets a restarted
  * controller adopt running workers) go to the experiments (exphost.c); an accepted
  * session repairs the experiments that wait for its node. Worker events and
- * command results are logged. When the stream
- * ends for any reason, liveness.c marks the node lost if this was its current
- * session. Bad messages end this one stream; the daemon keeps serving.
+ * command results are logged. When the stream ends for any reason, liveness.c
+ * marks the node lost if this was its current session. Bad messages end this one
+ * stream; the daemon keeps serving.
  *
  * Threads: the callbacks run inline on the gRPC queue thread (RPC_METHOD_INLINE),
  * so a heartbeat costs no thread hop and never waits behind a slow Registry call
