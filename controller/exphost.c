@@ -148,6 +148,7 @@ static void send_cmd(ctl_server_t *srv, const ctl_worker_cmd_t *c, ctl_exp_t *e)
     Corral__V1__StartWorker start;
     Corral__V1__WorkerSpec spec;
     Corral__V1__StopWorker stop;
+    char buffer[256], learner[256];  /* borrowed by the message until it is sent */
     uint64_t id = atomic_fetch_add(&srv->next_cmd, 1) + 1;
     cr_err_t err = {0};
     if (c->kind == CTL_CMD_START) {
@@ -160,7 +161,6 @@ static void send_cmd(ctl_server_t *srv, const ctl_worker_cmd_t *c, ctl_exp_t *e)
                 return;
             }
         }
-        char buffer[256], learner[256];
         node_addr(srv, c->buffer_node, buffer, sizeof buffer);
         node_addr(srv, c->learner_node, learner, sizeof learner);
         ctl_cmd_start_proto(c, id, e->spec, buffer, learner, &start, &spec);
