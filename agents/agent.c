@@ -8,14 +8,21 @@
  *   waiting|accepted --stream ended--> idle (backoff, then again)
  *   any --agent_stop--> closing (half-close, wait for the controller) --> done
  * The backoff resets after every accepted session, so a controller restart costs
- * one short delay; a refused inventory backs off to the cap and is logged each time. */
+ * one short delay; a refused inventory backs off to the cap and is logged each time.
+ *
+ * Workers: the supervisor is not thread-safe, so the callbacks only queue worker
+ * commands (copies) under mu; the loop thread carries them out, polls the
+ * supervisor between waits and sends WorkerStatus from the supervisor's events.
+ * `st` (the open stream) is touched by the loop thread only. */
 #include "agents/agent.h"
+#include "agents/workercmd.h"
 #include "common/id.h"
 #include "common/log.h"
 #include "common/time.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +33,13 @@
 #define SESSION_METHOD "/corral.v1.AgentLink/Session"
 #define ACCEPT_TIMEOUT_MS 10000
 #define RTT_SLOTS 64
+#define SUP_POLL_NS (100 * CR_NS_PER_MS)  /* reaping a dead worker waits at most this */
+#define STATUS_SEND_MS 1000
+
+typedef struct cmd {
+    Corral__V1__ControllerMessage *msg;  /* a copy: StartWorker, StopWorker or ReadLog */
+    struct cmd *next;
+} cmd_t;
 
 struct agent {
     char controller[256];
@@ -52,6 +66,11 @@ struct agent {
     int64_t sent_ns[RTT_SLOTS];
     uint64_t seq;
     agent_stats_t stats;
+    cmd_t *cmd_head, **cmd_tail;   /* worker commands, under mu */
+    /* workers: loop thread only */
+    agent_sup_t *sup;
+    char worker_exe[4096];
+    rpc_stream_t *st;
 };
 
 /* ---- the agent id -------------------------------------------------------- */
@@ -92,6 +111,36 @@ static int load_id(const char *dir, uint64_t *id, cr_err_t *err)
 }
 
 /* ---- create / destroy ------------------------------------------------------ */
+
+static void on_worker_event(void *ud, const agent_worker_info_t *w, agent_worker_state_t old);
+
+static int workers_create(agent_t *a, const agent_opts_t *o, cr_err_t *err)
+{
+    if (o->worker_exe && *o->worker_exe) {
+        snprintf(a->worker_exe, sizeof a->worker_exe, "%s", o->worker_exe);
+    } else {
+        /* The real path, so the workers' command lines name the binary. */
+        ssize_t n = readlink("/proc/self/exe", a->worker_exe, sizeof a->worker_exe - 1);
+        if (n <= 0) return cr_err_set(err, CR_EIO, "cannot read /proc/self/exe: %s", strerror(errno));
+        a->worker_exe[n] = '\0';
+    }
+    agent_sup_config_t cfg = {.state_dir = a->state_dir, .on_event = on_worker_event, .ud = a};
+    return agent_sup_create(&cfg, &a->sup, err);
+}
+
+int agent_stop_workers(const char *state_dir, int64_t timeout_ms, cr_err_t *err)
+{
+    agent_sup_config_t cfg = {.state_dir = state_dir ? state_dir : AGENT_DEFAULT_STATE_DIR};
+    agent_sup_t *sup = NULL;
+    int rc = agent_sup_create(&cfg, &sup, err);
+    if (rc) return rc;
+    agent_worker_info_t w[1];
+    size_t n = agent_sup_list(sup, w, 0);
+    rc = agent_sup_stop_all(sup, timeout_ms, err);
+    if (!rc) CR_INFO("agent", "stopped %zu workers of %s", n, cfg.state_dir);
+    agent_sup_destroy(sup);
+    return rc;
+}
 
 static int build_inventory(agent_t *a, const agent_opts_t *o, cr_err_t *err)
 {
@@ -151,8 +200,13 @@ int agent_create(const agent_opts_t *o, agent_t **out, cr_err_t *err)
     a->on_ack = o->on_ack;
     a->user = o->user;
     a->interval_ms = 1000;
+    a->cmd_tail = &a->cmd_head;
     int rc = load_id(a->state_dir, &a->id, err);
+    char abs[PATH_MAX];
+    /* Workers run in their experiment's directory: the paths given to them must be absolute. */
+    if (!rc && realpath(a->state_dir, abs)) snprintf(a->state_dir, sizeof a->state_dir, "%s", abs);
     if (!rc) rc = build_inventory(a, o, err);
+    if (!rc && o->workers) rc = workers_create(a, o, err);
     if (!rc) {
         if (o->channel) {
             a->ch = o->channel;
@@ -203,6 +257,31 @@ static void on_estop(agent_t *a, rpc_stream_t *st, const Corral__V1__EstopComman
     pthread_mutex_unlock(&a->mu);
 }
 
+/* Copies a borrowed worker command for the loop thread. */
+static void queue_cmd(agent_t *a, const Corral__V1__ControllerMessage *m)
+{
+    size_t len = corral__v1__controller_message__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    cmd_t *c = calloc(1, sizeof *c);
+    if (buf && c) {
+        corral__v1__controller_message__pack(m, buf);
+        c->msg = corral__v1__controller_message__unpack(NULL, len, buf);
+    }
+    free(buf);
+    if (!c || !c->msg || !a->sup) {
+        /* Out of memory or no workers here: the controller sends it again after the next event. */
+        CR_WARN("agent", "worker command dropped (%s)", a->sup ? "out of memory" : "this agent runs no workers");
+        if (c && c->msg) corral__v1__controller_message__free_unpacked(c->msg, NULL);
+        free(c);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    *a->cmd_tail = c;
+    a->cmd_tail = &c->next;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->mu);
+}
+
 static void on_message(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
 {
     agent_t *a = user;
@@ -230,6 +309,11 @@ static void on_message(rpc_stream_t *st, const ProtobufCMessage *msg, void *user
     }
     case CORRAL__V1__CONTROLLER_MESSAGE__BODY_ESTOP:
         on_estop(a, st, m->estop);
+        break;
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_START_WORKER:
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_STOP_WORKER:
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_READ_LOG:
+        queue_cmd(a, m);
         break;
     default:
         CR_WARN("agent", "controller sent a message this agent does not know (case %d); ignored",
@@ -265,6 +349,137 @@ static int send_msg(rpc_stream_t *st, Corral__V1__AgentMessage *m, int64_t timeo
     return rpc_stream_send(st, &m->base, timeout_ms, err);
 }
 
+/* ---- workers (loop thread) ------------------------------------------------------ */
+
+/* A state change: reported on the open session; without one, the WorkerList of
+ * the next session carries it. */
+static void on_worker_event(void *ud, const agent_worker_info_t *w, agent_worker_state_t old)
+{
+    agent_t *a = ud;
+    CR_INFO("agent", "worker %s/%s-%d: %s -> %s (pid %d)%s%s", w->experiment, w->role, w->index,
+            agent_worker_state_name(old), agent_worker_state_name(w->state), (int)w->pid,
+            *w->message ? ": " : "", w->message);
+    if (!a->st) return;
+    Corral__V1__WorkerStatus ws;
+    agent_wcmd_status(w, &ws);
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_WORKER_STATUS;
+    m.worker_status = &ws;
+    cr_err_t err = {0};
+    if (send_msg(a->st, &m, STATUS_SEND_MS, &err))
+        CR_WARN("agent", "worker %s/%s-%d status not sent: %s", w->experiment, w->role, w->index, err.msg);
+}
+
+static void send_result(agent_t *a, uint64_t id, int rc, const cr_err_t *err)
+{
+    if (!a->st) return;
+    Corral__V1__CommandResult res = CORRAL__V1__COMMAND_RESULT__INIT;
+    res.command_id = id;
+    res.ok = rc == 0;
+    res.message = (char *)(rc ? err->msg : "done");
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_COMMAND_RESULT;
+    m.command_result = &res;
+    send_msg(a->st, &m, STATUS_SEND_MS, NULL);
+}
+
+static void read_log(agent_t *a, const Corral__V1__ReadLog *cmd)
+{
+    uint8_t *buf = malloc(AGENT_LOG_CHUNK_MAX);
+    char errbuf[256];
+    Corral__V1__LogChunk chunk;
+    if (!buf) {
+        corral__v1__log_chunk__init(&chunk);
+        chunk.command_id = cmd->command_id;
+        chunk.error = "agent out of memory";
+    } else {
+        agent_wcmd_read_log(a->state_dir, cmd, buf, AGENT_LOG_CHUNK_MAX, &chunk, errbuf);
+    }
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_LOG_CHUNK;
+    m.log_chunk = &chunk;
+    if (a->st) send_msg(a->st, &m, STATUS_SEND_MS, NULL);
+    free(buf);
+}
+
+static void run_cmd(agent_t *a, const Corral__V1__ControllerMessage *m)
+{
+    cr_err_t err = {0};
+    int rc;
+    switch (m->body_case) {
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_START_WORKER: {
+        const Corral__V1__WorkerSpec *w = m->start_worker->spec;
+        rc = agent_wcmd_start(a->sup, a->state_dir, a->worker_exe, w, &err);
+        if (rc == CR_EEXIST) rc = 0;  /* already running (adopted, or a repeated START) */
+        if (rc) CR_WARN("agent", "cannot start worker: %s", err.msg);
+        send_result(a, m->start_worker->command_id, rc, &err);
+        break;
+    }
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_STOP_WORKER:
+        rc = agent_wcmd_stop(a->sup, m->stop_worker, &err);
+        if (rc == CR_ENOENT) rc = 0;  /* never ran here, or already forgotten */
+        if (rc) CR_WARN("agent", "cannot stop worker: %s", err.msg);
+        send_result(a, m->stop_worker->command_id, rc, &err);
+        break;
+    case CORRAL__V1__CONTROLLER_MESSAGE__BODY_READ_LOG:
+        read_log(a, m->read_log);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Carries out the queued commands and polls the supervisor; mu not held. */
+static void serve_workers(agent_t *a)
+{
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        cmd_t *c = a->cmd_head;
+        if (c) {
+            a->cmd_head = c->next;
+            if (!a->cmd_head) a->cmd_tail = &a->cmd_head;
+        }
+        pthread_mutex_unlock(&a->mu);
+        if (!c) break;
+        run_cmd(a, c->msg);
+        corral__v1__controller_message__free_unpacked(c->msg, NULL);
+        free(c);
+    }
+    agent_sup_poll(a->sup);
+}
+
+/* The WorkerList that follows every Inventory. */
+static void send_worker_list(agent_t *a)
+{
+    Corral__V1__WorkerList *l = NULL;
+    cr_err_t err = {0};
+    if (agent_wcmd_list(a->sup, &l, &err)) {
+        CR_WARN("agent", "worker list not sent: %s", err.msg);
+        return;
+    }
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_WORKER_LIST;
+    m.worker_list = l;
+    if (send_msg(a->st, &m, STATUS_SEND_MS, &err)) CR_DEBUG("agent", "worker list not sent: %s", err.msg);
+    agent_wcmd_list_free(l);
+}
+
+/* wait_until, serving the workers first and waking for the supervisor; mu held.
+ * Returns at once when commands are queued. Callers loop on their own condition. */
+static void wait_serving(agent_t *a, int64_t abs_ns)
+{
+    if (a->sup) {
+        pthread_mutex_unlock(&a->mu);
+        serve_workers(a);
+        pthread_mutex_lock(&a->mu);
+        if (a->cmd_head) return;
+        int64_t w = agent_sup_next_wakeup_ns(a->sup), cap = cr_now_ns() + SUP_POLL_NS;
+        if (w <= 0 || w > cap) w = cap;
+        if (w < abs_ns) abs_ns = w;
+    }
+    wait_until(a, abs_ns);
+}
+
 /* One session, from open to end. Returns 1 when it was accepted. */
 static int run_session(agent_t *a)
 {
@@ -287,11 +502,15 @@ static int run_session(agent_t *a)
     m.inventory = a->inv;
     if (send_msg(st, &m, 1000, &err))
         CR_DEBUG("agent", "inventory not sent: %s", err.msg);
+    if (a->sup) {
+        a->st = st;
+        send_worker_list(a);
+    }
 
     int was_accepted = 0;
     int64_t deadline = cr_now_ns() + (int64_t)ACCEPT_TIMEOUT_MS * CR_NS_PER_MS;
     pthread_mutex_lock(&a->mu);
-    while (!a->accepted && !a->closed && !a->stop && cr_now_ns() < deadline) wait_until(a, deadline);
+    while (!a->accepted && !a->closed && !a->stop && cr_now_ns() < deadline) wait_serving(a, deadline);
     if (a->accepted && !a->closed) {
         was_accepted = 1;
         CR_INFO("agent", "node %s connected to %s (heartbeat %d ms)", a->node, a->controller, a->interval_ms);
@@ -313,7 +532,7 @@ static int run_session(agent_t *a)
                 next += (int64_t)a->interval_ms * CR_NS_PER_MS;
                 if (next < cr_now_ns()) next = cr_now_ns();
             }
-            wait_until(a, next);
+            wait_serving(a, next);
         }
     }
     int stopping = a->stop;
@@ -325,6 +544,7 @@ static int run_session(agent_t *a)
         rpc_stream_close_send(st, NULL);
         rpc_stream_wait(st, 2000, NULL, NULL);
     }
+    a->st = NULL;
     rpc_stream_destroy(st);
     pthread_mutex_lock(&a->mu);
     a->stats.connected = 0;
@@ -365,7 +585,7 @@ static void *agent_main(void *arg)
         int delay = rpc_backoff_next_ms(&bo);
         pthread_mutex_lock(&a->mu);
         int64_t until = cr_now_ns() + (int64_t)delay * CR_NS_PER_MS;
-        while (!a->stop && cr_now_ns() < until) wait_until(a, until);
+        while (!a->stop && cr_now_ns() < until) wait_serving(a, until);
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -398,6 +618,13 @@ void agent_destroy(agent_t *a)
     if (!a) return;
     agent_stop(a);
     if (a->own_channel) rpc_channel_destroy(a->ch);
+    agent_sup_destroy(a->sup);  /* workers keep running, for the next agent to adopt */
+    while (a->cmd_head) {
+        cmd_t *c = a->cmd_head;
+        a->cmd_head = c->next;
+        corral__v1__controller_message__free_unpacked(c->msg, NULL);
+        free(c);
+    }
     if (a->inv) protobuf_c_message_free_unpacked(&a->inv->base, NULL);
     pthread_cond_destroy(&a->cond);
     pthread_mutex_destroy(&a->mu);

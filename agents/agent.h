@@ -6,7 +6,14 @@
  * (GPUs from the GPU probe, the robots configured on the node, host facts), then a
  * heartbeat at the interval the controller fixes in SessionAccepted. When the
  * stream ends (controller restart, network loss, a refused inventory) it reconnects
- * with exponential backoff and jitter and sends its inventory again. */
+ * with exponential backoff and jitter and sends its inventory again.
+ *
+ * With workers on, the agent also runs the experiments' worker processes through
+ * its supervisor (supervisor.h, workercmd.h): StartWorker / StopWorker / ReadLog
+ * from the controller are carried out on the agent's thread, each state change is
+ * reported as a WorkerStatus, and every session starts with the Inventory then a
+ * WorkerList, so a restarted controller adopts what runs. Workers outlive the
+ * agent (a restarted agent adopts them); agent_stop_workers ends them. */
 #ifndef CORRAL_AGENTS_AGENT_H
 #define CORRAL_AGENTS_AGENT_H
 
@@ -33,6 +40,8 @@ typedef struct agent_opts {
     rpc_channel_t *channel;       /* optional, borrowed: share one channel among many
                                      agents (the load benchmark); NULL: the agent owns one */
     int backoff_max_ms;           /* cap on the reconnect delay; 0: 5000 */
+    int workers;                  /* 1: supervise experiment workers (the daemon); 0: none */
+    const char *worker_exe;       /* program run as `EXE worker --role ...`; NULL: this binary */
     /* Optional, run on the channel's thread: a heartbeat was acknowledged. */
     void (*on_ack)(void *user, int64_t rtt_ns);
     void *user;
@@ -66,6 +75,10 @@ void agent_get_stats(agent_t *a, agent_stats_t *out);
 const Corral__V1__Inventory *agent_inventory(const agent_t *a);
 /* The agent's persistent id (agent_instance in the inventory). */
 uint64_t agent_id(const agent_t *a);
+
+/* Stops the workers a (stopped) agent of state_dir left running, waiting at most
+ * timeout_ms for them to end: 0, CR_ETIMEDOUT, or the supervisor's errors. */
+int agent_stop_workers(const char *state_dir, int64_t timeout_ms, cr_err_t *err);
 
 /* ---- inventory pieces (inventory.c) ---------------------------------------- */
 

@@ -1,5 +1,8 @@
 /* agent.c - `corral agent`: runs the node agent until SIGTERM or SIGINT; on either
- * it closes its session so the controller records the node as gone at once. */
+ * it closes its session so the controller records the node as gone at once. Its
+ * workers keep running so the next agent adopts them; `corral agent --stop-workers`
+ * ends the workers a stopped agent left behind. $CORRAL_WORKER_CMD replaces the
+ * program started as `PROGRAM worker --role ...` (tests of the wiring use it). */
 #include "cli/cli.h"
 #include "cli/ctlcli.h"
 #include "agents/agent.h"
@@ -13,13 +16,15 @@
 static const char usage_text[] =
     "usage: corral agent --name NODE [--controller ADDR] [--state DIR] [--advertise HOST:PORT]\n"
     "                    [--robot NAME:DRIVER[:MODEL[:PORT]] ...] [--no-gpus] [--log-level L]\n"
+    "       corral agent --stop-workers [--state DIR]\n"
     "  --name NODE        this node's name (a-z 0-9 _ -, at most 63 characters)\n"
     "  --controller ADDR  the controller (default $CORRAL_CONTROLLER or 127.0.0.1:7070)\n"
     "  --state DIR        the agent's state (default " AGENT_DEFAULT_STATE_DIR ")\n"
     "  --advertise ADDR   where peers can dial this node; without it the node accepts no\n"
     "                     inbound connections and its traffic is relayed\n"
     "  --robot SPEC       a robot attached to this node (repeat for several)\n"
-    "  --no-gpus          report no GPUs even if the probe finds some\n";
+    "  --no-gpus          report no GPUs even if the probe finds some\n"
+    "  --stop-workers     stop the workers a stopped agent of --state left running, and exit\n";
 
 #define MAX_ROBOTS 256
 
@@ -29,6 +34,9 @@ int cli_agent_main(int argc, char **argv)
     const char *robots[MAX_ROBOTS];
     o.robots = robots;
     o.probe_gpus = 1;
+    o.workers = 1;
+    o.worker_exe = getenv("CORRAL_WORKER_CMD");
+    int stop_workers = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -37,6 +45,10 @@ int cli_agent_main(int argc, char **argv)
         }
         if (strcmp(a, "--no-gpus") == 0) {
             o.probe_gpus = 0;
+            continue;
+        }
+        if (strcmp(a, "--stop-workers") == 0) {
+            stop_workers = 1;
             continue;
         }
         static const char *const valued[] = {"--name", "--controller", "--state", "--advertise", "--robot",
@@ -76,6 +88,15 @@ int cli_agent_main(int argc, char **argv)
         }
         }
     }
+    cr_err_t err = {0};
+    if (stop_workers) {
+        /* Longer than the supervisor's SIGTERM grace, after which it SIGKILLs. */
+        if (agent_stop_workers(o.state_dir, 15000, &err)) {
+            CR_ERROR("agent", "%s", err.msg);
+            return CLI_EUSER;
+        }
+        return CLI_OK;
+    }
     if (!o.node) {
         fprintf(stderr, "corral agent: --name is required\n%s", usage_text);
         return CLI_EUSER;
@@ -83,7 +104,6 @@ int cli_agent_main(int argc, char **argv)
     sigset_t set;
     cli_block_stop_signals(&set);
     agent_t *ag = NULL;
-    cr_err_t err = {0};
     if (agent_create(&o, &ag, &err) || agent_start(ag, &err)) {
         CR_ERROR("agent", "%s", err.msg);
         agent_destroy(ag);

@@ -5,10 +5,13 @@
  * checked and applied (liveness.c decides whether this session may speak for the
  * node) and answered with SessionAccepted, or the stream is ended with the status
  * and message that say what was wrong. Then Heartbeats, each answered with a
- * HeartbeatAck; a later Inventory updates the registry; worker events and command
- * results are logged until the experiments work consumes them. When the stream
- * ends for any reason, liveness.c marks the node lost if this was its current
- * session. Bad messages end this one stream; the daemon keeps serving.
+ * HeartbeatAck; a later Inventory updates the registry. WorkerStatus reports (and
+ * the WorkerList an agent sends after each Inventory, which lets a restarted
+ * controller adopt running workers) go to the experiments (exphost.c); an accepted
+ * session repairs the experiments that wait for its node. Worker events and
+ * command results are logged. When the stream ends for any reason, liveness.c
+ * marks the node lost if this was its current session. Bad messages end this one
+ * stream; the daemon keeps serving.
  *
  * Threads: the callbacks run inline on the gRPC queue thread (RPC_METHOD_INLINE),
  * so a heartbeat costs no thread hop and never waits behind a slow Registry call
@@ -39,6 +42,11 @@ typedef struct inv_job {
     session_t *s;
     Corral__V1__Inventory *inv;   /* our own copy: the callback's message is borrowed */
 } inv_job_t;
+
+typedef struct msg_job {
+    session_t *s;
+    ProtobufCMessage *msg;        /* our own copy of a WorkerStatus or WorkerList */
+} msg_job_t;
 
 static void fail(session_t *s, int rc, const cr_err_t *err)
 {
@@ -87,10 +95,30 @@ static void inventory_job(void *arg)
             out.accepted = &acc;
             if (rpc_call_send(s->call, &out.base, 0, &err))
                 CR_WARN("agentlink", "node %s: cannot send SessionAccepted: %s", s->node, err.msg);
+            ctl_exphost_nodes_changed(s->srv);
         }
     }
     atomic_fetch_sub(&s->pending, 1);
     corral__v1__inventory__free_unpacked(j->inv, NULL);
+    free(j);
+}
+
+/* Reports from a session not (or no longer) accepted are dropped: its node may
+ * belong to another agent. */
+static void worker_job(void *arg)
+{
+    msg_job_t *j = arg;
+    session_t *s = j->s;
+    if (atomic_load(&s->id)) {
+        if (j->msg->descriptor == &corral__v1__worker_status__descriptor) {
+            ctl_exphost_worker_status(s->srv, s->node, (const Corral__V1__WorkerStatus *)j->msg);
+        } else {
+            const Corral__V1__WorkerList *l = (const void *)j->msg;
+            if (l->n_workers) CR_INFO("agentlink", "node %s runs %zu workers", s->node, l->n_workers);
+            for (size_t i = 0; i < l->n_workers; i++) ctl_exphost_worker_status(s->srv, s->node, l->workers[i]);
+        }
+    }
+    protobuf_c_message_free_unpacked(j->msg, NULL);
     free(j);
 }
 
@@ -150,6 +178,26 @@ static void on_inventory(session_t *s, const Corral__V1__Inventory *inv)
     }
 }
 
+/* Copies a borrowed worker report and queues it behind the session's inventory. */
+static void on_worker_msg(session_t *s, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    msg_job_t *j = calloc(1, sizeof *j);
+    if (buf && j) {
+        protobuf_c_message_pack(msg, buf);
+        j->msg = protobuf_c_message_unpack(msg->descriptor, NULL, len, buf);
+    }
+    free(buf);
+    if (j && j->msg) {
+        j->s = s;
+        if (ctl_workq_push(s->srv->wq, worker_job, j) == 0) return;
+        protobuf_c_message_free_unpacked(j->msg, NULL);
+    }
+    free(j);
+    rpc_call_finish(s->call, RPC_RESOURCE_EXHAUSTED, "controller out of memory");
+}
+
 static void on_heartbeat(rpc_call_t *call, session_t *s, const Corral__V1__Heartbeat *hb)
 {
     uint64_t id = atomic_load(&s->id);
@@ -192,6 +240,16 @@ static void on_message(rpc_call_t *call, const ProtobufCMessage *msg)
         CR_INFO("agentlink", "node %s: command %llu %s: %s", s->node,
                 (unsigned long long)m->command_result->command_id,
                 m->command_result->ok ? "done" : "failed", m->command_result->message);
+        break;
+    case CORRAL__V1__AGENT_MESSAGE__BODY_WORKER_STATUS:
+        on_worker_msg(s, &m->worker_status->base);
+        break;
+    case CORRAL__V1__AGENT_MESSAGE__BODY_WORKER_LIST:
+        on_worker_msg(s, &m->worker_list->base);
+        break;
+    case CORRAL__V1__AGENT_MESSAGE__BODY_LOG_CHUNK:
+        CR_DEBUG("agentlink", "node %s: log chunk for command %llu (no reader)", s->node,
+                 (unsigned long long)m->log_chunk->command_id);
         break;
     default:
         rpc_call_finish(call, RPC_INVALID_ARGUMENT, "agent message with no body");

@@ -52,7 +52,15 @@ struct ctl_liveness {
     size_t live;
     int stop, stopping, started;
     pthread_t sweeper;
+    void (*on_lost)(void *ud, const char *node);
+    void *on_lost_ud;
 };
+
+void ctl_liveness_on_lost(ctl_liveness_t *lv, void (*fn)(void *ud, const char *node), void *ud)
+{
+    lv->on_lost = fn;
+    lv->on_lost_ud = ud;
+}
 
 static unsigned hash(const char *s)
 {
@@ -125,6 +133,7 @@ unlock:
     pthread_mutex_unlock(&lv->trans);
     for (size_t i = 0; i < n; i++)
         if (calls[i]) end_calls(&calls[i], 1, RPC_UNAVAILABLE, "no heartbeat received in time");
+    for (size_t i = 0; i < n && lv->on_lost; i++) lv->on_lost(lv->on_lost_ud, names[i]);
 out:
     free(names);
     free(calls);
@@ -321,6 +330,7 @@ void ctl_liveness_release(ctl_liveness_t *lv, const char *node, uint64_t session
     }
     pthread_mutex_unlock(&lv->trans);
     if (call) rpc_call_unref(call);
+    if (current && !stopping && lv->on_lost) lv->on_lost(lv->on_lost_ud, node);
 }
 
 int ctl_liveness_send(ctl_liveness_t *lv, const char *node, const ProtobufCMessage *msg,

@@ -16,6 +16,10 @@ typedef struct ctl_liveness ctl_liveness_t;
  * restart); the sweep thread starts here. */
 int ctl_liveness_create(ctl_registry_t *reg, int interval_ms, int missed, ctl_liveness_t **out,
                         cr_err_t *err);
+/* fn(ud, node) runs after a node was marked lost in the registry (on the sweep
+ * thread or the caller of ctl_liveness_release, with no lock of the table held).
+ * Set it before sessions arrive. */
+void ctl_liveness_on_lost(ctl_liveness_t *lv, void (*fn)(void *ud, const char *node), void *ud);
 /* Stops the sweep thread and drops every session reference. */
 void ctl_liveness_destroy(ctl_liveness_t *lv);
 /* From now on ended sessions do not mark their nodes lost: a controller shutting

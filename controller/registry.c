@@ -239,6 +239,15 @@ int ctl_registry_schema_version(ctl_registry_t *reg)
 
 const char *ctl_registry_path(const ctl_registry_t *reg) { return reg->path; }
 
+int ctl_registry_with_db(ctl_registry_t *reg, int (*fn)(void *arg, sqlite3 *db, cr_err_t *err), void *arg,
+                         cr_err_t *err)
+{
+    pthread_mutex_lock(&reg->mu);
+    int rc = fn(arg, reg->db, err);
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
 /* ---- state names ------------------------------------------------------- */
 
 const char *ctl_node_state_name(Corral__V1__NodeState s)

@@ -21,9 +21,10 @@
 #include <stdint.h>
 
 typedef struct ctl_registry ctl_registry_t;
+typedef struct sqlite3 sqlite3;
 
 /* The schema version this binary writes (PRAGMA user_version of state.db). */
-#define CTL_SCHEMA_VERSION 2
+#define CTL_SCHEMA_VERSION 3
 
 /* Opens (creating dir and state.db as needed) and migrates the registry.
  * On success *out owns the database; close it with ctl_registry_close. */
@@ -35,6 +36,12 @@ int ctl_registry_schema_version(ctl_registry_t *reg);
 
 /* Path of state.db; borrowed, valid until close. */
 const char *ctl_registry_path(const ctl_registry_t *reg);
+
+/* Runs fn(arg, db, err) with the registry's lock held, for the tables other
+ * files keep in state.db (experiment.h's). fn must not call ctl_reg_*: the lock
+ * is not recursive. Returns fn's code. */
+int ctl_registry_with_db(ctl_registry_t *reg, int (*fn)(void *arg, sqlite3 *db, cr_err_t *err),
+                         void *arg, cr_err_t *err);
 
 /* Robots. */
 int ctl_reg_robot_register(ctl_registry_t *reg, const Corral__V1__RegisterRobotRequest *req,

@@ -8,14 +8,22 @@
  * rather than written by code that does not know its columns. Migrations are
  * append-only: a released one is never edited. */
 #include "controller/schema.h"
+#include "controller/experiment.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
 
-static const char *const migrations[] = {
+/* A migration is SQL, or a function for tables another file owns (it runs
+ * inside the migration's transaction, so it must use savepoints, not BEGIN). */
+typedef struct migration {
+    const char *sql;
+    int (*fn)(sqlite3 *db, cr_err_t *err);
+} migration_t;
+
+static const migration_t migrations[] = {
     /* 1: nodes, robots, GPUs. States are stored (so the scheduler can select on
      * them) and recomputed from the facts beside them; registry.c documents how. */
-    "CREATE TABLE nodes ("
+    {"CREATE TABLE nodes ("
     "  name TEXT PRIMARY KEY,"
     "  state TEXT NOT NULL CHECK (state IN ('ready','lost','draining')),"
     "  drain INTEGER NOT NULL DEFAULT 0,"
@@ -55,17 +63,21 @@ static const char *const migrations[] = {
     "  probed INTEGER NOT NULL DEFAULT 0,"
     "  created_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (node, idx)"
-    ");",
+    ");", NULL},
 
     /* 2: an append-only journal of registry changes, for `node show` and audits. */
-    "CREATE TABLE events ("
+    {"CREATE TABLE events ("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  time_ms INTEGER NOT NULL,"
     "  kind TEXT NOT NULL,"
     "  subject TEXT NOT NULL,"
     "  message TEXT NOT NULL DEFAULT ''"
     ");"
-    "CREATE INDEX events_by_subject ON events(subject, id);",
+    "CREATE INDEX events_by_subject ON events(subject, id);", NULL},
+
+    /* 3: experiments, their placements and journal (experiment.c owns them and
+     * versions them further in its experiment_meta table). */
+    {NULL, ctl_exp_schema},
 };
 
 int ctl_schema_latest(void)
@@ -91,10 +103,19 @@ static int apply(sqlite3 *db, int to, cr_err_t *err)
     char *msg = NULL;
     char bump[64];
     snprintf(bump, sizeof bump, "PRAGMA user_version = %d", to);
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(db, migrations[to - 1], NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(db, bump, NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+    const migration_t *m = &migrations[to - 1];
+    int ok = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg) == SQLITE_OK;
+    if (ok && m->fn) {
+        int rc = m->fn(db, err);
+        if (rc) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return cr_err_wrap(err, "migration to schema version %d", to);
+        }
+    }
+    ok = ok && (!m->sql || sqlite3_exec(db, m->sql, NULL, NULL, &msg) == SQLITE_OK) &&
+         sqlite3_exec(db, bump, NULL, NULL, &msg) == SQLITE_OK &&
+         sqlite3_exec(db, "COMMIT", NULL, NULL, &msg) == SQLITE_OK;
+    if (!ok) {
         cr_err_set(err, CR_EIO, "migration to schema version %d failed: %s", to,
                    msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);

@@ -1,5 +1,5 @@
 /* server.c - the controller daemon's object: registry, liveness table and the
- * gRPC server carrying Registry and AgentLink, started and stopped in the order
+ * gRPC server carrying Registry, AgentLink and Experiments, started and stopped in the order
  * that lets every handler finish before what it uses goes away. */
 #include "controller/server_int.h"
 #include "common/log.h"
@@ -15,6 +15,12 @@
 /* One controller per state directory: a second one would split the agents'
  * sessions between two liveness tables over one registry. flock is released by
  * the kernel when the process dies, so a kill -9 leaves no stale lock. */
+static void node_lost(void *ud, const char *node)
+{
+    (void)node;
+    ctl_exphost_nodes_changed(ud);
+}
+
 static int lock_state_dir(ctl_server_t *srv, cr_err_t *err)
 {
     char path[4200];
@@ -51,6 +57,7 @@ int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
     if (rc || (rc = lock_state_dir(srv, err))) goto fail;
     size_t n = ctl_service_methods(srv, srv->methods);
     ctl_agentlink_method(srv, &srv->methods[n++]);
+    if ((rc = ctl_exphost_create(srv, srv->methods, &n, err))) goto fail;
     rpc_opts_t ro = opts->rpc;
     if (ro.pool_threads == 0) ro.pool_threads = 2;
     rc = rpc_server_create(&srv->rpc, srv->listen, &ro, srv->methods, n, err);
@@ -76,6 +83,7 @@ int ctl_server_start(ctl_server_t *srv, cr_err_t *err)
     /* Liveness first: a session may arrive as soon as the server starts. */
     int rc = ctl_liveness_create(srv->reg, srv->heartbeat_ms, srv->missed, &srv->lv, err);
     if (rc) return rc;
+    ctl_liveness_on_lost(srv->lv, node_lost, srv);
     if ((rc = ctl_workq_create(&srv->wq, err))) return rc;
     if ((rc = rpc_server_start(srv->rpc, err))) return rc;
     srv->started = 1;
@@ -106,6 +114,7 @@ void ctl_server_destroy(ctl_server_t *srv)
     ctl_liveness_destroy(srv->lv);
     srv->lv = NULL;
     rpc_server_destroy(srv->rpc);
+    ctl_exphost_destroy(srv);
     ctl_registry_close(srv->reg);
     if (srv->lock_fd >= 0) close(srv->lock_fd);
     free(srv);

@@ -4,9 +4,11 @@
 #define CORRAL_CONTROLLER_SERVER_INT_H
 
 #include "controller/controller.h"
+#include "controller/expservice.h"
 #include "controller/liveness.h"
 #include "controller/workq.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #define CTL_REGISTRY_METHODS 10
@@ -28,16 +30,31 @@ struct ctl_server {
     ctl_liveness_t *lv;
     ctl_workq_t *wq;          /* SQLite work handed off by AgentLink callbacks */
     rpc_server_t *rpc;
-    rpc_method_t methods[CTL_REGISTRY_METHODS + 1];
+    rpc_method_t methods[CTL_REGISTRY_METHODS + 1 + CTL_EXP_METHODS];
     ctl_handler_t handlers[CTL_REGISTRY_METHODS];
     int started, stopped;
     int lock_fd;              /* DIR/controller.lock, flock'ed while we run */
     atomic_long heartbeats;
+    ctl_exp_service_t *exp;   /* the Experiments service (exphost.c) */
+    pthread_mutex_t exp_mu;   /* serialises experiment changes; before the registry's lock */
+    int exp_mu_init;
+    _Atomic uint64_t next_cmd; /* command ids of worker commands */
 };
 
 /* Fills out[0..CTL_REGISTRY_METHODS-1] with the Registry service; returns the count. */
 size_t ctl_service_methods(ctl_server_t *srv, rpc_method_t *out);
 /* Fills *out with AgentLink.Session. */
 void ctl_agentlink_method(ctl_server_t *srv, rpc_method_t *out);
+
+/* exphost.c: creates the Experiments service over the registry's state.db and
+ * appends its methods at methods[*n]; destroy after the rpc server stopped. */
+int ctl_exphost_create(ctl_server_t *srv, rpc_method_t *methods, size_t *n, cr_err_t *err);
+void ctl_exphost_destroy(ctl_server_t *srv);
+/* An agent reported a worker (its WorkerStatus, or one entry of its WorkerList):
+ * the experiment moves, and the commands that follow are sent. May wait for SQLite. */
+void ctl_exphost_worker_status(ctl_server_t *srv, const char *node, const Corral__V1__WorkerStatus *ws);
+/* A node came up or was lost (after the registry recorded it): active
+ * experiments are repaired and their commands sent. May wait for SQLite. */
+void ctl_exphost_nodes_changed(ctl_server_t *srv);
 
 #endif

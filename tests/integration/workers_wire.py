@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""workers_wire.py - `corral exp submit` on a real controller starts workers through a
+real agent, end to end on loopback: robots registered through the CLI; one process
+per placed worker with the flags of its placement; `exp status --json` running; a
+worker killed with SIGKILL is restarted; a controller killed with SIGKILL and
+restarted adopts the running workers (no duplicates), and so does a restarted
+agent; `exp stop` ends every worker; no process is left at the end.
+
+The workers here are tests/integration/standin_worker.sh (through $CORRAL_WORKER_CMD),
+which records its arguments and idles: this test is about the wiring between
+controller, agent and supervisor. The real worker roles are tested elsewhere."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+CORRAL = os.environ.get("CORRAL") or os.path.join(os.environ.get("CORRAL_BUILD_DIR", "build"), "corral")
+SRC = os.environ.get("CORRAL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+STANDIN = os.path.abspath(os.path.join(SRC, "tests", "integration", "standin_worker.sh"))
+SPEC = os.path.join(SRC, "configs", "experiments", "reach-sac.yaml")
+WORKERS = {("env", 0), ("env", 1), ("actor", 0), ("actor", 1), ("learner", 0), ("buffer", 0)}
+
+T = tempfile.mkdtemp(prefix="corral-wire.")
+passed = failed = 0
+procs = {}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+PORT, AGENT_PORT = free_port(), free_port()
+ADDR = "127.0.0.1:%d" % PORT
+ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR, WIRE_DIR=T, CORRAL_WORKER_CMD=STANDIN)
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print("  ok   " + name)
+    else:
+        failed += 1
+        print("  FAIL %s %s" % (name, detail))
+    return cond
+
+
+def start(name, *args):
+    log = open(os.path.join(T, name + ".log"), "ab")
+    procs[name] = subprocess.Popen([CORRAL, *args], stdout=log, stderr=log, env=ENV)
+
+
+def cli(*args):
+    return subprocess.run([CORRAL, *args], capture_output=True, text=True, env=ENV, timeout=30)
+
+
+def starts():
+    """[(pid, role, index, argv)] from the stand-in's record, in order."""
+    out = []
+    try:
+        with open(os.path.join(T, "starts.log")) as f:
+            for line in f:
+                words = line.split()
+                argv = words[1:]
+                opt = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
+                out.append((int(words[0]), opt.get("--role"), int(opt.get("--index", -1)), argv, opt))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return STANDIN.encode() in f.read()
+    except OSError:
+        return False
+
+
+def status():
+    p = cli("exp", "status", "reach-sac", "--json")
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def wait(what, fn, limit=15.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()
+
+
+def running_pids():
+    """{(role, index): pid} of the workers alive now, from the record."""
+    live = {}
+    for pid, role, idx, _, _ in starts():
+        if alive(pid):
+            live.setdefault((role, idx), []).append(pid)
+    return live
+
+
+def main():
+    start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
+    agent = ["agent", "--name", "n1", "--state", os.path.join(T, "a1"), "--no-gpus",
+             "--advertise", "127.0.0.1:%d" % AGENT_PORT]
+    start("agent", *agent)
+    wait("agent up", lambda: "n1" in cli("node", "list").stdout)
+    for r in ("arm1", "arm2"):
+        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1")
+        check("robot register %s" % r, p.returncode == 0, p.stderr)
+    p = cli("exp", "submit", SPEC)
+    check("exp submit", p.returncode == 0, p.stdout + p.stderr)
+
+    # One process per placed worker, with the flags of its placement.
+    ok = wait("six starts", lambda: len(starts()) >= 6)
+    rec = starts()
+    check("one process per placed worker", ok and {(r, i) for _, r, i, _, _ in rec} == WORKERS and len(rec) == 6,
+          str([(r, i) for _, r, i, _, _ in rec]))
+    for pid, role, idx, argv, opt in rec:
+        robot = "arm%d" % (idx + 1) if role in ("env", "actor") else None
+        good = (argv[0] == "worker" and opt.get("--experiment") == "reach-sac" and opt.get("--generation") == "1"
+                and opt.get("--robot") == robot and opt.get("--buffer") == "127.0.0.1:%d" % AGENT_PORT
+                and os.path.isabs(opt.get("--spec", "")) and os.path.isfile(opt.get("--spec", "")))
+        check("flags of %s-%d" % (role, idx), good, " ".join(argv))
+    st = wait("running", lambda: (lambda s: s if s and s["state"] == "running" else None)(status()))
+    check("exp status --json: running", st is not None and all(w["state"] == "running" for w in st["workers"]),
+          json.dumps(st))
+    pids = {(w["role"], w["index"]): w["pid"] for w in (st or {}).get("workers", [])}
+    check("status pids are the processes", pids == {(r, i): p for p, r, i, _, _ in rec}, str(pids))
+
+    # SIGKILL one worker: the supervisor restarts it and the controller hears of it.
+    victim = pids.get(("actor", 0), 0)
+    os.kill(victim, signal.SIGKILL)
+    ok = wait("restart", lambda: len(starts()) == 7 and starts()[-1][1:3] == ("actor", 0) and alive(starts()[-1][0]))
+    check("killed worker restarted", ok)
+    st = wait("restarts", lambda: (lambda s: s if s and any(w["restarts"] == 1 for w in s["workers"]) else None)(status()))
+    check("status shows the restart", st is not None and st["state"] == "running", json.dumps(st))
+
+    # The controller killed and restarted: the agent's WorkerList is adopted, nothing started twice.
+    before = running_pids()
+    procs["controller"].kill()
+    procs["controller"].wait()
+    start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
+    st = wait("back", lambda: (lambda s: s if s and s["state"] == "running" else None)(status()))
+    time.sleep(2.0)  # room for a wrong START to show
+    check("controller restart: still running", st is not None, json.dumps(st))
+    check("controller restart: workers adopted, none duplicated",
+          len(starts()) == 7 and running_pids() == before, "%s vs %s" % (running_pids(), before))
+
+    # The agent restarted: its new supervisor adopts the same processes.
+    procs["agent"].send_signal(signal.SIGTERM)
+    procs["agent"].wait()
+    check("agent stop leaves workers running", running_pids() == before)
+    start("agent", *agent)
+    time.sleep(3.0)
+    st = status()
+    check("agent restart: workers adopted, none duplicated",
+          len(starts()) == 7 and running_pids() == before and st and st["state"] == "running",
+          "%s vs %s, %s" % (running_pids(), before, st and st["state"]))
+
+    # exp stop: every worker ends.
+    p = cli("exp", "stop", "reach-sac")
+    check("exp stop", p.returncode == 0, p.stderr)
+    st = wait("stopped", lambda: (lambda s: s if s and s["state"] == "stopped" else None)(status()))
+    check("experiment stopped", st is not None, json.dumps(status()))
+    check("no worker process left", wait("gone", lambda: not running_pids(), 10.0), str(running_pids()))
+
+
+try:
+    main()
+except Exception as e:  # a crash of the test itself is a failure, with its reason
+    check("test ran to the end", False, repr(e))
+finally:
+    for name, p in procs.items():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    # Whatever the outcome, end the workers the agent left (as a demo's teardown would).
+    cli("agent", "--stop-workers", "--state", os.path.join(T, "a1"))
+    left = running_pids()
+    for pids in left.values():
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    check("nothing left after teardown", not left, str(left))
+    print("CORRAL-RESULT suite=integration.workers_wire passed=%d failed=%d skipped=0" % (passed, failed))
+    if failed or os.environ.get("CORRAL_KEEP_TMP"):
+        print("logs kept in " + T)
+        for f in sorted(os.listdir(T)):
+            if f.endswith(".log"):
+                print("--- " + f)
+                with open(os.path.join(T, f), errors="replace") as fh:
+                    print("".join(fh.readlines()[-30:]))
+    else:
+        shutil.rmtree(T, ignore_errors=True)
+    sys.exit(1 if failed else 0)
