@@ -214,9 +214,22 @@ static const ctl_slot_t *find_slot(const ctl_placement_t *p, ctl_role_t role, in
     return NULL;
 }
 
+/* The slot whose process hosts s when s runs inside another worker, else NULL.
+ * The buffer always lives in the learner's process; an actor lives in its env's
+ * process (one robot, one process that opens it) when placed on the robot's node.
+ * Such slots get no process of their own and share their host's reported state. */
+static const ctl_slot_t *host_slot(const ctl_placement_t *p, const ctl_slot_t *s)
+{
+    const ctl_slot_t *h = NULL;
+    if (s->role == CTL_ROLE_BUFFER) h = find_slot(p, CTL_ROLE_LEARNER, 0);
+    else if (s->role == CTL_ROLE_ACTOR) h = find_slot(p, CTL_ROLE_ENV, s->index);
+    return h && strcmp(h->node, s->node) == 0 ? h : NULL;
+}
+
 static int add_start(ctl_cmds_t *cmds, const char *exp, int64_t gen, const ctl_placement_t *p,
                      const ctl_slot_t *s, cr_err_t *err)
 {
+    if (host_slot(p, s)) return 0; /* started with its host */
     ctl_worker_cmd_t *c = cmd_add(cmds, CTL_CMD_START, s->node, exp, gen);
     if (!c) return cr_err_set(err, CR_ENOMEM, "commands");
     snprintf(c->role, sizeof c->role, "%s", ctl_role_name(s->role));
@@ -397,6 +410,11 @@ int ctl_expctl_worker_status(sqlite3 *db, const char *node, const char *experime
         goto out;
     }
     rc = ctl_exp_worker_report(db, experiment, generation, (ctl_role_t)r, index, state, pid, restarts, now_ms, err);
+    /* Slots hosted in this process are in the state it is in. */
+    for (size_t i = 0; rc == 0 && i < p->n_slots; i++)
+        if (host_slot(p, &p->slots[i]) == slot)
+            rc = ctl_exp_worker_report(db, experiment, generation, p->slots[i].role, p->slots[i].index, state, pid,
+                                       restarts, now_ms, err);
     if (rc != 0) goto out;
     int all = 0;
     if (strcmp(state, "failed") == 0 && e.state != CTL_EXP_STOPPING) {

@@ -109,6 +109,7 @@ static const cfg_field_t task_fields[] = {
     {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's own task reward), reach-distance, "
                                             "or a plugin path *.so"), .check = check_reward},
     {CFG_NODE(exp_task_t, reward_params, "parameters passed to a reward plugin")},
+    {CFG_NODE(exp_task_t, obs_scale, "factor per observation vector name, applied before the policy sees it")},
 };
 static const cfg_table_t task_table = {CFG_TABLE(exp_task_t, task_fields)};
 

@@ -39,6 +39,7 @@ typedef struct exp_task {
     int32_t episode_steps;  /* 0: the robot's default episode length */
     char *reward;           /* built-in ("task", "reach-distance") or a plugin path ending in .so */
     cfg_node_t *reward_params; /* free-form, passed to the reward plugin */
+    cfg_node_t *obs_scale;     /* free-form, vector name -> factor, read by the workers */
 } exp_task_t;
 
 enum { EXP_POLICY_MLP, EXP_POLICY_CNN, EXP_POLICY_FLOW, EXP_POLICY_VLA };

@@ -171,7 +171,7 @@ static void test_run_crash_adopt_stop_resume(void)
     execute(&cmds);
     ctl_cmds_free(&cmds);
     ASSERT_TRUE(wait_state("reach-sac", CTL_EXP_RUNNING, 5000));
-    ASSERT_INT_EQ(live_workers(), 6);
+    ASSERT_INT_EQ(live_workers(), 3); /* learner (buffer inside), two envs (actors inside) */
     char log[4400];
     snprintf(log, sizeof log, "%s/experiments/reach-sac/logs/learner-0.log", W.dir);
     char *text;
@@ -192,21 +192,22 @@ static void test_run_crash_adopt_stop_resume(void)
     pump();
     ASSERT_INT_EQ(state_of("reach-sac"), CTL_EXP_RUNNING);
 
-    /* The agent restarts (its workers keep running): it adopts all six and the
+    /* The agent restarts (its workers keep running): it adopts all three processes
+     * (actors run inside their envs, the buffer inside the learner) and the
      * controller, hearing them report running, starts nothing. */
-    pid_t before[6];
-    const char *roles[] = {"env", "env", "actor", "actor", "learner", "buffer"};
-    const int idx[] = {0, 1, 0, 1, 0, 0};
-    for (int i = 0; i < 6; i++) before[i] = pid_of(roles[i], idx[i]);
+    pid_t before[3];
+    const char *roles[] = {"env", "env", "learner"};
+    const int idx[] = {0, 1, 0};
+    for (int i = 0; i < 3; i++) before[i] = pid_of(roles[i], idx[i]);
     agent_sup_destroy(W.sup);
     W.nq = 0;
     int starts = W.starts_sent;
     agent_up();
-    ASSERT_INT_EQ(W.nq, 6); /* one adoption report each */
+    ASSERT_INT_EQ(W.nq, 3); /* one adoption report each */
     pump();
-    for (int i = 0; i < 6; i++) ASSERT_INT_EQ(pid_of(roles[i], idx[i]), before[i]);
+    for (int i = 0; i < 3; i++) ASSERT_INT_EQ(pid_of(roles[i], idx[i]), before[i]);
     ASSERT_INT_EQ(W.starts_sent, starts);
-    ASSERT_INT_EQ(live_workers(), 6);
+    ASSERT_INT_EQ(live_workers(), 3); /* learner (buffer inside), two envs (actors inside) */
     ASSERT_INT_EQ(state_of("reach-sac"), CTL_EXP_RUNNING);
 
     /* Stop: every worker ends (the script says bye on SIGTERM), the run is stopped. */
@@ -222,7 +223,7 @@ static void test_run_crash_adopt_stop_resume(void)
     execute(&cmds);
     ctl_cmds_free(&cmds);
     ASSERT_TRUE(wait_state("reach-sac", CTL_EXP_RUNNING, 5000));
-    ASSERT_INT_EQ(live_workers(), 6);
+    ASSERT_INT_EQ(live_workers(), 3); /* learner (buffer inside), two envs (actors inside) */
     snprintf(log, sizeof log, "%s/experiments/reach-sac/logs/env-1.log", W.dir);
     int found = 0;
     for (int i = 0; i < 200 && !found; i++) {
