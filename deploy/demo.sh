@@ -5,9 +5,8 @@
 # processes, showing live progress, and ends with a summary whose last line is
 # `success_rate: X` (the final greedy evaluation).
 #
-# Today the workers are started here, as the agent's supervisor would start them;
-# `corral exp submit` through the controller is the next step (see README, Status).
-# Leaves no process running, whatever happens.
+# The experiment goes through `corral exp submit`: the controller places it and the
+# agent starts the workers. Leaves no process running, whatever happens.
 set -u
 build=${1:-build}
 CORRAL=$(cd "$build" && pwd)/corral
@@ -24,6 +23,7 @@ export CORRAL_CONTROLLER=$ctl
 
 pids=
 cleanup() {
+    "$CORRAL" agent --stop-workers --state "$root/agent" >/dev/null 2>&1
     for p in $pids; do kill -TERM "$p" 2>/dev/null; done
     for p in $pids; do wait "$p" 2>/dev/null; done
 }
@@ -57,11 +57,18 @@ echo
 echo
 
 echo "demo: training SAC on sim-0 and sim-1 (learner + 2 env workers, CPU)"
-. "$HERE/demo-local.sh"
-exp=$root/experiments/reach-demo
-demo_local_run "$exp" "$HERE/demo-reach.yaml" 2 "$limit"
-ok=$?
-
+. "$HERE/demo-local.sh" # demo_json
+"$CORRAL" exp submit "$HERE/demo-reach.yaml" || exit 1
+exp=$root/agent/experiments/reach-demo
+ok=1
+while [ $(( $(date +%s) - start )) -lt "$limit" ]; do
+    sleep 2
+    st=$(demo_json "$exp/status/learner.json" state)
+    echo "  learner: ${st:-starting}, env steps $(demo_json "$exp/status/learner.json" env_steps), eval success $(demo_json "$exp/status/learner.json" eval_success_rate)"
+    if [ "$st" = done ]; then ok=0; break; fi
+    if [ "$st" = failed ]; then break; fi
+done
+"$CORRAL" exp status reach-demo
 rate=$(demo_json "$exp/status/learner.json" eval_success_rate)
 echo
 echo "demo summary"
