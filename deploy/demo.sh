@@ -21,11 +21,11 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 ctl=127.0.0.1:$port
 export CORRAL_CONTROLLER=$ctl
 
-pids=
+daemon_pids=
 cleanup() {
     "$CORRAL" agent --stop-workers --state "$root/agent" >/dev/null 2>&1
-    for p in $pids; do kill -TERM "$p" 2>/dev/null; done
-    for p in $pids; do wait "$p" 2>/dev/null; done
+    for p in $daemon_pids; do kill -TERM "$p" 2>/dev/null; done
+    for p in $daemon_pids; do wait "$p" 2>/dev/null; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -33,10 +33,10 @@ trap 'exit 130' INT TERM
 start=$(date +%s)
 echo "demo: corral $("$CORRAL" version | cut -d' ' -f2), state under $root"
 "$CORRAL" controller --listen "$ctl" --state "$root/controller" >"$root/logs/controller.log" 2>&1 &
-pids="$pids $!"
+daemon_pids="$daemon_pids $!"
 "$CORRAL" agent --name demo-node --controller "$ctl" --state "$root/agent" \
     >"$root/logs/agent.log" 2>&1 &
-pids="$pids $!"
+daemon_pids="$daemon_pids $!"
 
 # Wait for the agent's node to be ready.
 i=0
