@@ -497,6 +497,35 @@ static int get_one(ctl_registry_t *reg, const char *cols, const char *where, con
 
 static void *robot_conv(sqlite3_stmt *st) { return robot_from_row(st); }
 static void *node_conv(sqlite3_stmt *st) { return node_from_row(st); }
+static void *gpu_conv(sqlite3_stmt *st) { return gpu_from_row(st); }
+
+/* Runs sql (bound to node as ?1 when node is not NULL) and appends each row, as
+ * conv makes it, to the growing array *items of *n entries, which the caller's
+ * list message owns (and frees on failure). */
+static int list_rows(ctl_registry_t *reg, const char *sql, const char *node,
+                     void *(*conv)(sqlite3_stmt *), void ***items, size_t *n, const char *what,
+                     cr_err_t *err)
+{
+    size_t cap = 0;
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&reg->mu);
+    int rc = prep(reg, sql, &st, err);
+    if (!rc) {
+        if (node) bind_text(st, 1, node);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 64;
+                *items = realloc(*items, cap * sizeof **items);
+                if (!*items) abort();
+            }
+            (*items)[(*n)++] = conv(st);
+        }
+        rc = rc == SQLITE_DONE ? 0 : SQLFAIL(reg, err, what);
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
 
 static int robot_get(ctl_registry_t *reg, const char *name, Corral__V1__Robot **out, cr_err_t *err)
 {
@@ -672,24 +701,8 @@ int ctl_reg_robot_list(ctl_registry_t *reg, const char *node, Corral__V1__ListRo
     snprintf(sql, sizeof sql, "%s%s ORDER BY name", robot_cols, filter ? " WHERE node = ?1" : "");
     Corral__V1__ListRobotsResponse *resp = xcalloc(1, sizeof *resp);
     corral__v1__list_robots_response__init(resp);
-    size_t cap = 0;
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&reg->mu);
-    int rc = prep(reg, sql, &st, err);
-    if (!rc) {
-        if (filter) bind_text(st, 1, node);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (resp->n_robots == cap) {
-                cap = cap ? cap * 2 : 64;
-                resp->robots = realloc(resp->robots, cap * sizeof *resp->robots);
-                if (!resp->robots) abort();
-            }
-            resp->robots[resp->n_robots++] = robot_from_row(st);
-        }
-        rc = rc == SQLITE_DONE ? 0 : SQLFAIL(reg, err, "list robots");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&reg->mu);
+    int rc = list_rows(reg, sql, filter ? node : NULL, robot_conv, (void ***)&resp->robots, &resp->n_robots,
+                       "list robots", err);
     if (rc) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return rc;
@@ -972,24 +985,8 @@ int ctl_reg_gpu_list(ctl_registry_t *reg, const char *node, Corral__V1__ListGpus
     snprintf(sql, sizeof sql, "%s%s ORDER BY node, idx", gpu_cols, filter ? " WHERE node = ?1" : "");
     Corral__V1__ListGpusResponse *resp = xcalloc(1, sizeof *resp);
     corral__v1__list_gpus_response__init(resp);
-    size_t cap = 0;
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&reg->mu);
-    int rc = prep(reg, sql, &st, err);
-    if (!rc) {
-        if (filter) bind_text(st, 1, node);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (resp->n_gpus == cap) {
-                cap = cap ? cap * 2 : 16;
-                resp->gpus = realloc(resp->gpus, cap * sizeof *resp->gpus);
-                if (!resp->gpus) abort();
-            }
-            resp->gpus[resp->n_gpus++] = gpu_from_row(st);
-        }
-        rc = rc == SQLITE_DONE ? 0 : SQLFAIL(reg, err, "list gpus");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&reg->mu);
+    int rc = list_rows(reg, sql, filter ? node : NULL, gpu_conv, (void ***)&resp->gpus, &resp->n_gpus,
+                       "list gpus", err);
     if (rc) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return rc;
@@ -1007,23 +1004,8 @@ int ctl_reg_node_list(ctl_registry_t *reg, Corral__V1__ListNodesResponse **out, 
     snprintf(sql, sizeof sql, "%s ORDER BY name", node_cols);
     Corral__V1__ListNodesResponse *resp = xcalloc(1, sizeof *resp);
     corral__v1__list_nodes_response__init(resp);
-    size_t cap = 0;
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&reg->mu);
-    int rc = prep(reg, sql, &st, err);
-    if (!rc) {
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (resp->n_nodes == cap) {
-                cap = cap ? cap * 2 : 16;
-                resp->nodes = realloc(resp->nodes, cap * sizeof *resp->nodes);
-                if (!resp->nodes) abort();
-            }
-            resp->nodes[resp->n_nodes++] = node_from_row(st);
-        }
-        rc = rc == SQLITE_DONE ? 0 : SQLFAIL(reg, err, "list nodes");
-        sqlite3_finalize(st);
-    }
-    pthread_mutex_unlock(&reg->mu);
+    int rc = list_rows(reg, sql, NULL, node_conv, (void ***)&resp->nodes, &resp->n_nodes,
+                       "list nodes", err);
     if (rc) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return rc;
