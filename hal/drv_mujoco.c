@@ -64,6 +64,7 @@ static const drv_opt_t mj_opts[] = {
     {"success_dist", DRV_DOUBLE, 0, 10, OFF(success_dist), 0, "success tolerance, m"},
     {"reward_scale", DRV_DOUBLE, 1e-6, 1e6, OFF(reward_scale), 0, "reward multiplier"},
     {"task", DRV_STR, 0, 0, OFF(task), SZ(task), "reach or push"},
+    {"gl", DRV_STR, 0, 0, OFF(gl), SZ(gl), "camera GL: auto (EGL, else OSMesa), egl or osmesa"},
 };
 
 /* ---- custom fields ------------------------------------------------------------------- */

@@ -20,6 +20,7 @@ typedef struct mj_cfg {
     double reward_scale;     /* 0: from the model (corral_reward_scale, else 1) */
     double success_dist;     /* 0: from the model */
     char task[16];           /* "" : from the model */
+    char gl[16];             /* "", "auto", "egl" or "osmesa": the headless GL */
 } mj_cfg_t;
 
 typedef struct mj_render mj_render_t;
@@ -55,7 +56,7 @@ int mj_task_setup(mj_robot_t *r, cr_err_t *err);
 void mj_task_reset(mj_robot_t *r, uint64_t seed);
 void mj_task_observe(mj_robot_t *r, hal_obs_t *obs);
 
-/* Headless rendering (EGL surfaceless). */
+/* Headless rendering (EGL surfaceless, else OSMesa). */
 int mj_render_create(mj_robot_t *r, mj_render_t **out, cr_err_t *err);
 int mj_render_image(mj_render_t *rd, mj_robot_t *r, uint8_t *rgb, cr_err_t *err);
 void mj_render_destroy(mj_render_t *rd);

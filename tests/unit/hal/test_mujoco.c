@@ -11,6 +11,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static hal_robot_t *open_model(const char *model, const char **kv, int n, cr_err_t *err, int *rc)
 {
@@ -296,6 +298,86 @@ static void test_diverged_physics(void)
     hal_robot_close(r);
 }
 
+/* Renders reach2d's first frame after reset 1 with the given GL into img
+ * (48x32x3). Returns 0, or CR_EUNAVAIL with why filled. */
+static int first_frame(const char *gl, uint8_t *img, char *why, size_t why_len)
+{
+    cr_err_t err = {0};
+    int rc;
+    char glopt[32];
+    snprintf(glopt, sizeof glopt, "gl=%s", gl);
+    const char *kv[] = {"camera=top", "image_width=48", "image_height=32", glopt};
+    hal_robot_t *r = open_model("reach2d", kv, 4, &err, &rc);
+    if (rc) {
+        snprintf(why, why_len, "%s", err.msg);
+        return rc;
+    }
+    hal_obs_t o;
+    ASSERT_OK(hal_obs_alloc(hal_robot_desc(r), 1, &o, &err), &err);
+    ASSERT_OK(hal_robot_reset(r, 1, &o, &err), &err);
+    memcpy(img, o.img, 48 * 32 * 3);
+    hal_obs_free(&o);
+    hal_robot_close(r);
+    return 0;
+}
+
+/* OSMesa is the fallback where EGL is missing; both must draw the same scene.
+ * MuJoCo renders with one GL per process, so the OSMesa frame is drawn in a
+ * child process and sent back through a pipe. */
+static void test_camera_backends(void)
+{
+    setup_env();
+    static uint8_t egl[48 * 32 * 3], osm[48 * 32 * 3];
+    char why[300] = "";
+    int fd[2];
+    ASSERT_INT_EQ(pipe(fd), 0);
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+        close(fd[0]);
+        int rc = first_frame("osmesa", osm, why, sizeof why);
+        ssize_t n = rc ? write(fd[1], why, strlen(why)) : write(fd[1], osm, sizeof osm);
+        _exit(rc == 0 && n == (ssize_t)sizeof osm ? 0 : rc == CR_EUNAVAIL ? 3 : 1);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof osm && (n = read(fd[0], osm + got, sizeof osm - got)) > 0) got += (size_t)n;
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 3) {
+        memcpy(why, osm, got < sizeof why - 1 ? got : sizeof why - 1);
+        TEST_SKIP_IF(1, "OSMesa unavailable here: %s", why);
+    }
+    ASSERT_INT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_INT_EQ((int)got, (int)sizeof osm);
+    int distinct = 0;
+    for (size_t i = 0; i < sizeof osm; i += 3) distinct += memcmp(osm + i, osm, 3) != 0;
+    ASSERT_TRUE(distinct > 20);
+
+    int rc = first_frame("egl", egl, why, sizeof why);
+    TEST_SKIP_IF(rc == CR_EUNAVAIL, "EGL unavailable here (OSMesa works): %s", why);
+    ASSERT_INT_EQ(rc, 0);
+    double diff = 0;
+    for (size_t i = 0; i < sizeof osm; i++) diff += abs((int)osm[i] - (int)egl[i]);
+    diff /= (double)sizeof osm;
+    printf("    mean |osmesa - egl| per channel: %.2f\n", diff);
+    ASSERT_TRUE(diff < 8.0);
+
+    /* Now that this process renders with EGL, asking for OSMesa says why not. */
+    rc = first_frame("osmesa", osm, why, sizeof why);
+    ASSERT_INT_EQ(rc, CR_EINVAL);
+    ASSERT_TRUE(strstr(why, "already renders with egl") != NULL);
+    /* A GL that does not exist is a clear error, not a silent fallback. */
+    cr_err_t err = {0};
+    const char *kv[] = {"camera=top", "gl=vulkan"};
+    hal_robot_t *r = open_model("reach2d", kv, 2, &err, &rc);
+    ASSERT_TRUE(r == NULL && rc == CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "gl='vulkan'") != NULL);
+}
+
 static void test_camera(void)
 {
     setup_env();
@@ -338,6 +420,7 @@ int main(int argc, char **argv)
         {"arm7", test_arm7},
         {"push", test_push},
         {"reach_success", test_reach_success},
+        {"camera_backends", test_camera_backends},
         {"realtime_pacing", test_realtime_pacing},
         {"user_mjcf", test_user_mjcf},
         {"bad_models", test_bad_models},
