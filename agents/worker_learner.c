@@ -544,6 +544,7 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     cfg.gamma = s->algorithm.gamma;
     cfg.seed = (uint64_t)s->seed * 7919u + 17u;
     cfg.cache_bytes = 64u << 20;
+    cfg.capacity = s->buffer.capacity;
     cfg.ratio[BUF_SRC_ONLINE] = s->buffer.n_demos ? s->buffer.online_ratio : 0;
     if (s->buffer.n_demos) {
         cfg.ratio[BUF_SRC_DEMO] = 0;

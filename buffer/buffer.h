@@ -73,6 +73,11 @@ typedef struct buf_config {
     size_t demo_cache_bytes;    /* RAM for attached demo buffers; default cache_bytes/4 */
     buf_sampler_t sampler;      /* default uniform */
     int64_t recent_window;      /* BUF_SAMPLE_RECENT: default 100000 transitions */
+    /* Most transitions the online and intervention sources sample from; 0
+     * (default): all of them. The oldest fall out first, as from a ring-buffer
+     * replay memory, but stay in the database: it is the experiment's record.
+     * Demo sources are kept whole. */
+    int64_t capacity;
     double alpha, beta;         /* BUF_SAMPLE_PRIORITIZED: defaults 0.6, 0.4 */
     /* Share of each batch per source. All zero (default): online 0.5 and demo 0.5
      * when demos exist (as RLPD does), intervention steps counted as online. A

@@ -103,7 +103,7 @@ int buf_limiter_can_sample(const limiter_t *l, int64_t n);
 typedef struct tr {
     int64_t row, next_row;
     int64_t succ;               /* transition starting at next_row, -1 none (yet) */
-    int64_t pos;                /* position in its source's list */
+    int64_t pos;                /* position in its source's list; -1: evicted */
     float reward;
     uint8_t done, cls;
 } tr_t;
@@ -118,8 +118,8 @@ typedef struct bufdb {
 } bufdb_t;
 
 typedef struct srclist {
-    uint64_t *key;              /* [n] */
-    int64_t n, cap;
+    uint64_t *key;              /* [n]; [start, n) are sampled, older ones evicted */
+    int64_t n, cap, start;
     sumtree_t tree;             /* priority^alpha per position (prioritised only) */
     double max_prio;
 } srclist_t;
@@ -193,6 +193,9 @@ struct buf {
     int64_t samples_saved;      /* limiter samples last written to meta */
     size_t demo_budget_left;
 };
+
+/* Transitions a source samples from. */
+static inline int64_t buf_src_live(const srclist_t *s) { return s->n - s->start; }
 
 /* store.c */
 int buf_index_add(buf_t *b, int dbi, int64_t row, int64_t next_row, float reward, int done,

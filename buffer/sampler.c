@@ -152,9 +152,9 @@ typedef struct draw {
 static void quotas(const buf_t *b, int size, int q[BUF_SRC_COUNT])
 {
     double w[BUF_SRC_COUNT], total = 0;
-    for (int c = 0; c < BUF_SRC_COUNT; c++) total += w[c] = b->src[c].n > 0 ? b->ratio[c] : 0;
+    for (int c = 0; c < BUF_SRC_COUNT; c++) total += w[c] = buf_src_live(&b->src[c]) > 0 ? b->ratio[c] : 0;
     if (total <= 0)  /* only sources with weight 0 hold data: share by count */
-        for (int c = 0; c < BUF_SRC_COUNT; c++) total += w[c] = (double)b->src[c].n;
+        for (int c = 0; c < BUF_SRC_COUNT; c++) total += w[c] = (double)buf_src_live(&b->src[c]);
     int given = 0;
     double frac[BUF_SRC_COUNT];
     for (int c = 0; c < BUF_SRC_COUNT; c++) {
@@ -203,26 +203,27 @@ static float weight_of(const buf_t *b, uint64_t key)
     const tr_t *t = &b->db[key >> KEY_DB_SHIFT].tr[key & KEY_TID_MASK];
     const srclist_t *s = &b->src[t->cls];
     double total = buf_sumtree_total(&s->tree);
-    if (total <= 0) return 1;
-    return (float)pow((double)s->n * buf_sumtree_get(&s->tree, t->pos) / total, -b->cfg.beta);
+    if (total <= 0 || t->pos < 0) return 1;
+    return (float)pow((double)buf_src_live(s) * buf_sumtree_get(&s->tree, t->pos) / total, -b->cfg.beta);
 }
 
 /* Draws one transition of source c (which holds some) with rng. */
 static void draw_one(buf_t *b, int c, uint64_t rng[4], draw_t *d)
 {
     const srclist_t *s = &b->src[c];
-    int64_t pos;
+    int64_t pos, live = buf_src_live(s);
     float weight = 1;
     if (b->cfg.sampler == BUF_SAMPLE_RECENT) {
-        int64_t w = s->n < b->cfg.recent_window ? s->n : b->cfg.recent_window;
+        int64_t w = live < b->cfg.recent_window ? live : b->cfg.recent_window;
         pos = s->n - 1 - (int64_t)(buf_rng_next(rng) % (uint64_t)w);
     } else if (b->cfg.sampler == BUF_SAMPLE_PRIORITIZED && buf_sumtree_total(&s->tree) > 0) {
         double total = buf_sumtree_total(&s->tree);
         pos = buf_sumtree_find(&s->tree, unit(rng) * total);
+        if (pos < s->start) pos = s->start;   /* rounding onto an evicted leaf */
         double p = buf_sumtree_get(&s->tree, pos) / total;
-        weight = (float)pow((double)s->n * p, -b->cfg.beta);
+        weight = (float)pow((double)live * p, -b->cfg.beta);
     } else {
-        pos = (int64_t)(buf_rng_next(rng) % (uint64_t)s->n);
+        pos = s->start + (int64_t)(buf_rng_next(rng) % (uint64_t)live);
     }
     resolve(b, s->key[pos], weight, d);
 }
@@ -286,7 +287,7 @@ static void gather_pooled(const buf_t *b, buf_batch_t *bt, int i, pool_t *p)
 
 static int64_t transitions(const buf_t *b)
 {
-    return b->src[0].n + b->src[1].n + b->src[2].n;
+    return buf_src_live(&b->src[0]) + buf_src_live(&b->src[1]) + buf_src_live(&b->src[2]);
 }
 
 int buf_sample(buf_t *b, buf_batch_t *bt, int64_t timeout_ms, cr_err_t *err)
@@ -378,6 +379,7 @@ int buf_update_priorities(buf_t *b, const uint64_t *key, const float *priority, 
         }
         const tr_t *t = &b->db[dbi].tr[tid];
         srclist_t *s = &b->src[t->cls];
+        if (t->pos < 0) continue;   /* evicted: its priority no longer matters */
         /* A small floor keeps every transition reachable, as PER does. */
         double p = (double)priority[i] + 1e-6;
         if (p > s->max_prio) s->max_prio = p;
@@ -395,7 +397,7 @@ static int plan(buf_t *b, uint64_t rng[4], int *cls, draw_t *job)
 {
     for (int c = 0; c < BUF_SRC_COUNT; c++) {
         pool_t *p = &b->pool[c];
-        if (b->src[c].n == 0) { p->n_want = 0; continue; }
+        if (buf_src_live(&b->src[c]) == 0) { p->n_want = 0; continue; }
         int64_t room = p->cap - p->count - p->reserved;
         if (room <= 0) continue;
         int k = 0;

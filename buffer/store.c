@@ -73,6 +73,8 @@ static int check_config(buf_config_t *c, cr_err_t *err)
     if (!(c->gamma >= 0 && c->gamma <= 1)) return cr_err_set(err, CR_EINVAL, "buffer config: gamma %g", c->gamma);
     if (!(c->alpha >= 0) || !(c->beta >= 0)) return cr_err_set(err, CR_EINVAL, "buffer config: alpha/beta < 0");
     if (!(c->samples_per_insert >= 0)) return cr_err_set(err, CR_EINVAL, "buffer config: samples_per_insert < 0");
+    if (c->capacity < 0)
+        return cr_err_set(err, CR_EINVAL, "buffer config: capacity %lld < 0", (long long)c->capacity);
     if (c->sampler == BUF_SAMPLE_RECENT && c->recent_window < 1)
         return cr_err_set(err, CR_EINVAL, "buffer config: recent_window < 1");
     for (int s = 0; s < BUF_SRC_COUNT; s++)
@@ -105,6 +107,40 @@ static void set_ratios(buf_t *b)
     }
 }
 
+/* Drops the evicted front of s's key list once it outweighs the live part, so
+ * the list's memory follows the capacity (mu held). Positions shift down, so the
+ * transitions' positions and the priority tree move with them. */
+static void compact(buf_t *b, srclist_t *s)
+{
+    int64_t live = buf_src_live(s), k0 = s->start;
+    if (k0 < 4096 || k0 < live) return;
+    memmove(s->key, s->key + k0, (size_t)live * sizeof *s->key);
+    for (int64_t i = 0; i < live; i++) {
+        uint64_t key = s->key[i];
+        b->db[key >> KEY_DB_SHIFT].tr[key & KEY_TID_MASK].pos = i;
+    }
+    if (b->cfg.sampler == BUF_SAMPLE_PRIORITIZED) {
+        for (int64_t i = 0; i < live; i++) buf_sumtree_set(&s->tree, i, buf_sumtree_get(&s->tree, i + k0));
+        for (int64_t i = live; i < s->n; i++) buf_sumtree_set(&s->tree, i, 0);
+        s->tree.n = live;
+    }
+    s->n = live;
+    s->start = 0;
+}
+
+/* Evicts the oldest transitions of s beyond the capacity (mu held). */
+static void evict(buf_t *b, int cls, srclist_t *s)
+{
+    if (b->cfg.capacity <= 0 || cls == BUF_SRC_DEMO) return;
+    while (buf_src_live(s) > b->cfg.capacity) {
+        uint64_t key = s->key[s->start];
+        b->db[key >> KEY_DB_SHIFT].tr[key & KEY_TID_MASK].pos = -1;
+        if (b->cfg.sampler == BUF_SAMPLE_PRIORITIZED) buf_sumtree_set(&s->tree, s->start, 0);
+        s->start++;
+    }
+    compact(b, s);
+}
+
 /* Appends transition row -> next_row of database dbi (mu held, or before threads). */
 int buf_index_add(buf_t *b, int dbi, int64_t row, int64_t next_row, float reward, int done,
                   int cls, int64_t link_from, cr_err_t *err)
@@ -135,6 +171,7 @@ int buf_index_add(buf_t *b, int dbi, int64_t row, int64_t next_row, float reward
                         .reward = reward, .done = (uint8_t)(done != 0), .cls = (uint8_t)cls};
     s->key[s->n++] = ((uint64_t)dbi << KEY_DB_SHIFT) | (uint64_t)tid;
     if (link_from >= 0 && link_from < tid) d->tr[link_from].succ = tid;
+    evict(b, cls, s);
     return 0;
 }
 
@@ -493,7 +530,7 @@ void buf_counters(buf_t *b, buf_counters_t *o)
     pthread_mutex_lock(&b->mu);
     o->inserts = b->lim.inserts;
     o->samples = b->lim.samples;
-    for (int s = 0; s < BUF_SRC_COUNT; s++) o->transitions[s] = b->src[s].n;
+    for (int s = 0; s < BUF_SRC_COUNT; s++) o->transitions[s] = buf_src_live(&b->src[s]);
     o->cached_rows = b->db[0].cache.rows;
     o->cache_capacity = b->db[0].cache.cap;
     o->commits = b->commits;

@@ -471,6 +471,63 @@ static void test_recent_window(void)
     buf_close(b);
 }
 
+/* With a capacity, only the newest transitions are sampled, with every sampler,
+ * after the index compacts its evicted front, and again after a reopen. */
+static void test_capacity(void)
+{
+    const buf_sampler_t samplers[] = {BUF_SAMPLE_UNIFORM, BUF_SAMPLE_PRIORITIZED};
+    for (int si = 0; si < 2; si++) {
+        cr_err_t err = {0};
+        const char *path = db_path(si ? "cap-per.db" : "cap.db");
+        buf_layout_t l = tu_layout();
+        buf_config_t c = fast_config();
+        c.sampler = samplers[si];
+        c.capacity = 2000;
+        for (int round = 0; round < 2; round++) {
+            buf_t *b;
+            ASSERT_OK(buf_open(path, &l, &c, &b, &err), &err);
+            if (round == 0) {
+                /* Nine episodes of 1000 transitions: the newest 2000 are episodes 7
+                 * and 8, and 7000 evicted ones are enough to compact the index. */
+                uint64_t seq = 0;
+                for (int ep = 0; ep < 9; ep++) put_episode(b, 1, &seq, (uint64_t)ep, 1000, NULL, 1, &err);
+            }
+            buf_counters_t k;
+            buf_counters(b, &k);
+            ASSERT_INT_EQ(k.transitions[BUF_SRC_ONLINE], 2000);
+            buf_batch_t *bt;
+            ASSERT_OK(buf_batch_create(b, 256, &bt, &err), &err);
+            int seen7 = 0, seen8 = 0;
+            for (int rep = 0; rep < 8; rep++) {
+                ASSERT_OK(buf_sample(b, bt, 2000, &err), &err);
+                check_batch(bt);
+                for (int i = 0; i < bt->size; i++) {
+                    int ep = (int)bt->obs[i * 4 + 2];
+                    ASSERT_TRUE(ep >= 7);
+                    seen7 |= ep == 7;
+                    seen8 |= ep == 8;
+                }
+                if (samplers[si] == BUF_SAMPLE_PRIORITIZED) {
+                    float prio[256];
+                    for (int i = 0; i < bt->size; i++) prio[i] = 1.0f + (float)(i % 7);
+                    ASSERT_OK(buf_update_priorities(b, bt->key, prio, bt->size, &err), &err);
+                }
+            }
+            ASSERT_TRUE(seen7 && seen8);
+            buf_batch_destroy(bt);
+            buf_close(b);
+        }
+    }
+    /* A negative capacity is a configuration error. */
+    cr_err_t err = {0};
+    buf_layout_t l = tu_layout();
+    buf_config_t c = fast_config();
+    c.capacity = -1;
+    buf_t *b = NULL;
+    ASSERT_INT_EQ(buf_open(db_path("cap-bad.db"), &l, &c, &b, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "capacity") != NULL);
+}
+
 static void test_rate_limiter(void)
 {
     cr_err_t err = {0};
@@ -826,6 +883,7 @@ int main(int argc, char **argv)
         {"nstep_returns", test_nstep_returns},
         {"prioritized", test_prioritized},
         {"recent_window", test_recent_window},
+        {"capacity", test_capacity},
         {"rate_limiter", test_rate_limiter},
         {"stats", test_stats},
         {"bad_files", test_bad_files},
