@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <CUnit/Basic.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -69,9 +70,42 @@ static const char *env_path(const char *var, const char *fallback, const char *r
 const char *test_source_path(const char *rel) { return env_path("CORRAL_SOURCE_DIR", ".", rel); }
 const char *test_build_path(const char *rel) { return env_path("CORRAL_BUILD_DIR", "build", rel); }
 
+/* Every test binary leads its own process group, so that what its tests start
+ * (daemons, stand-in workers, peers) can be stopped together when it ends, even
+ * when a failed assertion or a crash skipped a test's own clean-up: otherwise an
+ * orphan keeps ctest's output pipe open and outlives the run. */
+static void stop_group(void)
+{
+    if (getpgrp() != getpid()) return;
+    signal(SIGTERM, SIG_IGN);
+    kill(-getpid(), SIGTERM);
+}
+
+static void on_fatal(int sig)
+{
+    stop_group();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void lead_process_group(void)
+{
+    if (setpgid(0, 0) != 0) return;   /* already a session leader: leave it be */
+    atexit(stop_group);
+    /* Only where nobody handles the signal yet: a sanitizer's own handlers
+     * must keep printing their reports. */
+    const int fatal[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
+        struct sigaction old;
+        if (sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+            signal(fatal[i], on_fatal);
+    }
+}
+
 int test_main(const char *suite_name, const test_case_t *cases, int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    lead_process_group();
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     suite_now = suite_name;
     CU_pSuite suite = CU_add_suite(suite_name, NULL, NULL);
