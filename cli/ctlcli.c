@@ -298,6 +298,8 @@ int cli_args_parse(const char *prog, int argc, char **argv, const char *allowed,
         else if (strcmp(name, "index") == 0) a->index = val;
         else if (strcmp(name, "uuid") == 0) a->uuid = val;
         else if (strcmp(name, "name") == 0) a->name = val;
+        else if (strcmp(name, "role") == 0) a->role = val;
+        else if (strcmp(name, "tail") == 0) a->tail = val;
         else if (strcmp(name, "set") == 0) {
             if (a->n_sets == CLI_MAX_SETS) {
                 fprintf(stderr, "%s: at most %d --set options\n", prog, CLI_MAX_SETS);

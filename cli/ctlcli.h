@@ -20,7 +20,7 @@
 typedef struct cli_args {
     const char *controller;   /* --controller ADDR */
     int json;                 /* --json */
-    const char *node, *driver, *model, *port, *memory, *index, *uuid, *name;
+    const char *node, *driver, *model, *port, *memory, *index, *uuid, *name, *role, *tail;
     int release, undo;
     const char *sets[CLI_MAX_SETS];
     size_t n_sets;

@@ -11,7 +11,12 @@
  * Commands are sent after both are released. A command for a node without a
  * session is dropped with a log line: when the node comes back its session
  * triggers ctl_expctl_nodes_changed, which sends every START again (an agent
- * answers a START of a running worker with EEXIST, so nothing is duplicated). */
+ * answers a START of a running worker with EEXIST, so nothing is duplicated).
+ *
+ * Logs: `exp logs` reaches the controller only; each piece of a log is a ReadLog
+ * sent to the agent of the node that holds the file, answered by a LogChunk on
+ * that agent's session. A reader waits (bounded) for the chunk with its command
+ * id in the table of pending reads; a chunk nobody waits for any more is dropped. */
 #include "controller/server_int.h"
 #include "common/log.h"
 #include "common/time.h"
@@ -185,6 +190,119 @@ static void send_cmds(void *ud, const ctl_cmds_t *cmds)
     ctl_exp_clear(&e);
 }
 
+/* ---- log reads ---------------------------------------------------------------------- */
+
+typedef struct log_wait {
+    uint64_t id;
+    Corral__V1__LogChunk *chunk;  /* the answer (our copy), NULL until it came */
+    struct log_wait *next;
+} log_wait_t;
+
+struct ctl_log_waits {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* CLOCK_MONOTONIC */
+    log_wait_t *head;
+    int stopping;
+};
+
+static int logs_create(ctl_server_t *srv)
+{
+    struct ctl_log_waits *w = calloc(1, sizeof *w);
+    if (!w) return CR_ENOMEM;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    srv->logs = w;
+    return 0;
+}
+
+static void logs_destroy(ctl_server_t *srv)
+{
+    struct ctl_log_waits *w = srv->logs;
+    if (!w) return;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    srv->logs = NULL;
+}
+
+void ctl_exphost_log_chunk(ctl_server_t *srv, const Corral__V1__LogChunk *chunk)
+{
+    struct ctl_log_waits *w = srv->logs;
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    log_wait_t *x = w->head;
+    while (x && x->id != chunk->command_id) x = x->next;
+    if (x && !x->chunk) {
+        size_t len = corral__v1__log_chunk__get_packed_size(chunk);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf) {
+            corral__v1__log_chunk__pack(chunk, buf);
+            x->chunk = corral__v1__log_chunk__unpack(NULL, len, buf);
+            free(buf);
+        }
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int read_log(void *ud, const char *node, const Corral__V1__ReadLog *req, int timeout_ms,
+                    Corral__V1__LogChunk **out, cr_err_t *err)
+{
+    ctl_server_t *srv = ud;
+    struct ctl_log_waits *w = srv->logs;
+    *out = NULL;
+    log_wait_t me = {.id = atomic_fetch_add(&srv->next_cmd, 1) + 1};
+    Corral__V1__ReadLog r = *req;
+    r.command_id = me.id;
+    pthread_mutex_lock(&w->mu);
+    if (w->stopping) {
+        pthread_mutex_unlock(&w->mu);
+        return cr_err_set(err, CR_ECANCELLED, "the controller is stopping");
+    }
+    me.next = w->head;
+    w->head = &me;
+    pthread_mutex_unlock(&w->mu);
+    Corral__V1__ControllerMessage m = CORRAL__V1__CONTROLLER_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__CONTROLLER_MESSAGE__BODY_READ_LOG;
+    m.read_log = &r;
+    int rc = ctl_liveness_send(srv->lv, node, &m.base, err);
+    if (rc == CR_ENOENT) rc = cr_err_set(err, CR_EUNAVAIL, "node %s is not connected; its logs are there", node);
+    int64_t until = cr_now_ns() + (int64_t)timeout_ms * CR_NS_PER_MS;
+    pthread_mutex_lock(&w->mu);
+    while (rc == 0 && !me.chunk && !w->stopping && cr_now_ns() < until) {
+        struct timespec ts = {.tv_sec = until / CR_NS_PER_S, .tv_nsec = until % CR_NS_PER_S};
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    for (log_wait_t **pp = &w->head; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 0 && !me.chunk)
+        rc = cr_err_set(err, CR_ETIMEDOUT, "node %s did not answer for the log of %s-%d within %d ms", node,
+                        req->role, req->index, timeout_ms);
+    if (rc == 0) *out = me.chunk;
+    else if (me.chunk) corral__v1__log_chunk__free_unpacked(me.chunk, NULL);
+    return rc;
+}
+
+void ctl_exphost_stop(ctl_server_t *srv)
+{
+    struct ctl_log_waits *w = srv->logs;
+    if (w) {
+        pthread_mutex_lock(&w->mu);
+        w->stopping = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    if (srv->exp) ctl_exp_service_drain(srv->exp);
+}
+
 /* The controller refuses a plugin it cannot load at submit, not when a worker
  * fails to start on some node later. */
 static int plugin_check(void *ud, const char *what, const char *path, cr_err_t *err)
@@ -201,7 +319,9 @@ int ctl_exphost_create(ctl_server_t *srv, rpc_method_t *methods, size_t *n, cr_e
 {
     pthread_mutex_init(&srv->exp_mu, NULL);
     srv->exp_mu_init = 1;
-    ctl_exp_host_t host = {.with_state = with_state, .send = send_cmds, .plugin_check = plugin_check, .ud = srv};
+    if (logs_create(srv) != 0) return cr_err_set(err, CR_ENOMEM, "controller");
+    ctl_exp_host_t host = {.with_state = with_state, .send = send_cmds, .plugin_check = plugin_check,
+                           .read_log = read_log, .ud = srv};
     int rc = ctl_exp_service_create(&host, &srv->exp, err);
     if (rc) return rc;
     *n += ctl_exp_service_methods(srv->exp, methods + *n);
@@ -214,6 +334,7 @@ void ctl_exphost_destroy(ctl_server_t *srv)
     srv->exp = NULL;
     if (srv->exp_mu_init) pthread_mutex_destroy(&srv->exp_mu);
     srv->exp_mu_init = 0;
+    logs_destroy(srv);
 }
 
 /* ---- events from the agents -------------------------------------------------------- */
@@ -281,4 +402,34 @@ void ctl_exphost_nodes_changed(ctl_server_t *srv)
     else
         send_cmds(srv, &cmds);
     ctl_cmds_free(&cmds);
+}
+
+/* ---- progress from the agents ------------------------------------------------------- */
+
+typedef struct progress_call {
+    const char *node;
+    ctl_progress_report_t *r;
+    size_t n;
+} progress_call_t;
+
+static int progress_fn(void *arg, sqlite3 *db, const ctl_inventory_t *inv, ctl_cmds_t *cmds, cr_err_t *err)
+{
+    (void)inv;
+    progress_call_t *c = arg;
+    return ctl_expctl_progress(db, c->node, c->r, c->n, wall_ms(), cmds, err);
+}
+
+void ctl_exphost_progress(ctl_server_t *srv, const char *node, const Corral__V1__ProgressReport *rep)
+{
+    if (!srv->exp || !rep->n_workers) return;
+    progress_call_t c = {node, calloc(rep->n_workers, sizeof *c.r), rep->n_workers};
+    if (!c.r) return;
+    for (size_t i = 0; i < rep->n_workers; i++) ctl_progress_from_proto(rep->workers[i], &c.r[i]);
+    ctl_cmds_t cmds = {0};
+    cr_err_t err = {0};
+    if (run_locked(srv, 0, progress_fn, &c, &cmds, &err))
+        CR_WARN("experiments", "progress from node %s: %s", node, err.msg);
+    send_cmds(srv, &cmds); /* what completed before an error stands */
+    ctl_cmds_free(&cmds);
+    free(c.r);
 }

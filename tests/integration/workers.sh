@@ -32,7 +32,7 @@ ok() { PASS=$((PASS + 1)); echo "  ok   $1"; }
 bad() { FAIL=$((FAIL + 1)); echo "  FAIL $1"; }
 
 # The demo experiment, made to run on (no success stop) and checkpoint often.
-SPEC=$SRC/deploy/demo-reach.yaml
+SPEC=$SRC/configs/experiments/reach-sac.yaml
 SETS="--set stop.success_rate=0 --set stop.wall_time=30m --set checkpoint.every_updates=300
       --set stop.eval_every_updates=100000 --set algorithm.warmup_steps=500"
 

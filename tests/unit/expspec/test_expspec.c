@@ -62,7 +62,7 @@ static void test_reach_sac(void)
     ASSERT_INT_EQ(s.robots.count, 2);
     ASSERT_INT_EQ(s.policy.type, EXP_POLICY_MLP);
     ASSERT_INT_EQ(s.policy.n_hidden, 2);
-    ASSERT_INT_EQ(s.policy.hidden[1], 256);
+    ASSERT_INT_EQ(s.policy.hidden[1], 128);
     ASSERT_STR_EQ(s.algorithm.type, "sac");
     ASSERT_INT_EQ(s.learner.gpus, 0);
     ASSERT_INT_EQ(s.placement.actor, EXP_ACTOR_CPU);

@@ -146,8 +146,8 @@ static void test_spec(void)
 {
     wk_spec_t s;
     cr_err_t e = {0};
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), NULL, 0, &e), &e);
-    ASSERT_STR_EQ(s.name, "reach-demo");
+    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), NULL, 0, &e), &e);
+    ASSERT_STR_EQ(s.name, "reach-sac");
     ASSERT_INT_EQ(s.algorithm.batch_size, 64);
     ASSERT_STR_EQ(s.task.reward, "reach-distance");
     ASSERT_TRUE(s.task.obs_scale && s.task.obs_scale->count == 3);
@@ -164,12 +164,12 @@ static void test_spec(void)
 
     /* algorithm.params win over the derived settings, once */
     const char *sets[] = {"algorithm.params.gamma=0.5", "algorithm.type=bc"};
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), sets, 1, &e), &e);
+    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     ASSERT_STR_EQ(kv_get(&c, "gamma"), "0.5");
     wk_algo_cfg_free(&c);
     wk_spec_free(&s);
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), sets + 1, 1, &e), &e);
+    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets + 1, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     ASSERT_STR_EQ(kv_get(&c, "lr"), "0.001"); /* bc takes one learning rate */
     ASSERT_TRUE(kv_get(&c, "actor_lr") == NULL);
@@ -184,19 +184,19 @@ static void test_spec(void)
 
     /* mistakes name the place and the field */
     const char *bad_algo[] = {"algorithm.type=nope"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_algo, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_algo, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "--set:1") && strstr(e.msg, "algorithm.type") && strstr(e.msg, "unknown algorithm"));
     const char *bad_eval[] = {"stop.eval_episodes=0"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_eval, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_eval, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "stop.eval_episodes") != NULL);
     const char *bad_ratio[] = {"buffer.online_ratio=0.5"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_ratio, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_ratio, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "must be 1") != NULL);
     const char *bad_reward[] = {"task.reward=shiny"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_reward, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_reward, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "unknown reward 'shiny'") != NULL);
     const char *bad_param[] = {"algorithm.params.warp=9"};
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_param, 1, &e), &e);
+    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_param, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     pol_algo_t a;
     corral_spec_t sp = {.struct_size = sizeof sp, .obs_dim = 4, .act_dim = 2};
