@@ -147,6 +147,58 @@ static void node_addr(ctl_server_t *srv, const char *node, char *out, size_t cap
     }
 }
 
+/* A worker's extra arguments: the spec's --set overrides (the workers read the
+ * stored spec text, which does not hold them) and, for an env worker, its robot
+ * as registered (driver, model, port and settings). The strings live in *buf and
+ * *robot until the message is sent. */
+#define WORKER_ARGS_MAX 256 /* what an agent takes (workercmd.c) */
+typedef struct worker_args {
+    char *v[WORKER_ARGS_MAX];
+    size_t n;
+    char *sets;                 /* a copy of the overrides, split in place */
+    char pairs[WORKER_ARGS_MAX / 2][320];
+    size_t npairs;
+    Corral__V1__Robot *robot;
+} worker_args_t;
+
+static void args_add(worker_args_t *a, const char *flag, char *value)
+{
+    if (a->n + 2 > WORKER_ARGS_MAX) return;
+    a->v[a->n++] = (char *)flag;
+    a->v[a->n++] = value;
+}
+
+static void worker_args(ctl_server_t *srv, const ctl_worker_cmd_t *c, const ctl_exp_t *e, worker_args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->sets = strdup(e->sets ? e->sets : "");
+    for (char *p = a->sets; p && *p;) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        if (*p) args_add(a, "--set", p);
+        p = nl ? nl + 1 : NULL;
+    }
+    if (!*c->robot || ctl_reg_robot_get(srv->reg, c->robot, &a->robot, NULL) != 0) return;
+    const Corral__V1__Robot *r = a->robot;
+    if (*r->driver) args_add(a, "--robot-driver", r->driver);
+    if (*r->model) args_add(a, "--robot-model", r->model);
+    for (size_t i = 0; i <= r->n_settings && a->npairs < WORKER_ARGS_MAX / 2; i++) {
+        char *pair = a->pairs[a->npairs++];
+        if (i == r->n_settings) snprintf(pair, 320, "port=%s", r->port);
+        else snprintf(pair, 320, "%s=%s", r->settings[i]->key, r->settings[i]->value);
+        if (i < r->n_settings || *r->port) args_add(a, "--robot-set", pair);
+    }
+    if (a->n + 2 > WORKER_ARGS_MAX)
+        CR_WARN("experiments", "%s/%s-%d: more overrides and robot settings than a worker takes; some left out",
+                c->experiment, c->role, c->index);
+}
+
+static void worker_args_free(worker_args_t *a)
+{
+    free(a->sets);
+    if (a->robot) protobuf_c_message_free_unpacked(&a->robot->base, NULL);
+}
+
 static void send_cmd(ctl_server_t *srv, const ctl_worker_cmd_t *c, ctl_exp_t *e)
 {
     Corral__V1__ControllerMessage m = CORRAL__V1__CONTROLLER_MESSAGE__INIT;
@@ -154,6 +206,7 @@ static void send_cmd(ctl_server_t *srv, const ctl_worker_cmd_t *c, ctl_exp_t *e)
     Corral__V1__WorkerSpec spec;
     Corral__V1__StopWorker stop;
     char buffer[256], learner[256];  /* borrowed by the message until it is sent */
+    worker_args_t *args = NULL;
     uint64_t id = atomic_fetch_add(&srv->next_cmd, 1) + 1;
     cr_err_t err = {0};
     if (c->kind == CTL_CMD_START) {
@@ -169,6 +222,12 @@ static void send_cmd(ctl_server_t *srv, const ctl_worker_cmd_t *c, ctl_exp_t *e)
         node_addr(srv, c->buffer_node, buffer, sizeof buffer);
         node_addr(srv, c->learner_node, learner, sizeof learner);
         ctl_cmd_start_proto(c, id, e->spec, buffer, learner, &start, &spec);
+        args = malloc(sizeof *args);
+        if (args) {
+            worker_args(srv, c, e, args);
+            spec.args = args->v;
+            spec.n_args = args->n;
+        }
         m.body_case = CORRAL__V1__CONTROLLER_MESSAGE__BODY_START_WORKER;
         m.start_worker = &start;
     } else {
@@ -180,6 +239,8 @@ static void send_cmd(ctl_server_t *srv, const ctl_worker_cmd_t *c, ctl_exp_t *e)
         CR_INFO("experiments", "%s %s/%s-%d not sent to node %s (%s); sent again when it reconnects",
                 c->kind == CTL_CMD_START ? "START" : "STOP", c->experiment, *c->role ? c->role : "*", c->index,
                 c->node, err.msg);
+    if (args) worker_args_free(args);
+    free(args);
 }
 
 static void send_cmds(void *ud, const ctl_cmds_t *cmds)
