@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """workers_wire.py - `corral exp submit` on a real controller starts workers through a
 real agent, end to end on loopback: robots registered through the CLI; one process
-per placed worker with the flags of its placement; `exp status --json` running; a
-worker killed with SIGKILL is restarted; a controller killed with SIGKILL and
-restarted adopts the running workers (no duplicates), and so does a restarted
-agent; `exp stop` ends every worker; no process is left at the end.
+per placed worker with the flags of its placement (the robot as registered among
+them); `exp status --json` running, with the learner's counters its agent
+forwarded from its status file; a worker killed with SIGKILL is restarted; a
+controller killed with SIGKILL and restarted adopts the running workers (no
+duplicates), and so does a restarted agent; `exp stop` ends every worker; `exp
+logs` still reads their logs through the controller afterwards; no process is
+left at the end.
 
 The workers here are tests/integration/standin_worker.sh (through $CORRAL_WORKER_CMD),
 which records its arguments and idles: this test is about the wiring between
@@ -119,7 +122,7 @@ def main():
     start("agent", *agent)
     wait("agent up", lambda: "n1" in cli("node", "list").stdout)
     for r in ("arm1", "arm2"):
-        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1")
+        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1", "--set", "seed=7")
         check("robot register %s" % r, p.returncode == 0, p.stderr)
     p = cli("exp", "submit", SPEC)
     check("exp submit", p.returncode == 0, p.stdout + p.stderr)
@@ -133,11 +136,16 @@ def main():
         robot = "arm%d" % (idx + 1) if role in ("env", "actor") else None
         good = (argv[0] == "worker" and opt.get("--experiment") == "reach-sac" and opt.get("--generation") == "1"
                 and opt.get("--robot") == robot and opt.get("--buffer") == "127.0.0.1:%d" % AGENT_PORT
-                and os.path.isabs(opt.get("--spec", "")) and os.path.isfile(opt.get("--spec", "")))
+                and os.path.isabs(opt.get("--spec", "")) and os.path.isfile(opt.get("--spec", ""))
+                and (robot is None or (opt.get("--robot-driver") == "mujoco" and opt.get("--robot-set") == "seed=7")))
         check("flags of %s-%d" % (role, idx), good, " ".join(argv))
     st = wait("running", lambda: (lambda s: s if s and s["state"] == "running" else None)(status()))
     check("exp status --json: running", st is not None and all(w["state"] == "running" for w in st["workers"]),
           json.dumps(st))
+    st = wait("progress", lambda: (lambda s: s if s and s["updates"] == 4242 else None)(status()))
+    check("the learner's counters reach exp status through its agent",
+          st is not None and st["env_steps"] == 777 and st["policy_version"] == 42 and st["checkpoint_updates"] == 4000
+          and st["dir"] == os.path.join(T, "a1", "experiments", "reach-sac"), json.dumps(status()))
     pids = {(w["role"], w["index"]): w["pid"] for w in (st or {}).get("workers", [])}
     procpids = {(r, i): p for p, r, i, _, _ in rec}
     check("status pids are the processes",
@@ -179,6 +187,18 @@ def main():
     st = wait("stopped", lambda: (lambda s: s if s and s["state"] == "stopped" else None)(status()))
     check("experiment stopped", st is not None, json.dumps(status()))
     check("no worker process left", wait("gone", lambda: not running_pids(), 10.0), str(running_pids()))
+
+    # exp logs through the controller, from the node that holds them, after the placement is gone.
+    p = cli("exp", "logs", "reach-sac", "--role", "learner")
+    check("exp logs --role learner", p.returncode == 0 and "==> learner-0 on n1 <==" in p.stdout
+          and "standin learner-0 of reach-sac (run 1)" in p.stdout, p.stdout + p.stderr)
+    p = cli("exp", "logs", "reach-sac")
+    check("exp logs: every worker, the restarted one's runs both", p.returncode == 0
+          and p.stdout.count("standin env-0 of reach-sac") == 2 and "standin env-1" in p.stdout
+          and "==> actor-" not in p.stdout, p.stdout + p.stderr)
+    p = cli("exp", "logs", "ghost")
+    check("exp logs of no such experiment: exit 1", p.returncode == 1 and "no experiment named ghost" in p.stderr,
+          p.stderr)
 
 
 try:
