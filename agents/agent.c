@@ -147,6 +147,31 @@ int agent_stop_workers(const char *state_dir, int64_t timeout_ms, cr_err_t *err)
     return rc;
 }
 
+/* "name:label" gives robot name the label (the controller checks its form). */
+static int add_label(Corral__V1__Inventory *inv, const char *spec, cr_err_t *err)
+{
+    const char *colon = strchr(spec, ':');
+    if (!colon || colon == spec || !colon[1])
+        return cr_err_set(err, CR_EINVAL, "robot label '%.100s': expected ROBOT:LABEL (e.g. arm-1:site=lab2)", spec);
+    for (size_t i = 0; i < inv->n_robots; i++) {
+        Corral__V1__RobotInfo *r = inv->robots[i];
+        if (strlen(r->name) != (size_t)(colon - spec) || strncmp(r->name, spec, (size_t)(colon - spec)) != 0)
+            continue;
+        char **grown = realloc(r->labels, (r->n_labels + 1) * sizeof *grown);
+        char *label = strdup(colon + 1);
+        if (!grown || !label) {
+            free(label);
+            if (grown) r->labels = grown;
+            return cr_err_set(err, CR_ENOMEM, "robot labels");
+        }
+        r->labels = grown;
+        r->labels[r->n_labels++] = label;
+        return 0;
+    }
+    return cr_err_set(err, CR_EINVAL, "robot label '%.100s': no robot %.*s is configured on this node (--robot)",
+                      spec, (int)(colon - spec), spec);
+}
+
 static int build_inventory(agent_t *a, const agent_opts_t *o, cr_err_t *err)
 {
     Corral__V1__Inventory *inv = calloc(1, sizeof *inv);
@@ -171,6 +196,8 @@ static int build_inventory(agent_t *a, const agent_opts_t *o, cr_err_t *err)
             if (strcmp(inv->robots[j]->name, inv->robots[i]->name) == 0)
                 return cr_err_set(err, CR_EINVAL, "robot %s is configured twice", inv->robots[i]->name);
     }
+    for (size_t i = 0; i < o->n_robot_labels; i++)
+        if ((rc = add_label(inv, o->robot_labels[i], err))) return rc;
     return 0;
 }
 

@@ -24,6 +24,8 @@ typedef struct cli_args {
     int release, undo;
     const char *sets[CLI_MAX_SETS];
     size_t n_sets;
+    const char *labels[CLI_MAX_SETS];  /* --label, repeated */
+    size_t n_labels;
     const char *pos[4];       /* positional arguments after the verb */
     int npos;
 } cli_args_t;

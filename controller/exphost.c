@@ -80,6 +80,7 @@ static int inv_read(ctl_registry_t *reg, inv_buf_t *b, cr_err_t *err)
     for (size_t i = 0; i < b->robots->n_robots; i++) {
         const Corral__V1__Robot *r = b->robots->robots[i];
         b->r[i] = (ctl_inv_robot_t){.name = r->name, .node = r->node, .driver = r->driver, .model = r->model,
+                                    .labels = (const char *const *)r->labels, .n_labels = r->n_labels,
                                     .state = (ctl_res_state_t)r->state, .owner = owner(r->experiment)};
     }
     b->inv = (ctl_inventory_t){b->n, b->nodes->n_nodes, b->g, b->gpus->n_gpus, b->r, b->robots->n_robots};

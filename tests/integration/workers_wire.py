@@ -6,8 +6,10 @@ them); `exp status --json` running, with the learner's counters its agent
 forwarded from its status file; a worker killed with SIGKILL is restarted; a
 controller killed with SIGKILL and restarted adopts the running workers (no
 duplicates), and so does a restarted agent; `exp stop` ends every worker; `exp
-logs` still reads their logs through the controller afterwards; no process is
-left at the end.
+logs` still reads their logs through the controller afterwards. Then robots by
+label (given at registration and in the agent's configuration), and submissions
+that must be refused with a message saying what to change while that experiment
+runs on unaffected. No process is left at the end.
 
 The workers here are tests/integration/standin_worker.sh (through $CORRAL_WORKER_CMD),
 which records its arguments and idles: this test is about the wiring between
@@ -118,12 +120,20 @@ def running_pids():
 def main():
     start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
     agent = ["agent", "--name", "n1", "--state", os.path.join(T, "a1"), "--no-gpus",
-             "--advertise", "127.0.0.1:%d" % AGENT_PORT]
+             "--advertise", "127.0.0.1:%d" % AGENT_PORT, "--robot", "arm3:mujoco:reach2d",
+             "--robot-label", "arm3:site=a"]
     start("agent", *agent)
     wait("agent up", lambda: "n1" in cli("node", "list").stdout)
-    for r in ("arm1", "arm2"):
-        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1", "--set", "seed=7")
+    for r, site in (("arm1", "a"), ("arm2", "b")):
+        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1", "--set", "seed=7",
+                "--label", "site=" + site, "--label", "table")
         check("robot register %s" % r, p.returncode == 0, p.stderr)
+    robots = {r["name"]: r for r in json.loads(cli("robot", "list", "--json").stdout or "[]")}
+    check("labels from registration and from the agent's configuration",
+          robots.get("arm1", {}).get("labels") == ["site=a", "table"] and robots.get("arm3", {}).get("labels") == ["site=a"],
+          str(robots))
+    p = cli("robot", "register", "arm9", "--driver", "mujoco", "--label", "bad label")
+    check("a label with a space is refused", p.returncode == 1 and "label 'bad label'" in p.stderr, p.stderr)
     p = cli("exp", "submit", SPEC)
     check("exp submit", p.returncode == 0, p.stdout + p.stderr)
 
@@ -199,6 +209,40 @@ def main():
     p = cli("exp", "logs", "ghost")
     check("exp logs of no such experiment: exit 1", p.returncode == 1 and "no experiment named ghost" in p.stderr,
           p.stderr)
+
+    # Robots by label: site=a is arm1 (registered so) and arm3 (its agent says so).
+    n0 = len(starts())
+    p = cli("exp", "submit", SPEC, "--set", "name=lab-a", "--set", "robots.labels=[site=a]")
+    check("exp submit with robots.labels", p.returncode == 0, p.stdout + p.stderr)
+    st = wait("lab-a running", lambda: (lambda s: s if s and s["state"] == "running" else None)(
+        (lambda p: json.loads(p.stdout) if p.returncode == 0 else None)(cli("exp", "status", "lab-a", "--json"))))
+    check("the robots with the label were taken",
+          st is not None and sorted(w["robot"] for w in st["workers"] if w["role"] == "env") == ["arm1", "arm3"],
+          json.dumps(st))
+    lab_pids = running_pids()
+    # Refused at submit, each with what to change; lab-a runs on untouched.
+    BY_NAME = ["--set", "robots.count=0", "--set", "robots.driver=", "--set", "robots.model="]
+    refusals = [
+        (["--set", "name=b1", "--set", "robots.labels=[site=zzz]"], "label=site=zzz"),
+        (["--set", "name=b2"] + BY_NAME + ["--set", "robots.names=[arm1]"], "robot arm1 is in use by experiment lab-a"),
+        (["--set", "name=b3"] + BY_NAME + ["--set", "robots.names=[arm7]"], "arm7"),
+        (["--set", "name=b4", "--set", "robots.labels=[site=b]", "--set", "robots.count=1", "--set", "learner.gpus=1"], "GPU"),
+        (["--set", "name=b5", "--set", "robots.labels=[site=b]", "--set", "robots.count=1",
+          "--set", "algorithm.type=/nonexistent/algo.so"], "algorithm.type"),
+        (["--set", "name=b6", "--set", "stop.success_rate=2"], "stop.success_rate"),
+        (["--set", "name=lab-a"], "already exists"),
+    ]
+    for sets, want in refusals:
+        p = cli("exp", "submit", SPEC, *sets)
+        check("refused: %s" % " ".join(sets[1::2]), p.returncode == 1 and want in p.stderr + p.stdout,
+              "rc %d: %s" % (p.returncode, p.stderr + p.stdout))
+    st = (lambda p: json.loads(p.stdout) if p.returncode == 0 else None)(cli("exp", "status", "lab-a", "--json"))
+    check("lab-a unaffected by the refusals", st is not None and st["state"] == "running" and running_pids() == lab_pids
+          and len(starts()) == n0 + 3, "%s %s" % (st and st["state"], running_pids()))
+    names = [e["name"] for e in json.loads(cli("exp", "list", "--json").stdout or "[]")]
+    check("no refused experiment was recorded", sorted(names) == ["lab-a", "reach-sac"], str(names))
+    p = cli("exp", "stop", "lab-a")
+    check("lab-a stopped", p.returncode == 0 and wait("gone", lambda: not running_pids(), 10.0), p.stderr)
 
 
 try:
