@@ -174,10 +174,9 @@ int wk_where_read(const char *dir, wk_where_t *w, cr_err_t *err);
 int wk_where_parse(const char *s, wk_where_t *w, cr_err_t *err);
 
 /* ---- checkpoints (worker_ckpt.c) ---------------------------------------------------
- * DIR/ckpt-<N>/ holds algo.safetensors and the completion marker COMPLETE (the
- * counters as text). Written in ckpt-<N>.tmp, each file fsynced, marker last, then
- * renamed and the directory fsynced; a directory without a marker is ignored and
- * swept. (The same layout as common/durable's checkpoint store, to be folded into it.) */
+ * A common/durable checkpoint store in DIR: checkpoint N (the update counter) holds
+ * algo.safetensors; its completion marker holds the counters. A checkpoint without
+ * a complete marker, or whose file does not match it, is ignored. */
 typedef struct wk_counters {
     int64_t updates, version, env_steps, episodes;
 } wk_counters_t;

@@ -71,7 +71,8 @@ steps_in_db() {
 db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
 print(db.execute("select count(*) from steps").fetchone()[0])' "$D/buffer.db" 2>/dev/null || echo 0
 }
-newest_ckpt() { ls "$D/checkpoints" 2>/dev/null | sed -n 's/^ckpt-\([0-9]*\)$/\1/p' | sort -n | tail -1; }
+# The update count of the newest checkpoint directory (ckpt-<zero-padded N>), as a plain number.
+newest_ckpt() { ls "$D/checkpoints" 2>/dev/null | sed -n 's/^ckpt-0*\([0-9][0-9]*\)$/\1/p' | sort -n | tail -1; }
 
 # --- start ------------------------------------------------------------------------------
 start_learner

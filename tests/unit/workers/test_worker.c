@@ -226,6 +226,9 @@ static void make_algo(pol_algo_t *a, uint64_t seed)
     CHECK_OK(pol_algo_create(a, pol_builtin_find("sac", CORRAL_PLUGIN_ALGO), kv, 2, &sp, &e), &e);
 }
 
+/* The directory of checkpoint N (common/durable pads the number). */
+#define CK(n) "ckpt-000000000000000000" #n
+
 static void test_ckpt(void)
 {
     char dir[4200], path[4200], p[4300];
@@ -239,20 +242,31 @@ static void test_ckpt(void)
         wk_counters_t w = {.updates = u, .version = u / 10, .env_steps = 2 * u, .episodes = u / 5};
         CHECK_OK(wk_ckpt_write(dir, &a, &w, 2, &e), &e);
     }
-    ASSERT_TRUE(!exists(dir, "ckpt-10") && !exists(dir, "ckpt-20"));
-    ASSERT_TRUE(exists(dir, "ckpt-30") && exists(dir, "ckpt-40"));
+    ASSERT_TRUE(!exists(dir, CK(10)) && !exists(dir, CK(20)));
+    ASSERT_TRUE(exists(dir, CK(30)) && exists(dir, CK(40)));
     /* leftovers of a crash: a half-written checkpoint and one without its marker */
-    snprintf(p, sizeof p, "%s/ckpt-50.tmp", dir);
+    snprintf(p, sizeof p, "%s/" CK(50) ".tmp", dir);
     ASSERT_INT_EQ(mkdir(p, 0755), 0);
-    snprintf(p, sizeof p, "%s/ckpt-60", dir);
+    snprintf(p, sizeof p, "%s/" CK(60), dir);
     ASSERT_INT_EQ(mkdir(p, 0755), 0);
     CHECK_OK(wk_ckpt_newest(dir, path, sizeof path, &c, &e), &e);
     ASSERT_INT_EQ(c.updates, 40);
     ASSERT_INT_EQ(c.version, 4);
     ASSERT_INT_EQ(c.env_steps, 80);
-    ASSERT_TRUE(strstr(path, "ckpt-40/algo.safetensors") != NULL);
+    ASSERT_TRUE(strstr(path, CK(40) "/algo.safetensors") != NULL);
+    /* a damaged weights file: that checkpoint fails its hash and is skipped */
+    snprintf(p, sizeof p, "%s/" CK(40) "/algo.safetensors", dir);
+    FILE *g = fopen(p, "r+b");
+    ASSERT_TRUE(g != NULL);
+    fseek(g, 100, SEEK_SET);
+    int byte = fgetc(g);
+    fseek(g, 100, SEEK_SET);
+    fputc(0x5a ^ byte, g);
+    fclose(g);
+    CHECK_OK(wk_ckpt_newest(dir, path, sizeof path, &c, &e), &e);
+    ASSERT_INT_EQ(c.updates, 30);
     /* a corrupt marker: that checkpoint is skipped */
-    snprintf(p, sizeof p, "%s/ckpt-40/COMPLETE", dir);
+    snprintf(p, sizeof p, "%s/" CK(40) "/COMPLETE", dir);
     FILE *f = fopen(p, "w");
     fputs("garbage\n", f);
     fclose(f);
@@ -269,7 +283,7 @@ static void test_ckpt(void)
     /* the next write sweeps the leftover .tmp */
     wk_counters_t w = {.updates = 70, .version = 7};
     CHECK_OK(wk_ckpt_write(dir, &a, &w, 2, &e), &e);
-    ASSERT_TRUE(!exists(dir, "ckpt-50.tmp"));
+    ASSERT_TRUE(!exists(dir, CK(50) ".tmp"));
     CHECK_OK(wk_ckpt_newest(dir, path, sizeof path, &c, &e), &e);
     ASSERT_INT_EQ(c.updates, 70);
     pol_algo_destroy(&a);
