@@ -69,7 +69,7 @@ typedef struct round {
 
 typedef struct learner {
     const agent_worker_opts_t *o;
-    const wk_spec_t *s;
+    const exp_spec_t *s;
     ch_hub_t *hub;
     ch_channel_t *tx;
     buf_t *buf;
@@ -486,7 +486,7 @@ static void write_status(learner_t *L, const char *state, rate_t *r, int64_t ckp
 /* Whether a stop condition of the spec holds. */
 static int stop_reached(learner_t *L, int64_t started_ns)
 {
-    const wk_stop_t *st = &L->s->stop;
+    const exp_stop_t *st = &L->s->stop;
     if (st->updates && atomic_load(&L->updates) >= st->updates) return 1;
     if (st->env_steps && env_steps(L) >= st->env_steps) return 1;
     if (st->wall_time && cr_now_ns() - started_ns >= st->wall_time) return 1;
@@ -539,7 +539,7 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/buffer.db", L->o->dir);
-    const wk_spec_t *s = L->s;
+    const exp_spec_t *s = L->s;
     buf_config_t cfg;
     buf_config_default(&cfg);
     cfg.samples_per_insert = L->o->no_rate_limit ? 0 : s->algorithm.utd * (double)s->algorithm.batch_size;
@@ -666,7 +666,7 @@ static int train_step(learner_t *L, buf_batch_t *b, uint8_t *flags, cr_err_t *er
     return 0;
 }
 
-int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)
+int wk_learner_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)
 {
     learner_t *L = calloc(1, sizeof *L);
     if (!L) return cr_err_set(err, CR_ENOMEM, "out of memory");

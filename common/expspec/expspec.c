@@ -68,7 +68,7 @@ static int check_builtin_or_plugin(const char *s, const char *const *builtins, c
                       what, s, names);
 }
 
-static const char *const rewards[] = {"task", "reach-distance", NULL};
+static const char *const rewards[] = {"task", "sparse", "reach-distance", NULL};
 static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", "flow-bc", NULL};
 static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
 static const char *const actor_modes[] = {"auto", "cpu", NULL};
@@ -122,8 +122,9 @@ static const cfg_table_t robots_table = {CFG_TABLE(exp_robots_t, robots_fields),
 static const cfg_field_t task_fields[] = {
     {CFG_DOUBLE(exp_task_t, control_hz, "0", 0, 1000, "control rate of env and actor in Hz; 0: the robot's own")},
     {CFG_INT(exp_task_t, episode_steps, "0", 0, 1000000, "steps per episode; 0: the robot's default")},
-    {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's own task reward), reach-distance, "
-                                            "or a plugin path *.so"), .check = check_reward},
+    {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's own task reward), sparse (1 on "
+                                            "success), reach-distance, or a plugin path *.so"),
+     .check = check_reward},
     {CFG_NODE(exp_task_t, reward_params, "parameters passed to a reward plugin")},
     {CFG_NODE(exp_task_t, obs_scale, "factor per observation vector name, applied before the policy sees it")},
 };

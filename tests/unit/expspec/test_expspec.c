@@ -128,7 +128,7 @@ static void test_mistakes_are_explained(void)
     expect(NULL, "robots.count=0", CR_EINVAL, "robots: choose robots: list names, or set count");
     expect(NULL, "robots.names=[arm-1]", CR_EINVAL, "count is 2 but 1 robots are named");
     expect(NULL, "robots.names=[arm-1, arm-1]", CR_EINVAL, "robot arm-1 is named twice");
-    expect(NULL, "task.reward=shaped", CR_EINVAL, "unknown reward 'shaped': use a built-in (task, reach-distance)");
+    expect(NULL, "task.reward=shaped", CR_EINVAL, "unknown reward 'shaped': use a built-in (task, sparse, reach-distance)");
     expect(NULL, "algorithm.type=td3", CR_EINVAL, "unknown algorithm 'td3'");
     expect(NULL, "policy.type=transformer", CR_EINVAL, "policy.type");
     expect(NULL, "learner.gpus=17", CR_EINVAL, "learner.gpus");

@@ -120,8 +120,8 @@ static void test_msg_refused(void)
 
 /* ---- spec and algorithm settings ----------------------------------------------------- */
 
-/* The controller's experiment file (configs/experiments/reach-sac.yaml), as the
- * experiment spec defines it: the workers must read it unchanged. */
+/* An experiment file with the experiment spec's every section (an older
+ * reach-sac.yaml): the workers read what the controller accepted, unchanged. */
 static const char exp_yaml[] =
     "name: reach-sac\nseed: 1\nrobots:\n  driver: mujoco\n  model: reach2d\n  count: 2\n"
     "task:\n  control_hz: 20\n  episode_steps: 50\n  reward: task\n"
@@ -144,9 +144,9 @@ static const char *kv_get(const wk_algo_cfg_t *c, const char *key)
 
 static void test_spec(void)
 {
-    wk_spec_t s;
+    exp_spec_t s;
     cr_err_t e = {0};
-    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), NULL, 0, &e), &e);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), NULL, 0, &e), &e);
     ASSERT_STR_EQ(s.name, "reach-sac");
     ASSERT_INT_EQ(s.algorithm.batch_size, 64);
     ASSERT_STR_EQ(s.task.reward, "reach-distance");
@@ -160,50 +160,50 @@ static void test_spec(void)
     ASSERT_STR_EQ(kv_get(&c, "gamma"), "0.90000000000000002");
     ASSERT_STR_EQ(kv_get(&c, "init_alpha"), "0.1");
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 
     /* algorithm.params win over the derived settings, once */
     const char *sets[] = {"algorithm.params.gamma=0.5", "algorithm.type=bc"};
-    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets, 1, &e), &e);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     ASSERT_STR_EQ(kv_get(&c, "gamma"), "0.5");
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
-    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets + 1, 1, &e), &e);
+    exp_spec_free(&s);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets + 1, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     ASSERT_STR_EQ(kv_get(&c, "lr"), "0.001"); /* bc takes one learning rate */
     ASSERT_TRUE(kv_get(&c, "actor_lr") == NULL);
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 
     /* the controller's experiment file */
-    CHECK_OK(cfg_load_string(&wk_spec_table, &s, "reach-sac.yaml", exp_yaml, strlen(exp_yaml), NULL, 0, &e), &e);
+    CHECK_OK(exp_spec_load_string(&s, "reach-sac.yaml", exp_yaml, strlen(exp_yaml), NULL, 0, &e), &e);
     ASSERT_NEAR(s.task.control_hz, 20, 0);
     ASSERT_INT_EQ(s.stop.wall_time, 600LL * 1000000000LL);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 
     /* mistakes name the place and the field */
     const char *bad_algo[] = {"algorithm.type=nope"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_algo, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_algo, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "--set:1") && strstr(e.msg, "algorithm.type") && strstr(e.msg, "unknown algorithm"));
     const char *bad_eval[] = {"stop.eval_episodes=0"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_eval, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_eval, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "stop.eval_episodes") != NULL);
     const char *bad_ratio[] = {"buffer.online_ratio=0.5"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_ratio, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_ratio, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "must be 1") != NULL);
     const char *bad_reward[] = {"task.reward=shiny"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_reward, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_reward, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "unknown reward 'shiny'") != NULL);
     const char *bad_param[] = {"algorithm.params.warp=9"};
-    CHECK_OK(wk_spec_load(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_param, 1, &e), &e);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_param, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     pol_algo_t a;
     corral_spec_t sp = {.struct_size = sizeof sp, .obs_dim = 4, .act_dim = 2};
     ASSERT_INT_EQ(pol_algo_create(&a, c.plugin.desc, c.kv, c.nkv, &sp, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "warp") != NULL); /* the plugin names the unknown setting */
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------- */
