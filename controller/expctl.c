@@ -565,6 +565,17 @@ static int progress_one(sqlite3 *db, const char *name, int64_t now_ms, ctl_cmds_
     return rc;
 }
 
+/* A directory an agent reported, fit to store and print: absolute, printable,
+ * bounded; anything else is dropped (the counters still count). */
+static const char *dir_ok(const char *dir)
+{
+    size_t len = dir ? strlen(dir) : 0;
+    if (len == 0 || len > 1024 || dir[0] != '/') return NULL;
+    for (const unsigned char *p = (const unsigned char *)dir; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return NULL;
+    return dir;
+}
+
 int ctl_expctl_progress(sqlite3 *db, const char *node, const ctl_progress_report_t *r, size_t n, int64_t now_ms,
                         ctl_cmds_t *cmds, cr_err_t *err)
 {
@@ -585,8 +596,8 @@ int ctl_expctl_progress(sqlite3 *db, const char *node, const ctl_progress_report
         /* Only the worker the placement names speaks for its slot (see worker_status). */
         int rc = slot && strcmp(slot->node, node) == 0 ? 0 : CR_ENOENT;
         if (rc == 0)
-            rc = ctl_exp_worker_progress(db, e.name, e.generation, slot->role, slot->index, &r[i].p, node, r[i].dir,
-                                         &e1);
+            rc = ctl_exp_worker_progress(db, e.name, e.generation, slot->role, slot->index, &r[i].p, node,
+                                         dir_ok(r[i].dir), &e1);
         for (size_t k = 0; rc == 0 && k < p->n_slots; k++)
             if (host_slot(p, &p->slots[k]) == slot)
                 rc = ctl_exp_worker_progress(db, e.name, e.generation, p->slots[k].role, p->slots[k].index, &r[i].p,

@@ -374,12 +374,20 @@ static void test_progress_aggregates_and_goal(void)
     e = get_exp(db);
     ASSERT_INT_EQ(e.progress.updates, 2300);
     ctl_exp_clear(&e);
+    /* A directory that is not an absolute printable path is not recorded; the counters are. */
+    ctl_progress_report_t odd = prog("learner", 0, 1, "running", 490, 2310, 2000);
+    odd.dir = "/srv/exp\nrm -rf";
+    ASSERT_OK(ctl_expctl_progress(db, "gpu", &odd, 1, 2600, &more, &err), &err);
+    e = get_exp(db);
+    ASSERT_STR_EQ(e.dir, "/srv/exp/reach-sac");
+    ASSERT_INT_EQ(e.progress.updates, 2310);
+    ctl_exp_clear(&e);
     /* A learner counter behind its recorded checkpoint is refused. */
     ctl_progress_report_t behind = prog("learner", 0, 1, "running", 500, 1500, 0);
     ASSERT_INT_EQ(ctl_expctl_progress(db, "gpu", &behind, 1, 3000, &more, &err), CR_EINVAL);
     ASSERT_TRUE(strstr(err.msg, "fell back past its newest checkpoint") != NULL);
     e = get_exp(db);
-    ASSERT_INT_EQ(e.progress.updates, 2300);
+    ASSERT_INT_EQ(e.progress.updates, 2310);
     ctl_exp_clear(&e);
     /* An evaluation at the goal (0.9): stopping, as done, STOPs to both nodes. */
     l = prog("learner", 0, 1, "running", 900, 4100, 4000);
