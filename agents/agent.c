@@ -13,8 +13,11 @@
  * Workers: the supervisor is not thread-safe, so the callbacks only queue worker
  * commands (copies) under mu; the loop thread carries them out, polls the
  * supervisor between waits and sends WorkerStatus from the supervisor's events.
- * `st` (the open stream) is touched by the loop thread only. */
+ * With each heartbeat it forwards the workers' progress (progress.h): what their
+ * status files say changed; all of it after every Inventory and before a
+ * worker's final state. `st` (the open stream) is touched by the loop thread only. */
 #include "agents/agent.h"
+#include "agents/progress.h"
 #include "agents/workercmd.h"
 #include "common/id.h"
 #include "common/log.h"
@@ -69,6 +72,7 @@ struct agent {
     cmd_t *cmd_head, **cmd_tail;   /* worker commands, under mu */
     /* workers: loop thread only */
     agent_sup_t *sup;
+    agent_progress_t *prog;
     char worker_exe[4096];
     rpc_stream_t *st;
 };
@@ -125,7 +129,8 @@ static int workers_create(agent_t *a, const agent_opts_t *o, cr_err_t *err)
         a->worker_exe[n] = '\0';
     }
     agent_sup_config_t cfg = {.state_dir = a->state_dir, .on_event = on_worker_event, .ud = a};
-    return agent_sup_create(&cfg, &a->sup, err);
+    int rc = agent_progress_create(a->state_dir, &a->prog, err);
+    return rc ? rc : agent_sup_create(&cfg, &a->sup, err);
 }
 
 int agent_stop_workers(const char *state_dir, int64_t timeout_ms, cr_err_t *err)
@@ -140,6 +145,31 @@ int agent_stop_workers(const char *state_dir, int64_t timeout_ms, cr_err_t *err)
     if (!rc) CR_INFO("agent", "stopped %zu workers of %s", n, cfg.state_dir);
     agent_sup_destroy(sup);
     return rc;
+}
+
+/* "name:label" gives robot name the label (the controller checks its form). */
+static int add_label(Corral__V1__Inventory *inv, const char *spec, cr_err_t *err)
+{
+    const char *colon = strchr(spec, ':');
+    if (!colon || colon == spec || !colon[1])
+        return cr_err_set(err, CR_EINVAL, "robot label '%.100s': expected ROBOT:LABEL (e.g. arm-1:site=lab2)", spec);
+    for (size_t i = 0; i < inv->n_robots; i++) {
+        Corral__V1__RobotInfo *r = inv->robots[i];
+        if (strlen(r->name) != (size_t)(colon - spec) || strncmp(r->name, spec, (size_t)(colon - spec)) != 0)
+            continue;
+        char **grown = realloc(r->labels, (r->n_labels + 1) * sizeof *grown);
+        char *label = strdup(colon + 1);
+        if (!grown || !label) {
+            free(label);
+            if (grown) r->labels = grown;
+            return cr_err_set(err, CR_ENOMEM, "robot labels");
+        }
+        r->labels = grown;
+        r->labels[r->n_labels++] = label;
+        return 0;
+    }
+    return cr_err_set(err, CR_EINVAL, "robot label '%.100s': no robot %.*s is configured on this node (--robot)",
+                      spec, (int)(colon - spec), spec);
 }
 
 static int build_inventory(agent_t *a, const agent_opts_t *o, cr_err_t *err)
@@ -166,6 +196,8 @@ static int build_inventory(agent_t *a, const agent_opts_t *o, cr_err_t *err)
             if (strcmp(inv->robots[j]->name, inv->robots[i]->name) == 0)
                 return cr_err_set(err, CR_EINVAL, "robot %s is configured twice", inv->robots[i]->name);
     }
+    for (size_t i = 0; i < o->n_robot_labels; i++)
+        if ((rc = add_label(inv, o->robot_labels[i], err))) return rc;
     return 0;
 }
 
@@ -351,6 +383,25 @@ static int send_msg(rpc_stream_t *st, Corral__V1__AgentMessage *m, int64_t timeo
 
 /* ---- workers (loop thread) ------------------------------------------------------ */
 
+/* The workers' progress that changed (all of it with force; of experiment only
+ * when not NULL) on the open session. */
+static void send_progress(agent_t *a, const char *experiment, int force)
+{
+    if (!a->st || !a->prog) return;
+    Corral__V1__ProgressReport *r = NULL;
+    cr_err_t err = {0};
+    if (agent_progress_collect(a->prog, a->sup, experiment, force, &r, &err) != 0) {
+        CR_WARN("agent", "progress not read: %s", err.msg);
+        return;
+    }
+    if (!r) return;
+    Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
+    m.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_PROGRESS;
+    m.progress = r;
+    if (send_msg(a->st, &m, STATUS_SEND_MS, &err)) CR_DEBUG("agent", "progress not sent: %s", err.msg);
+    agent_progress_report_free(r);
+}
+
 /* A state change: reported on the open session; without one, the WorkerList of
  * the next session carries it. */
 static void on_worker_event(void *ud, const agent_worker_info_t *w, agent_worker_state_t old)
@@ -360,6 +411,11 @@ static void on_worker_event(void *ud, const agent_worker_info_t *w, agent_worker
             agent_worker_state_name(old), agent_worker_state_name(w->state), (int)w->pid,
             *w->message ? ": " : "", w->message);
     if (!a->st) return;
+    /* Its last words first: a learner that ended because the goal was reached
+     * says "done" in its status file, and the controller must know before it
+     * hears that the process exited. */
+    if (w->state == AGENT_WORKER_STOPPED || w->state == AGENT_WORKER_EXITED || w->state == AGENT_WORKER_FAILED)
+        send_progress(a, w->experiment, 1);
     Corral__V1__WorkerStatus ws;
     agent_wcmd_status(w, &ws);
     Corral__V1__AgentMessage m = CORRAL__V1__AGENT_MESSAGE__INIT;
@@ -504,6 +560,7 @@ static int run_session(agent_t *a)
         CR_DEBUG("agent", "inventory not sent: %s", err.msg);
     if (a->sup) {
         a->st = st;
+        send_progress(a, NULL, 1); /* before the list: "done" before "exited" */
         send_worker_list(a);
     }
 
@@ -528,6 +585,7 @@ static int run_session(agent_t *a)
                 h.body_case = CORRAL__V1__AGENT_MESSAGE__BODY_HEARTBEAT;
                 h.heartbeat = &hb;
                 send_msg(st, &h, 0, NULL);  /* a full queue skips one beat; 3 in a row are needed to be lost */
+                send_progress(a, NULL, 0);
                 pthread_mutex_lock(&a->mu);
                 next += (int64_t)a->interval_ms * CR_NS_PER_MS;
                 if (next < cr_now_ns()) next = cr_now_ns();
@@ -619,6 +677,7 @@ void agent_destroy(agent_t *a)
     agent_stop(a);
     if (a->own_channel) rpc_channel_destroy(a->ch);
     agent_sup_destroy(a->sup);  /* workers keep running, for the next agent to adopt */
+    agent_progress_destroy(a->prog);
     while (a->cmd_head) {
         cmd_t *c = a->cmd_head;
         a->cmd_head = c->next;

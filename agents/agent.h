@@ -35,6 +35,8 @@ typedef struct agent_opts {
                                      accepts no inbound connections */
     const char *const *robots;    /* robot specs "name:driver[:model[:port]]" */
     size_t n_robots;
+    const char *const *robot_labels; /* "name:label": a label for a robot of robots[] */
+    size_t n_robot_labels;
     int probe_gpus;               /* 1: report GPUs from the probe (the daemon); 0: none */
     rpc_opts_t rpc;               /* security and backoff of the channel */
     rpc_channel_t *channel;       /* optional, borrowed: share one channel among many

@@ -35,16 +35,14 @@ int agent_worker_run(const agent_worker_opts_t *o, volatile sig_atomic_t *stop, 
     int rc = wk_mkdirs(oo.dir, err);
     if (rc) return rc;
     nn_cpu_set_threads(oo.threads > 0 ? oo.threads : 1);
-    wk_spec_t spec;
-    rc = wk_spec_load(&spec, oo.spec_path, oo.sets, oo.n_sets, err);
+    exp_spec_t spec;
+    rc = exp_spec_load_file(&spec, oo.spec_path, oo.sets, oo.n_sets, err);
     if (rc) return rc;
     /* The robot's driver and model from the spec when the flags leave them out. */
-    const cfg_node_t *drv = spec.robots ? cfg_node_get(spec.robots, "driver") : NULL;
-    const cfg_node_t *mdl = spec.robots ? cfg_node_get(spec.robots, "model") : NULL;
-    if (!oo.robot_driver && drv && drv->kind == CFG_NODE_SCALAR && *drv->text) oo.robot_driver = drv->text;
-    if (!oo.robot_model && mdl && mdl->kind == CFG_NODE_SCALAR && *mdl->text) oo.robot_model = mdl->text;
+    if (!oo.robot_driver && *spec.robots.driver) oo.robot_driver = spec.robots.driver;
+    if (!oo.robot_model && *spec.robots.model) oo.robot_model = spec.robots.model;
     if (oo.role == AGENT_WORKER_LEARNER) rc = wk_learner_run(&oo, &spec, stop, err);
     else rc = wk_env_run(&oo, &spec, stop, err);
-    wk_spec_free(&spec);
+    exp_spec_free(&spec);
     return rc;
 }

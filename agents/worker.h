@@ -22,10 +22,13 @@
  *
  * Both read the experiment spec (YAML plus --set overrides; the worker's settings
  * table is in worker_spec.c) and write progress to DIR/status/<role>[-<index>].json,
- * replaced atomically about twice a second (the agent forwards it):
- *   learner.json: state (running|done|stopped|failed), pid, generation, env_steps,
+ * replaced atomically about twice a second (the agent forwards it to the
+ * controller, agents/progress.h):
+ *   learner.json: state (running|done|stopped|failed; done is written as soon as a
+ *     stop condition holds, before the envs are told), pid, generation, env_steps,
  *     episodes, success_rate (last 100 training episodes), eval_success_rate (newest
- *     complete evaluation round, -1 before any), eval_round, updates, updates_per_s,
+ *     complete evaluation round, -1 before any), eval_mean_return (its mean episode
+ *     return), eval_round, updates, updates_per_s,
  *     policy_version, staleness (mean versions between the acting policy and the
  *     learner's at insert), envs (connected), checkpoint (newest), time_ns;
  *   env-<i>.json: state, index, pid, generation, robot, producer, acked (every seq

@@ -48,7 +48,7 @@ typedef struct pend {
 
 typedef struct env {
     const agent_worker_opts_t *o;
-    const wk_spec_t *s;
+    const exp_spec_t *s;
     volatile sig_atomic_t *stop;
     /* robot */
     hal_robot_t *robot;
@@ -563,7 +563,7 @@ static int evaluate(env_t *E, uint64_t round, cr_err_t *err)
  * training arrived. */
 static void sync_barrier(env_t *E)
 {
-    const wk_algorithm_t *a = &E->s->algorithm;
+    const exp_algorithm_t *a = &E->s->algorithm;
     int64_t t0 = cr_now_ns();
     for (;;) {
         if (*E->stop || E->done || E->refused) break;
@@ -664,7 +664,7 @@ static void teardown(env_t *E)
     if (E->robot) hal_robot_close(E->robot);
 }
 
-int wk_env_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)
+int wk_env_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)
 {
     env_t *E = calloc(1, sizeof *E);
     if (!E) return cr_err_set(err, CR_ENOMEM, "out of memory");

@@ -1,5 +1,5 @@
 /* worker_int.h - what the worker files of agents/ share and no one else sees: the
- * worker-side experiment spec, the messages on the experiment's channels, the
+ * algorithm settings taken from the experiment spec, the messages on the experiment's channels, the
  * learner's location file, checkpoints, status files, and the algorithm settings
  * both roles derive from the spec (so learner and actors build the same network). */
 #ifndef CORRAL_AGENTS_WORKER_INT_H
@@ -11,78 +11,16 @@
 
 #include "agents/worker.h"
 #include "common/config/config.h"
+#include "common/expspec/expspec.h"
 #include "policies/policies.h"
 
-/* ---- spec (worker_spec.c) -------------------------------------------------------
- * The experiment YAML as the workers read it: the same keys as the experiment spec
- * the controller validates (so one file serves both), with the sections only the
- * controller uses (robots, placement, learner) kept as free-form nodes. One key is
- * the workers' own: task.obs_scale, a map from observation vector name to a factor
- * applied before the policy (and the buffer) sees the observation. */
-typedef struct wk_source {
-    char *path;
-    double ratio;
-} wk_source_t;
-
-typedef struct wk_task {
-    double control_hz;
-    int32_t episode_steps;
-    char *reward;
-    cfg_node_t *reward_params;
-    cfg_node_t *obs_scale;
-} wk_task_t;
-
-typedef struct wk_policy {
-    int type;
-    int32_t *hidden;
-    size_t n_hidden;
-    char *init;
-} wk_policy_t;
-
-typedef struct wk_algorithm {
-    char *type;
-    int64_t batch_size;
-    double lr, gamma, tau, utd;
-    int64_t warmup_steps, max_staleness;
-    cfg_node_t *params;
-} wk_algorithm_t;
-
-typedef struct wk_buffer {
-    int64_t capacity;
-    double online_ratio;
-    wk_source_t *demos;
-    size_t n_demos;
-} wk_buffer_t;
-
-typedef struct wk_checkpoint {
-    int64_t every_updates, interval;
-    int32_t keep;
-} wk_checkpoint_t;
-
-typedef struct wk_stop {
-    int64_t env_steps, updates;
-    double success_rate;
-    int64_t wall_time;
-    int32_t eval_episodes;
-    int64_t eval_every_updates;
-} wk_stop_t;
-
-typedef struct wk_spec {
-    char *name;
-    int64_t seed;
-    cfg_node_t *robots, *placement, *learner;
-    wk_task_t task;
-    wk_policy_t policy;
-    wk_algorithm_t algorithm;
-    wk_buffer_t buffer;
-    wk_checkpoint_t checkpoint;
-    wk_stop_t stop;
-} wk_spec_t;
-
-extern const cfg_table_t wk_spec_table;
-
-int wk_spec_load(wk_spec_t *s, const char *path, const char *const *sets, size_t nsets, cr_err_t *err);
-void wk_spec_free(wk_spec_t *s);
+/* ---- spec ------------------------------------------------------------------------
+ * Workers read the experiment spec the controller validated (common/expspec:
+ * exp_spec_t, loaded with the same overrides), so one file and one settings table
+ * serve both. They use its task (with task.obs_scale, a map from observation
+ * vector name to a factor applied before the policy and the buffer see it),
+ * policy, algorithm, buffer, checkpoint and stop sections; robots.driver and
+ * robots.model stand in for --robot-driver and --robot-model. */
 
 /* The algorithm (built-in or plugin) and its settings, derived from the spec:
  * hidden, seed, gamma, tau, lr (as actor/critic/alpha rates for sac and rlpd), then
@@ -94,7 +32,7 @@ typedef struct wk_algo_cfg {
     char store[64][64];       /* backing text of derived values */
 } wk_algo_cfg_t;
 
-int wk_algo_cfg_make(const wk_spec_t *s, uint64_t seed, wk_algo_cfg_t *out, cr_err_t *err);
+int wk_algo_cfg_make(const exp_spec_t *s, uint64_t seed, wk_algo_cfg_t *out, cr_err_t *err);
 void wk_algo_cfg_free(wk_algo_cfg_t *c);
 
 /* ---- messages (worker_msg.c) ------------------------------------------------------
@@ -174,10 +112,9 @@ int wk_where_read(const char *dir, wk_where_t *w, cr_err_t *err);
 int wk_where_parse(const char *s, wk_where_t *w, cr_err_t *err);
 
 /* ---- checkpoints (worker_ckpt.c) ---------------------------------------------------
- * DIR/ckpt-<N>/ holds algo.safetensors and the completion marker COMPLETE (the
- * counters as text). Written in ckpt-<N>.tmp, each file fsynced, marker last, then
- * renamed and the directory fsynced; a directory without a marker is ignored and
- * swept. (The same layout as common/durable's checkpoint store, to be folded into it.) */
+ * A common/durable checkpoint store in DIR: checkpoint N (the update counter) holds
+ * algo.safetensors; its completion marker holds the counters. A checkpoint without
+ * a complete marker, or whose file does not match it, is ignored. */
 typedef struct wk_counters {
     int64_t updates, version, env_steps, episodes;
 } wk_counters_t;
@@ -193,9 +130,9 @@ int wk_mkdirs(const char *path, cr_err_t *err);
 int wk_write_file(const char *path, const char *text, int durable, cr_err_t *err);
 
 /* ---- roles ------------------------------------------------------------------------ */
-int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile sig_atomic_t *stop,
+int wk_learner_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop,
                    cr_err_t *err);
-int wk_env_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile sig_atomic_t *stop,
+int wk_env_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop,
                cr_err_t *err);
 
 #endif

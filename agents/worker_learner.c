@@ -64,11 +64,12 @@ typedef struct slot {
 typedef struct round {
     uint64_t round;
     uint32_t episodes, successes, reports;
+    double return_sum;            /* over its episodes */
 } round_t;
 
 typedef struct learner {
     const agent_worker_opts_t *o;
-    const wk_spec_t *s;
+    const exp_spec_t *s;
     ch_hub_t *hub;
     ch_channel_t *tx;
     buf_t *buf;
@@ -87,6 +88,7 @@ typedef struct learner {
     int n_recent, recent_at;
     round_t rounds[ROUNDS];
     double eval_rate;             /* newest complete evaluation round, -1 none */
+    double eval_return;           /* its mean episode return */
     double staleness;             /* mean version lag of inserted transitions (EMA) */
     uint64_t eval_round;
 
@@ -276,6 +278,7 @@ static void on_eval(learner_t *L, const wk_eval_t *ev)
     if (r->round != ev->round) *r = (round_t){.round = ev->round};
     r->episodes += ev->episodes;
     r->successes += ev->successes;
+    r->return_sum += ev->mean_return * ev->episodes;
     r->reports++;
     int live = 0;
     for (int i = 0; i < L->nslots; i++) live += L->slots[i].live;
@@ -283,6 +286,7 @@ static void on_eval(learner_t *L, const wk_eval_t *ev)
     if ((int)r->reports >= live && ev->round >= L->eval_round) {
         L->eval_round = ev->round;
         L->eval_rate = (double)r->successes / r->episodes;
+        L->eval_return = r->return_sum / r->episodes;
         CR_INFO(TAG, "evaluation %" PRIu64 " (policy %" PRId64 "): %u/%u episodes succeeded", ev->round,
                 ev->version, r->successes, r->episodes);
     }
@@ -462,17 +466,17 @@ static void write_status(learner_t *L, const char *state, rate_t *r, int64_t ckp
     for (int i = 0; i < L->n_recent; i++) ok += L->recent[i];
     double sr = L->n_recent ? (double)ok / L->n_recent : 0;
     for (int i = 0; i < L->nslots; i++) live += L->slots[i].live;
-    double er = L->eval_rate;
+    double er = L->eval_rate, eret = L->eval_return;
     uint64_t eround = L->eval_round;
     double staleness = L->staleness;
     pthread_mutex_unlock(&L->mu);
     char text[1024], path[4200];
     snprintf(text, sizeof text,
              "{\"role\":\"learner\",\"state\":\"%s\",\"pid\":%d,\"generation\":%lld,\"env_steps\":%" PRId64 ",\"episodes\":%" PRId64
-             ",\"success_rate\":%.4f,\"eval_success_rate\":%.4f,\"eval_round\":%" PRIu64 ",\"updates\":%" PRId64
+             ",\"success_rate\":%.4f,\"eval_success_rate\":%.4f,\"eval_mean_return\":%.4f,\"eval_round\":%" PRIu64 ",\"updates\":%" PRId64
              ",\"updates_per_s\":%.2f,\"policy_version\":%" PRId64 ",\"staleness\":%.3f,\"envs\":%d"
              ",\"checkpoint\":%" PRId64 ",\"time_ns\":%" PRId64 "}\n",
-             state, (int)getpid(), (long long)L->o->generation, c.env_steps, c.episodes, sr, er, eround, c.updates, r->per_s, c.version,
+             state, (int)getpid(), (long long)L->o->generation, c.env_steps, c.episodes, sr, er, eret, eround, c.updates, r->per_s, c.version,
              staleness, live, ckpt, cr_wall_ns());
     snprintf(path, sizeof path, "%s/status/learner.json", L->o->dir);
     cr_err_t e = {0};
@@ -482,7 +486,7 @@ static void write_status(learner_t *L, const char *state, rate_t *r, int64_t ckp
 /* Whether a stop condition of the spec holds. */
 static int stop_reached(learner_t *L, int64_t started_ns)
 {
-    const wk_stop_t *st = &L->s->stop;
+    const exp_stop_t *st = &L->s->stop;
     if (st->updates && atomic_load(&L->updates) >= st->updates) return 1;
     if (st->env_steps && env_steps(L) >= st->env_steps) return 1;
     if (st->wall_time && cr_now_ns() - started_ns >= st->wall_time) return 1;
@@ -535,7 +539,7 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/buffer.db", L->o->dir);
-    const wk_spec_t *s = L->s;
+    const exp_spec_t *s = L->s;
     buf_config_t cfg;
     buf_config_default(&cfg);
     cfg.samples_per_insert = L->o->no_rate_limit ? 0 : s->algorithm.utd * (double)s->algorithm.batch_size;
@@ -663,7 +667,7 @@ static int train_step(learner_t *L, buf_batch_t *b, uint8_t *flags, cr_err_t *er
     return 0;
 }
 
-int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)
+int wk_learner_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)
 {
     learner_t *L = calloc(1, sizeof *L);
     if (!L) return cr_err_set(err, CR_ENOMEM, "out of memory");
@@ -699,6 +703,9 @@ int wk_learner_run(const agent_worker_opts_t *o, const wk_spec_t *s, volatile si
             last_status = now;
         }
         if (stop_reached(L, started)) {
+            /* Said in the status file before the envs hear it (and end): the agent
+             * forwards it, so the controller knows the run is done, not broken. */
+            write_status(L, "done", &rate, last_ckpt);
             atomic_store(&L->done, 1);
             CR_INFO(TAG, "experiment done: a stop condition holds");
             break;

@@ -1,136 +1,17 @@
-/* worker_spec.c - the experiment spec as the workers read it: one settings table
- * (common/config) with the same keys as the controller's experiment spec, so the
- * file `corral exp submit` accepted loads here unchanged, plus the derivation of the
- * algorithm's key/value settings from it. The learner and every actor derive the
- * settings the same way, which is what lets an actor import the learner's weights.
- * Sections only the controller reads (robots, placement, learner) are kept as
- * free-form nodes and not interpreted here. */
+/* worker_spec.c - the algorithm's key/value settings derived from the experiment
+ * spec (common/expspec, the file `corral exp submit` accepted, read here
+ * unchanged). The learner and every actor derive them the same way, which is
+ * what lets an actor import the learner's weights. */
 #include "agents/worker_int.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
 
 static int is_plugin_path(const char *v)
 {
     size_t n = v ? strlen(v) : 0;
     return n > 3 && strcmp(v + n - 3, ".so") == 0;
 }
-
-static int check_reward(const void *v, cr_err_t *err)
-{
-    const char *s = *(char *const *)v;
-    if (!strcmp(s, "task") || !strcmp(s, "sparse") || is_plugin_path(s) ||
-        pol_builtin_find(s, CORRAL_PLUGIN_REWARD))
-        return 0;
-    return cr_err_set(err, CR_EINVAL, "unknown reward '%s': use task, sparse, reach-distance or the path "
-                      "of a plugin ending in .so", s);
-}
-
-static int check_algorithm(const void *v, cr_err_t *err)
-{
-    const char *s = *(char *const *)v;
-    if (is_plugin_path(s) || pol_builtin_find(s, CORRAL_PLUGIN_ALGO)) return 0;
-    return cr_err_set(err, CR_EINVAL, "unknown algorithm '%s': use sac, rlpd, bc, hg-dagger or the path "
-                      "of a plugin ending in .so", s);
-}
-
-static const cfg_field_t task_fields[] = {
-    {CFG_DOUBLE(wk_task_t, control_hz, "0", 0, 1000, "control rate of env and actor in Hz; 0: the robot's own")},
-    {CFG_INT(wk_task_t, episode_steps, "0", 0, 1000000, "steps per episode; 0: the robot's default")},
-    {CFG_STRING(wk_task_t, reward, "task", "task (the robot's reward), sparse (1 on success), "
-                                           "reach-distance, or a plugin path *.so"), .check = check_reward},
-    {CFG_NODE(wk_task_t, reward_params, "parameters of the reward plugin; vector: NAME sets its offset "
-                                        "and dims to that observation vector")},
-    {CFG_NODE(wk_task_t, obs_scale, "factor per observation vector name, applied before the policy sees it")},
-};
-static const cfg_table_t task_table = {CFG_TABLE(wk_task_t, task_fields)};
-
-static const cfg_field_t policy_fields[] = {
-    {CFG_ENUM(wk_policy_t, type, "mlp", policies, "policy network")},
-    {CFG_LIST(wk_policy_t, hidden, n_hidden, CFG_INT, "[256, 256]", 8, "hidden layer widths"),
-     .imin = 1, .imax = 65536},
-    {CFG_STRING(wk_policy_t, init, "", "safetensors weights to start from")},
-};
-static const cfg_table_t policy_table = {CFG_TABLE(wk_policy_t, policy_fields)};
-
-static const cfg_field_t algorithm_fields[] = {
-    {CFG_STRING(wk_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, or a plugin path *.so"),
-     .check = check_algorithm},
-    {CFG_INT(wk_algorithm_t, batch_size, "256", 1, 65536, "samples per update")},
-    {CFG_DOUBLE(wk_algorithm_t, lr, "3e-4", 1e-8, 1, "learning rate")},
-    {CFG_DOUBLE(wk_algorithm_t, gamma, "0.99", 0, 1, "discount")},
-    {CFG_DOUBLE(wk_algorithm_t, tau, "0.005", 0, 1, "target network update rate")},
-    {CFG_DOUBLE(wk_algorithm_t, utd, "1", 0.01, 64, "learner updates per environment step")},
-    {CFG_INT(wk_algorithm_t, warmup_steps, "1000", 0, 1000000000, "env steps before the first update")},
-    {CFG_INT(wk_algorithm_t, max_staleness, "8", 0, 1000000, "policy versions an actor may lag the learner")},
-    {CFG_NODE(wk_algorithm_t, params, "algorithm-specific parameters")},
-};
-static const cfg_table_t algorithm_table = {CFG_TABLE(wk_algorithm_t, algorithm_fields)};
-
-static const cfg_field_t source_fields[] = {
-    {CFG_STRING(wk_source_t, path, CFG_REQUIRED, "a demo buffer.db")},
-    {CFG_DOUBLE(wk_source_t, ratio, CFG_REQUIRED, 0, 1, "share of each batch drawn from it")},
-};
-static const cfg_table_t source_table = {CFG_TABLE(wk_source_t, source_fields)};
-
-static int check_buffer(const void *obj, cr_err_t *err)
-{
-    const wk_buffer_t *b = obj;
-    double sum = b->online_ratio;
-    for (size_t i = 0; i < b->n_demos; i++) sum += b->demos[i].ratio;
-    if (fabs(sum - 1.0) > 1e-6)
-        return cr_err_set(err, CR_EINVAL, "online_ratio plus the demo ratios is %g; it must be 1", sum);
-    return 0;
-}
-
-static const cfg_field_t buffer_fields[] = {
-    {CFG_INT(wk_buffer_t, capacity, "1000000", 1000, 4000000000LL, "transitions kept")},
-    {CFG_DOUBLE(wk_buffer_t, online_ratio, "1", 0, 1, "share of each batch from online experience")},
-    {CFG_STRUCT_LIST(wk_buffer_t, demos, n_demos, &source_table, "[]", 16, "demonstration sources")},
-};
-static const cfg_table_t buffer_table = {CFG_TABLE(wk_buffer_t, buffer_fields), .check = check_buffer};
-
-static const cfg_field_t checkpoint_fields[] = {
-    {CFG_INT(wk_checkpoint_t, every_updates, "1000", 1, 1000000000, "checkpoint every this many updates")},
-    {CFG_DURATION(wk_checkpoint_t, interval, "0", 0, 0, "and at least this often (0: only by updates)")},
-    {CFG_INT(wk_checkpoint_t, keep, "3", 1, 1000, "newest checkpoints kept")},
-};
-static const cfg_table_t checkpoint_table = {CFG_TABLE(wk_checkpoint_t, checkpoint_fields)};
-
-static const cfg_field_t stop_fields[] = {
-    {CFG_INT(wk_stop_t, env_steps, "0", 0, 1000000000000000LL, "stop after this many environment steps")},
-    {CFG_INT(wk_stop_t, updates, "0", 0, 1000000000000000LL, "stop after this many learner updates")},
-    {CFG_DOUBLE(wk_stop_t, success_rate, "0", 0, 1, "stop once an evaluation reaches this success rate")},
-    {CFG_DURATION(wk_stop_t, wall_time, "0", 0, 0, "stop after this much running time")},
-    {CFG_INT(wk_stop_t, eval_episodes, "20", 1, 100000, "episodes per evaluation (greedy policy)")},
-    {CFG_INT(wk_stop_t, eval_every_updates, "2000", 1, 1000000000, "evaluate every this many updates")},
-};
-static const cfg_table_t stop_table = {CFG_TABLE(wk_stop_t, stop_fields)};
-
-static const cfg_field_t spec_fields[] = {
-    {CFG_STRING(wk_spec_t, name, CFG_REQUIRED, "experiment name")},
-    {CFG_INT(wk_spec_t, seed, "1", 0, 0, "seed of every random number the run draws")},
-    {CFG_NODE(wk_spec_t, robots, "which robots (read by the controller)")},
-    {CFG_STRUCT(wk_spec_t, task, &task_table, "control rate, episode length, reward")},
-    {CFG_STRUCT(wk_spec_t, policy, &policy_table, "policy network")},
-    {CFG_STRUCT(wk_spec_t, algorithm, &algorithm_table, "learning algorithm")},
-    {CFG_STRUCT(wk_spec_t, buffer, &buffer_table, "replay buffer")},
-    {CFG_NODE(wk_spec_t, placement, "placement hints (read by the controller)")},
-    {CFG_NODE(wk_spec_t, learner, "learner resources (read by the controller)")},
-    {CFG_STRUCT(wk_spec_t, checkpoint, &checkpoint_table, "checkpoint cadence")},
-    {CFG_STRUCT(wk_spec_t, stop, &stop_table, "when the experiment is done")},
-};
-const cfg_table_t wk_spec_table = {CFG_TABLE(wk_spec_t, spec_fields)};
-
-int wk_spec_load(wk_spec_t *s, const char *path, const char *const *sets, size_t nsets, cr_err_t *err)
-{
-    return cfg_load_file(&wk_spec_table, s, path, sets, nsets, err);
-}
-
-void wk_spec_free(wk_spec_t *s) { cfg_free(&wk_spec_table, s); }
 
 /* ---- algorithm settings ------------------------------------------------------------ */
 
@@ -159,7 +40,7 @@ static int add_fmt(wk_algo_cfg_t *c, const char *key, const char *fmt, double v,
     return add_kv(c, key, c->store[slot], err);
 }
 
-int wk_algo_cfg_make(const wk_spec_t *s, uint64_t seed, wk_algo_cfg_t *c, cr_err_t *err)
+int wk_algo_cfg_make(const exp_spec_t *s, uint64_t seed, wk_algo_cfg_t *c, cr_err_t *err)
 {
     memset(c, 0, sizeof *c);
     const char *type = s->algorithm.type;

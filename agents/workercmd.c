@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_ARGS 64
+#define MAX_ARGS 256 /* the robot's settings and the spec's overrides, as flags */
 #define MAX_ENV 64
 
 /* "host:port" or "[v6]:port", printable, no spaces: what may become an argument. */

@@ -1,6 +1,6 @@
 /* e2e.c - one experiment end to end, as real processes (`corral worker`): a learner
  * with its buffer and two env workers on MuJoCo reach2d, SAC 2x128 / batch 64 (the
- * demo's settings, deploy/demo-reach.yaml). Three runs, each measured over a window
+ * demo's settings, configs/experiments/reach-sac.yaml). Three runs, each measured over a window
  * after the warm-up:
  *
  *  1. throughput, robots not real-time: env steps/s and learner updates/s, beside
@@ -43,7 +43,7 @@
 #endif
 
 static const char *corral_bin = CORRAL_BUILD_DIR_DEFAULT "/corral";
-static const char *spec_path = CORRAL_SOURCE_DIR_DEFAULT "/deploy/demo-reach.yaml";
+static const char *spec_path = CORRAL_SOURCE_DIR_DEFAULT "/configs/experiments/reach-sac.yaml";
 static char tmp_root[256];
 
 /* ---- baselines in this process ------------------------------------------------- */

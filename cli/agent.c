@@ -15,7 +15,8 @@
 
 static const char usage_text[] =
     "usage: corral agent --name NODE [--controller ADDR] [--state DIR] [--advertise HOST:PORT]\n"
-    "                    [--robot NAME:DRIVER[:MODEL[:PORT]] ...] [--no-gpus] [--log-level L]\n"
+    "                    [--robot NAME:DRIVER[:MODEL[:PORT]] ...] [--robot-label NAME:LABEL ...]\n"
+    "                    [--no-gpus] [--log-level L]\n"
     "       corral agent --stop-workers [--state DIR]\n"
     "  --name NODE        this node's name (a-z 0-9 _ -, at most 63 characters)\n"
     "  --controller ADDR  the controller (default $CORRAL_CONTROLLER or 127.0.0.1:7070)\n"
@@ -23,6 +24,8 @@ static const char usage_text[] =
     "  --advertise ADDR   where peers can dial this node; without it the node accepts no\n"
     "                     inbound connections and its traffic is relayed\n"
     "  --robot SPEC       a robot attached to this node (repeat for several)\n"
+    "  --robot-label NAME:LABEL  a label (key=value or a tag) of robot NAME, which\n"
+    "                     experiments select robots by (robots.labels); repeat\n"
     "  --no-gpus          report no GPUs even if the probe finds some\n"
     "  --stop-workers     stop the workers a stopped agent of --state left running, and exit\n";
 
@@ -31,8 +34,9 @@ static const char usage_text[] =
 int cli_agent_main(int argc, char **argv)
 {
     agent_opts_t o = {0};
-    const char *robots[MAX_ROBOTS];
+    const char *robots[MAX_ROBOTS], *labels[MAX_ROBOTS];
     o.robots = robots;
+    o.robot_labels = labels;
     o.probe_gpus = 1;
     o.workers = 1;
     o.worker_exe = getenv("CORRAL_WORKER_CMD");
@@ -52,9 +56,9 @@ int cli_agent_main(int argc, char **argv)
             continue;
         }
         static const char *const valued[] = {"--name", "--controller", "--state", "--advertise", "--robot",
-                                             "--log-level"};
+                                             "--log-level", "--robot-label"};
         int k = -1;
-        for (int j = 0; j < 6; j++)
+        for (int j = 0; j < 7; j++)
             if (strcmp(a, valued[j]) == 0) k = j;
         if (k < 0) {
             fprintf(stderr, "corral agent: unknown option '%s'\n%s", a, usage_text);
@@ -86,6 +90,13 @@ int cli_agent_main(int argc, char **argv)
             cr_log_set_level((cr_log_level_t)l);
             break;
         }
+        case 6:
+            if (o.n_robot_labels == MAX_ROBOTS) {
+                fprintf(stderr, "corral agent: at most %d robot labels\n", MAX_ROBOTS);
+                return CLI_EUSER;
+            }
+            labels[o.n_robot_labels++] = v;
+            break;
         }
     }
     cr_err_t err = {0};

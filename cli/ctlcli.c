@@ -171,6 +171,8 @@ cJSON *cli_robot_json(const Corral__V1__Robot *r)
     cJSON *s = cJSON_AddObjectToObject(o, "settings");
     for (size_t i = 0; i < r->n_settings; i++)
         cJSON_AddStringToObject(s, r->settings[i]->key, r->settings[i]->value);
+    cJSON *l = cJSON_AddArrayToObject(o, "labels");
+    for (size_t i = 0; i < r->n_labels; i++) cJSON_AddItemToArray(l, cJSON_CreateString(r->labels[i]));
     cJSON_AddBoolToObject(o, "registered", r->registered);
     cJSON_AddBoolToObject(o, "reported", r->reported);
     cJSON_AddBoolToObject(o, "estopped", r->estopped);
@@ -298,7 +300,15 @@ int cli_args_parse(const char *prog, int argc, char **argv, const char *allowed,
         else if (strcmp(name, "index") == 0) a->index = val;
         else if (strcmp(name, "uuid") == 0) a->uuid = val;
         else if (strcmp(name, "name") == 0) a->name = val;
-        else if (strcmp(name, "set") == 0) {
+        else if (strcmp(name, "role") == 0) a->role = val;
+        else if (strcmp(name, "tail") == 0) a->tail = val;
+        else if (strcmp(name, "label") == 0) {
+            if (a->n_labels == CLI_MAX_SETS) {
+                fprintf(stderr, "%s: at most %d --label options\n", prog, CLI_MAX_SETS);
+                return CLI_EUSER;
+            }
+            a->labels[a->n_labels++] = val;
+        } else if (strcmp(name, "set") == 0) {
             if (a->n_sets == CLI_MAX_SETS) {
                 fprintf(stderr, "%s: at most %d --set options\n", prog, CLI_MAX_SETS);
                 return CLI_EUSER;

@@ -20,10 +20,12 @@
 typedef struct cli_args {
     const char *controller;   /* --controller ADDR */
     int json;                 /* --json */
-    const char *node, *driver, *model, *port, *memory, *index, *uuid, *name;
+    const char *node, *driver, *model, *port, *memory, *index, *uuid, *name, *role, *tail;
     int release, undo;
     const char *sets[CLI_MAX_SETS];
     size_t n_sets;
+    const char *labels[CLI_MAX_SETS];  /* --label, repeated */
+    size_t n_labels;
     const char *pos[4];       /* positional arguments after the verb */
     int npos;
 } cli_args_t;

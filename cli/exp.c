@@ -1,7 +1,7 @@
 /* exp.c - `corral exp`: the user's experiments. `validate` and `doc` work alone;
- * submit, list, status, watch, stop and resume talk to the controller's
- * Experiments service (exit 2 when it cannot be reached, 1 when it refuses, with
- * its message saying what to change). */
+ * submit, list, status, watch, stop, resume and logs talk to the controller's
+ * Experiments service only (exit 2 when it cannot be reached, 1 when it refuses,
+ * with its message saying what to change). */
 #include "cli/cli.h"
 #include "cli/ctlcli.h"
 #include "common/durable.h"
@@ -24,9 +24,10 @@ static const char usage_text[] =
     "  submit FILE [--set key=value ...] [--json]\n"
     "  list [--json]\n"
     "  status NAME [--json]\n"
-    "  watch NAME                            live progress until the experiment ends\n"
+    "  watch NAME                            live progress until the experiment ends (exit 1 if it failed)\n"
     "  stop NAME\n"
-    "  resume NAME [--set key=value ...]\n";
+    "  resume NAME [--set key=value ...]\n"
+    "  logs NAME [--role env|learner] [--index I] [--tail BYTES]   workers' logs, from the nodes that hold them\n";
 
 static const char *const policy_names[] = {"mlp", "cnn", "flow", "vla"};
 static const char *const state_names[] = {"unknown", "submitted", "scheduled", "running", "degraded",
@@ -96,8 +97,21 @@ static cJSON *exp_json(const Corral__V1__Experiment *e)
     cJSON_AddNumberToObject(o, "updates", p ? (double)p->updates : 0);
     cJSON_AddNumberToObject(o, "policy_version", p ? (double)p->policy_version : 0);
     cJSON_AddNumberToObject(o, "staleness", p ? (double)p->staleness : 0);
+    cJSON_AddNumberToObject(o, "train_success_rate", p ? p->train_success_rate : 0);
+    cJSON_AddNumberToObject(o, "env_steps_per_s", p ? p->env_steps_per_s : 0);
+    cJSON_AddNumberToObject(o, "updates_per_s", p ? p->updates_per_s : 0);
+    cJSON_AddNumberToObject(o, "running_s", p ? (double)p->running_ms / 1000.0 : 0);
     cJSON_AddNumberToObject(o, "checkpoint", (double)e->checkpoint);
+    cJSON_AddNumberToObject(o, "checkpoint_updates", (double)e->checkpoint_updates);
     cJSON_AddStringToObject(o, "learner_node", e->learner_node);
+    cJSON_AddStringToObject(o, "dir", e->dir);
+    if (e->goal) {
+        cJSON *g = cJSON_AddObjectToObject(o, "goal");
+        cJSON_AddNumberToObject(g, "env_steps", (double)e->goal->env_steps);
+        cJSON_AddNumberToObject(g, "updates", (double)e->goal->updates);
+        cJSON_AddNumberToObject(g, "success_rate", e->goal->success_rate);
+        cJSON_AddNumberToObject(g, "wall_time_s", (double)e->goal->wall_time_ms / 1000.0);
+    }
     cJSON *ws = cJSON_AddArrayToObject(o, "workers");
     for (size_t i = 0; i < e->n_placements; i++) {
         const Corral__V1__Placement *pl = e->placements[i];
@@ -112,6 +126,11 @@ static cJSON *exp_json(const Corral__V1__Experiment *e)
         cJSON_AddNumberToObject(w, "pid", pl->pid);
         cJSON_AddNumberToObject(w, "restarts", pl->restarts);
         cJSON_AddBoolToObject(w, "waiting", pl->waiting);
+        cJSON_AddStringToObject(w, "progress_state", pl->progress_state);
+        cJSON_AddNumberToObject(w, "env_steps", (double)pl->env_steps);
+        cJSON_AddNumberToObject(w, "steps_per_s", pl->steps_per_s);
+        cJSON_AddNumberToObject(w, "updates", (double)pl->updates);
+        cJSON_AddNumberToObject(w, "policy_version", (double)pl->policy_version);
         cJSON_AddItemToArray(ws, w);
     }
     return o;
@@ -124,15 +143,20 @@ static void exp_print(const Corral__V1__Experiment *e)
     printf("state:          %s%s%s\n", state_name(e->state), *e->message ? " - " : "", e->message);
     printf("run:            %lld\n", (long long)e->generation);
     if (p) {
-        printf("env_steps:      %lld (%lld episodes)\n", (long long)p->env_steps, (long long)p->episodes);
-        printf("success_rate:   %.3f\n", p->success_rate);
-        printf("updates:        %lld (policy version %lld, staleness %lld)\n", (long long)p->updates,
-               (long long)p->policy_version, (long long)p->staleness);
+        printf("env_steps:      %lld (%lld episodes, %.0f steps/s)\n", (long long)p->env_steps,
+               (long long)p->episodes, p->env_steps_per_s);
+        printf("success_rate:   %.3f (newest evaluation; training episodes %.3f)\n", p->success_rate,
+               p->train_success_rate);
+        printf("mean_return:    %.3f\n", p->mean_return);
+        printf("updates:        %lld (%.1f/s, policy version %lld, staleness %lld)\n", (long long)p->updates,
+               p->updates_per_s, (long long)p->policy_version, (long long)p->staleness);
+        printf("running:        %.0f s\n", (double)p->running_ms / 1000.0);
     }
-    printf("checkpoint:     %lld\n", (long long)e->checkpoint);
+    printf("checkpoint:     %lld updates\n", (long long)e->checkpoint_updates);
+    if (*e->dir) printf("files:          %s on node %s (logs/, checkpoints/, buffer.db)\n", e->dir, e->learner_node);
     if (!e->n_placements) return;
-    const char *hdr[] = {"WORKER", "NODE", "ROBOT", "GPUS", "STATE", "PID", "RESTARTS"};
-    cli_table_t *t = cli_table_new(7, hdr);
+    const char *hdr[] = {"WORKER", "NODE", "ROBOT", "GPUS", "STATE", "PID", "RESTARTS", "PROGRESS"};
+    cli_table_t *t = cli_table_new(8, hdr);
     for (size_t i = 0; i < e->n_placements; i++) {
         const Corral__V1__Placement *pl = e->placements[i];
         char who[48], gpus[64] = "", pid[16], restarts[16], state[32];
@@ -144,8 +168,15 @@ static void exp_print(const Corral__V1__Experiment *e)
         snprintf(pid, sizeof pid, "%d", pl->pid);
         snprintf(restarts, sizeof restarts, "%u", pl->restarts);
         snprintf(state, sizeof state, "%s%s", pl->worker_state, pl->waiting ? " (waiting)" : "");
+        char prog[96] = "-";
+        if (strcmp(pl->role, "learner") == 0 && *pl->progress_state)
+            snprintf(prog, sizeof prog, "%s: %lld updates, v%lld", pl->progress_state, (long long)pl->updates,
+                     (long long)pl->policy_version);
+        else if (strcmp(pl->role, "env") == 0 && *pl->progress_state)
+            snprintf(prog, sizeof prog, "%s: %lld steps (%.0f/s), v%lld", pl->progress_state,
+                     (long long)pl->env_steps, pl->steps_per_s, (long long)pl->policy_version);
         const char *cells[] = {who, pl->node, *pl->robot ? pl->robot : "-", *gpus ? gpus : "cpu", state, pid,
-                               restarts};
+                               restarts, prog};
         cli_table_row(t, cells);
     }
     printf("\n");
@@ -271,6 +302,7 @@ typedef struct watch_out {
     char details[512];
     int tty;
     int64_t last_updates, last_ms;
+    int state;         /* of the newest snapshot */
 } watch_out_t;
 
 /* Fraction of the way to the stop condition: the furthest of its parts. */
@@ -302,6 +334,7 @@ static void on_watch(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
             printf("%s%s: %s\n", w->tty ? "\r\033[K" : "", ev->kind, ev->message);
     }
     const Corral__V1__Experiment *e = r->snapshot;
+    if (e) w->state = e->state;
     if (e && e->progress) {
         const Corral__V1__Progress *p = e->progress;
         double frac = progress_of(e), ups = p->updates_per_s;
@@ -313,9 +346,11 @@ static void on_watch(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
         int fill = (int)(frac * 30 + 0.5);
         for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
         bar[30] = '\0';
-        printf("%s[%s] %3.0f%%  %s  success %.2f  return %.2f  updates %lld (%.1f/s)  staleness %lld%s",
+        printf("%s[%s] %3.0f%%  %s  success %.2f  return %.2f  steps %lld (%.0f/s)  updates %lld (%.1f/s)  "
+               "staleness %lld%s",
                w->tty ? "\r\033[K" : "", bar, frac * 100, state_name(e->state), p->success_rate, p->mean_return,
-               (long long)p->updates, ups, (long long)p->staleness, w->tty ? "" : "\n");
+               (long long)p->env_steps, p->env_steps_per_s, (long long)p->updates, ups, (long long)p->staleness,
+               w->tty ? "" : "\n");
     }
     fflush(stdout);
 }
@@ -351,9 +386,99 @@ static int watch(rpc_channel_t *ch, const cli_args_t *a)
     pthread_mutex_unlock(&w.mu);
     rpc_stream_destroy(st);
     if (w.tty) printf("\n");
-    if (w.code == RPC_OK) return CLI_OK;
+    /* A run that failed is the user's to look into: exit 1, like a refusal. */
+    if (w.code == RPC_OK) return w.state == CORRAL__V1__EXPERIMENT_STATE__EXPERIMENT_FAILED ? CLI_EUSER : CLI_OK;
     fprintf(stderr, "corral exp watch: %s: %s\n", rpc_code_name(w.code), w.details);
     return w.code == RPC_UNAVAILABLE || w.code == RPC_DEADLINE_EXCEEDED ? CLI_EUNREACHABLE : CLI_EUSER;
+}
+
+/* ---- logs --------------------------------------------------------------------------- */
+
+typedef struct logs_out {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int closed;
+    rpc_code_t code;
+    char details[512];
+    char cur[160];     /* the worker whose lines are printing */
+    int errors, pieces;
+} logs_out_t;
+
+static void on_log(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
+{
+    (void)st;
+    logs_out_t *o = user;
+    const Corral__V1__ExperimentLogsResponse *r = (const Corral__V1__ExperimentLogsResponse *)msg;
+    char who[160];
+    snprintf(who, sizeof who, "%s-%d on %s", r->role, r->index, r->node);
+    if (*r->error) {
+        fprintf(stderr, "corral exp logs: %s: %s\n", who, r->error);
+        o->errors++;
+        return;
+    }
+    if (strcmp(who, o->cur) != 0) {
+        printf("%s==> %s <==\n", o->pieces ? "\n" : "", who);
+        snprintf(o->cur, sizeof o->cur, "%s", who);
+    }
+    o->pieces++;
+    fwrite(r->data.data, 1, r->data.len, stdout);
+    fflush(stdout);
+}
+
+static void on_logs_close(rpc_stream_t *st, rpc_code_t code, const char *details, void *user)
+{
+    (void)st;
+    logs_out_t *o = user;
+    pthread_mutex_lock(&o->mu);
+    o->closed = 1;
+    o->code = code;
+    snprintf(o->details, sizeof o->details, "%s", details);
+    pthread_cond_signal(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static int logs(rpc_channel_t *ch, const cli_args_t *a)
+{
+    Corral__V1__ExperimentLogsRequest req = CORRAL__V1__EXPERIMENT_LOGS_REQUEST__INIT;
+    req.name = (char *)a->pos[0];
+    req.role = (char *)(a->role ? a->role : "");
+    req.index = -1;
+    cr_err_t err = {0};
+    if (a->index) {
+        char *end;
+        long v = strtol(a->index, &end, 10);
+        if (*end || end == a->index || v < 0 || v > 1000000) {
+            fprintf(stderr, "corral exp logs: --index '%s': expected a worker index (0, 1, ...)\n", a->index);
+            return CLI_EUSER;
+        }
+        req.index = (int32_t)v;
+    }
+    if (a->tail) {
+        uint64_t bytes;
+        if (cli_parse_size(a->tail, &bytes, &err) != 0) {
+            fprintf(stderr, "corral exp logs: --tail: %s\n", err.msg);
+            return CLI_EUSER;
+        }
+        req.tail_bytes = (int64_t)bytes;
+    }
+    logs_out_t o = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    rpc_stream_cbs_t cbs = {.on_message = on_log, .on_close = on_logs_close, .user = &o};
+    rpc_stream_t *st;
+    if (rpc_stream_open(ch, &st, "/corral.v1.Experiments/Logs", &corral__v1__experiment_logs_response__descriptor,
+                        &cbs, 0, &err) != 0 ||
+        rpc_stream_send(st, &req.base, CLI_CALL_TIMEOUT_MS, &err) != 0 || rpc_stream_close_send(st, &err) != 0) {
+        fprintf(stderr, "corral exp logs: %s\n", err.msg);
+        return CLI_EUNREACHABLE;
+    }
+    pthread_mutex_lock(&o.mu);
+    while (!o.closed) pthread_cond_wait(&o.cv, &o.mu);
+    pthread_mutex_unlock(&o.mu);
+    rpc_stream_destroy(st);
+    if (o.code != RPC_OK) {
+        fprintf(stderr, "corral exp logs: %s\n", o.details);
+        return o.code == RPC_UNAVAILABLE || o.code == RPC_DEADLINE_EXCEEDED ? CLI_EUNREACHABLE : CLI_EUSER;
+    }
+    return o.errors && !o.pieces ? CLI_EUSER : CLI_OK;
 }
 
 int cli_exp_main(int argc, char **argv)
@@ -370,6 +495,7 @@ int cli_exp_main(int argc, char **argv)
     struct { const char *verb, *allowed; int npos; } verbs[] = {
         {"validate", "set", 1}, {"submit", "set", 1}, {"list", "", 0}, {"status", "", 1},
         {"watch", "", 1},       {"stop", "", 1},      {"resume", "set", 1},
+        {"logs", "role,index,tail", 1},
     };
     int k = -1;
     for (int i = 0; i < (int)(sizeof verbs / sizeof verbs[0]); i++)
@@ -390,7 +516,8 @@ int cli_exp_main(int argc, char **argv)
     case 3: rc = status(ch, &a); break;
     case 4: rc = watch(ch, &a); break;
     case 5: rc = stop_or_resume(ch, &a, 0); break;
-    default: rc = stop_or_resume(ch, &a, 1); break;
+    case 6: rc = stop_or_resume(ch, &a, 1); break;
+    default: rc = logs(ch, &a); break;
     }
     rpc_channel_destroy(ch);
     return rc;

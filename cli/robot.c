@@ -9,7 +9,8 @@
 
 static const char usage_text[] =
     "usage: corral robot <verb> [options]   (all verbs take --controller ADDR)\n"
-    "  register NAME --driver D [--node N] [--model M] [--port P] [--set key=value ...] [--json]\n"
+    "  register NAME --driver D [--node N] [--model M] [--port P] [--set key=value ...]\n"
+    "           [--label key=value ...] [--json]   (labels: what experiments select robots by)\n"
     "  list [--node N] [--json]\n"
     "  show NAME [--json]\n"
     "  remove NAME\n"
@@ -37,6 +38,11 @@ static void robot_print(const Corral__V1__Robot *r)
            r->reported ? "reported by its agent" : "");
     for (size_t i = 0; i < r->n_settings; i++)
         printf("%s %s=%s\n", i ? "            " : "settings:   ", r->settings[i]->key, r->settings[i]->value);
+    if (r->n_labels) {
+        printf("labels:     ");
+        for (size_t i = 0; i < r->n_labels; i++) printf(" %s", r->labels[i]);
+        printf("\n");
+    }
 }
 
 static int do_register(const char *prog, rpc_channel_t *ch, const cli_args_t *a)
@@ -63,6 +69,8 @@ static int do_register(const char *prog, rpc_channel_t *ch, const cli_args_t *a)
     req.port = (char *)(a->port ? a->port : "");
     req.settings = setp;
     req.n_settings = a->n_sets;
+    req.labels = (char **)a->labels;
+    req.n_labels = a->n_labels;
     Corral__V1__RegisterRobotResponse *resp = NULL;
     int rc = cli_ctl_call(prog, ch, CTL_M_REGISTER_ROBOT, &req.base, &corral__v1__register_robot_response__descriptor,
                           (ProtobufCMessage **)&resp);
@@ -164,7 +172,7 @@ int cli_robot_main(int argc, char **argv)
         int npos;
         int (*fn)(const char *, rpc_channel_t *, const cli_args_t *);
     } verbs[] = {
-        {"register", "driver,node,model,port,set", 1, do_register},
+        {"register", "driver,node,model,port,set,label", 1, do_register},
         {"list", "node", 0, do_list},
         {"show", "", 1, do_show},
         {"remove", "", 1, do_remove},

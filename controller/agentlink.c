@@ -7,7 +7,8 @@
  * and message that say what was wrong. Then Heartbeats, each answered with a
  * HeartbeatAck; a later Inventory updates the registry. WorkerStatus reports (and
  * the WorkerList an agent sends after each Inventory, which lets a restarted
- * controller adopt running workers) go to the experiments (exphost.c); an accepted
+ * controller adopt running workers) and ProgressReports go to the experiments
+ * (exphost.c), LogChunks to the Logs call that asked for them; an accepted
  * session repairs the experiments that wait for its node. Worker events and
  * command results are logged. When the stream ends for any reason, liveness.c
  * marks the node lost if this was its current session. Bad messages end this one
@@ -45,7 +46,7 @@ typedef struct inv_job {
 
 typedef struct msg_job {
     session_t *s;
-    ProtobufCMessage *msg;        /* our own copy of a WorkerStatus or WorkerList */
+    ProtobufCMessage *msg;        /* our own copy of a WorkerStatus, WorkerList or ProgressReport */
 } msg_job_t;
 
 static void fail(session_t *s, int rc, const cr_err_t *err)
@@ -112,6 +113,8 @@ static void worker_job(void *arg)
     if (atomic_load(&s->id)) {
         if (j->msg->descriptor == &corral__v1__worker_status__descriptor) {
             ctl_exphost_worker_status(s->srv, s->node, (const Corral__V1__WorkerStatus *)j->msg);
+        } else if (j->msg->descriptor == &corral__v1__progress_report__descriptor) {
+            ctl_exphost_progress(s->srv, s->node, (const Corral__V1__ProgressReport *)j->msg);
         } else {
             const Corral__V1__WorkerList *l = (const void *)j->msg;
             if (l->n_workers) CR_INFO("agentlink", "node %s runs %zu workers", s->node, l->n_workers);
@@ -247,9 +250,12 @@ static void on_message(rpc_call_t *call, const ProtobufCMessage *msg)
     case CORRAL__V1__AGENT_MESSAGE__BODY_WORKER_LIST:
         on_worker_msg(s, &m->worker_list->base);
         break;
+    case CORRAL__V1__AGENT_MESSAGE__BODY_PROGRESS:
+        on_worker_msg(s, &m->progress->base);
+        break;
     case CORRAL__V1__AGENT_MESSAGE__BODY_LOG_CHUNK:
-        CR_DEBUG("agentlink", "node %s: log chunk for command %llu (no reader)", s->node,
-                 (unsigned long long)m->log_chunk->command_id);
+        /* Only for a Logs call waiting on it: a copy and a signal, no SQLite. */
+        if (atomic_load(&s->id)) ctl_exphost_log_chunk(s->srv, m->log_chunk);
         break;
     default:
         rpc_call_finish(call, RPC_INVALID_ARGUMENT, "agent message with no body");

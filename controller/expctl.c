@@ -345,7 +345,26 @@ int ctl_expctl_resume(sqlite3 *db, const ctl_inventory_t *inv, const char *name,
     return rc;
 }
 
-int ctl_expctl_stop(sqlite3 *db, const char *name, int goal, int64_t now_ms, ctl_cmds_t *cmds, cr_err_t *err)
+/* stopping -> stopped (or done, when it stopped for its goal) once every worker ended. */
+static int finish_if_ended(sqlite3 *db, const char *name, int64_t now_ms, cr_err_t *err)
+{
+    ctl_exp_t e;
+    int rc = ctl_exp_get(db, name, &e, err);
+    if (rc != 0) return rc;
+    int all = 0;
+    if (e.state == CTL_EXP_STOPPING && (rc = ctl_exp_workers_ended(db, name, &all, err)) == 0 && all) {
+        int goal = strcmp(e.message, CTL_EXP_GOAL_MSG) == 0;
+        rc = ctl_exp_transition(db, name, goal ? CTL_EXP_DONE : CTL_EXP_STOPPED,
+                                goal ? "done: stop condition reached, every worker ended"
+                                     : "stopped: every worker ended", now_ms, err);
+    }
+    ctl_exp_clear(&e);
+    return rc;
+}
+
+/* The stop of ctl_expctl_stop with the reason to record (goal: CTL_EXP_GOAL_MSG). */
+static int stop_with(sqlite3 *db, const char *name, const char *why, int64_t now_ms, ctl_cmds_t *cmds,
+                     cr_err_t *err)
 {
     ctl_exp_t e;
     int rc = ctl_exp_get(db, name, &e, err);
@@ -357,9 +376,8 @@ int ctl_expctl_stop(sqlite3 *db, const char *name, int goal, int64_t now_ms, ctl
     } else if (ctl_exp_state_active(e.state)) {
         rc = ctl_exp_get_placement(db, name, &p, err);
         if (rc == 0) rc = add_stops(cmds, name, e.generation, p, err);
-        if (rc == 0 && e.state != CTL_EXP_STOPPING)
-            rc = ctl_exp_transition(db, name, CTL_EXP_STOPPING, goal ? CTL_EXP_GOAL_MSG : "stopped by the user",
-                                    now_ms, err);
+        if (rc == 0 && e.state != CTL_EXP_STOPPING) rc = ctl_exp_transition(db, name, CTL_EXP_STOPPING, why, now_ms, err);
+        if (rc == 0) rc = finish_if_ended(db, name, now_ms, err);
     } else {
         rc = cr_err_set(err, CR_EBUSY, "experiment %s is %s; there is nothing to stop", name,
                         ctl_exp_state_name(e.state));
@@ -368,6 +386,11 @@ int ctl_expctl_stop(sqlite3 *db, const char *name, int goal, int64_t now_ms, ctl
     ctl_placement_free(p);
     ctl_exp_clear(&e);
     return rc;
+}
+
+int ctl_expctl_stop(sqlite3 *db, const char *name, int goal, int64_t now_ms, ctl_cmds_t *cmds, cr_err_t *err)
+{
+    return stop_with(db, name, goal ? CTL_EXP_GOAL_MSG : "stopped by the user", now_ms, cmds, err);
 }
 
 /* ---- reports ------------------------------------------------------------------------ */
@@ -385,6 +408,18 @@ static int stop_one(ctl_cmds_t *cmds, const char *node, const char *exp, int64_t
 static int is_final(const char *state)
 {
     return strcmp(state, "stopped") == 0 || strcmp(state, "exited") == 0 || strcmp(state, "failed") == 0;
+}
+
+/* Whether any worker of the experiment reported progress state "done". */
+static int any_done(sqlite3 *db, const char *name, int *done, cr_err_t *err)
+{
+    ctl_exp_worker_t *w = NULL;
+    size_t n = 0;
+    *done = 0;
+    int rc = ctl_exp_workers(db, name, &w, &n, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) *done |= strcmp(w[i].progress.state, "done") == 0;
+    free(w);
+    return rc;
 }
 
 int ctl_expctl_worker_status(sqlite3 *db, const char *node, const char *experiment, int64_t generation,
@@ -423,21 +458,176 @@ int ctl_expctl_worker_status(sqlite3 *db, const char *node, const char *experime
                  role, index, node, experiment, role);
         rc = add_stops(cmds, experiment, e.generation, p, err);
         if (rc == 0) rc = ctl_exp_transition(db, experiment, CTL_EXP_FAILED, why, now_ms, err);
+    } else if (strcmp(state, "exited") == 0 && e.state != CTL_EXP_STOPPING) {
+        /* It finished by itself: the goal when a worker said the experiment is
+         * done (the envs end when the learner tells them), else nobody asked it to
+         * end and the experiment cannot go on without it. */
+        int done = 0;
+        rc = any_done(db, experiment, &done, err);
+        char why[200];
+        snprintf(why, sizeof why, "worker %s-%d on %s exited by itself; `corral exp resume %s` continues", role,
+                 index, node, experiment);
+        if (rc == 0) rc = stop_with(db, experiment, done ? CTL_EXP_GOAL_MSG : why, now_ms, cmds, err);
     } else if (e.state == CTL_EXP_SCHEDULED) {
         rc = ctl_exp_workers_running(db, experiment, &all, err);
         if (rc == 0 && all) rc = ctl_exp_transition(db, experiment, CTL_EXP_RUNNING, "every worker is running", now_ms, err);
     } else if (e.state == CTL_EXP_STOPPING) {
-        rc = ctl_exp_workers_ended(db, experiment, &all, err);
-        int goal = strcmp(e.message, CTL_EXP_GOAL_MSG) == 0;
-        if (rc == 0 && all)
-            rc = ctl_exp_transition(db, experiment, goal ? CTL_EXP_DONE : CTL_EXP_STOPPED,
-                                    goal ? "done: stop condition reached, every worker ended"
-                                         : "stopped: every worker ended", now_ms, err);
+        rc = finish_if_ended(db, experiment, now_ms, err);
     }
 out:
     ctl_placement_free(p);
     ctl_exp_clear(&e);
     return rc;
+}
+
+/* ---- progress ----------------------------------------------------------------------- */
+
+/* The experiment's counters from its workers' reports (expctl.h says which
+ * worker gives which). *learner receives the learner's own report. */
+static int aggregate(sqlite3 *db, const char *name, ctl_exp_progress_t *agg, ctl_worker_progress_t *learner,
+                     cr_err_t *err)
+{
+    ctl_exp_worker_t *w = NULL;
+    size_t n = 0;
+    memset(agg, 0, sizeof *agg);
+    memset(learner, 0, sizeof *learner);
+    int rc = ctl_exp_workers(db, name, &w, &n, err);
+    if (rc != 0) return rc;
+    ctl_slot_t *slots = calloc(n + 1, sizeof *slots);
+    if (!slots) {
+        free(w);
+        return cr_err_set(err, CR_ENOMEM, "progress");
+    }
+    for (size_t i = 0; i < n; i++) slots[i] = w[i].slot;
+    ctl_placement_t p = {slots, n};
+    for (size_t i = 0; i < n; i++) {
+        const ctl_worker_progress_t *wp = &w[i].progress;
+        if (host_slot(&p, &slots[i]) || !wp->time_ms) continue; /* hosted: its host reports */
+        if (slots[i].role == CTL_ROLE_LEARNER) {
+            *learner = *wp;
+        } else if (slots[i].role == CTL_ROLE_ENV || slots[i].role == CTL_ROLE_ACTOR) {
+            if (strcmp(wp->state, "running") == 0) agg->env_steps_per_s += wp->steps_per_s;
+            agg->env_steps += wp->env_steps;
+            agg->episodes += wp->episodes;
+            if (wp->policy_version > agg->policy_version) agg->policy_version = wp->policy_version;
+        }
+    }
+    if (learner->time_ms) {
+        agg->env_steps = learner->env_steps;
+        agg->episodes = learner->episodes;
+        agg->updates = learner->updates;
+        agg->policy_version = learner->policy_version;
+        agg->success_rate = learner->eval_success_rate > 0 ? learner->eval_success_rate : 0;
+        agg->mean_return = learner->mean_return;
+        agg->train_success_rate = learner->success_rate;
+        agg->staleness = (int64_t)(learner->staleness + 0.5);
+        agg->updates_per_s = learner->updates_per_s;
+    }
+    free(slots);
+    free(w);
+    return 0;
+}
+
+/* Whether the aggregate meets a stop condition of the spec. */
+static int goal_met(const ctl_exp_t *e, const ctl_exp_progress_t *agg, const ctl_worker_progress_t *learner)
+{
+    exp_spec_t spec;
+    cr_err_t ignored = {0};
+    if (load_stored(e, NULL, 0, &spec, NULL, &ignored) != 0) return 0;
+    const exp_stop_t *s = &spec.stop;
+    int met = (s->updates > 0 && agg->updates >= s->updates) || (s->env_steps > 0 && agg->env_steps >= s->env_steps) ||
+              (s->success_rate > 0 && learner->eval_round > 0 && learner->eval_success_rate >= s->success_rate) ||
+              (s->wall_time > 0 && agg->running_ms >= s->wall_time / 1000000);
+    exp_spec_free(&spec);
+    return met;
+}
+
+/* Aggregates one experiment's reports, records a newer checkpoint, stops it at its goal. */
+static int progress_one(sqlite3 *db, const char *name, int64_t now_ms, ctl_cmds_t *cmds, cr_err_t *err)
+{
+    ctl_exp_progress_t agg;
+    ctl_worker_progress_t learner;
+    int rc = aggregate(db, name, &agg, &learner, err);
+    if (rc == 0) rc = ctl_exp_progress(db, name, &agg, now_ms, err);
+    ctl_exp_t e;
+    if (rc == 0 && (rc = ctl_exp_get(db, name, &e, err)) == 0) {
+        if (learner.checkpoint > e.ckpt_n)
+            rc = ctl_exp_checkpointed(db, name, learner.checkpoint, learner.checkpoint, now_ms, err);
+        agg.running_ms = e.progress.running_ms;
+        int done = 0;
+        if (rc == 0 && e.state != CTL_EXP_STOPPING && ctl_exp_state_active(e.state))
+            rc = any_done(db, name, &done, err);
+        if (rc == 0 && e.state != CTL_EXP_STOPPING && ctl_exp_state_active(e.state) &&
+            (done || goal_met(&e, &agg, &learner)))
+            rc = stop_with(db, name, CTL_EXP_GOAL_MSG, now_ms, cmds, err);
+        ctl_exp_clear(&e);
+    }
+    return rc;
+}
+
+/* A directory an agent reported, fit to store and print: absolute, printable,
+ * bounded; anything else is dropped (the counters still count). */
+static const char *dir_ok(const char *dir)
+{
+    size_t len = dir ? strlen(dir) : 0;
+    if (len == 0 || len > 1024 || dir[0] != '/') return NULL;
+    for (const unsigned char *p = (const unsigned char *)dir; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return NULL;
+    return dir;
+}
+
+int ctl_expctl_progress(sqlite3 *db, const char *node, const ctl_progress_report_t *r, size_t n, int64_t now_ms,
+                        ctl_cmds_t *cmds, cr_err_t *err)
+{
+    char (*touched)[CTL_NAME_MAX] = calloc(n + 1, sizeof *touched);
+    if (!touched) return cr_err_set(err, CR_ENOMEM, "progress");
+    size_t nt = 0;
+    int first = 0;
+    for (size_t i = 0; i < n; i++) {
+        int role = ctl_role_parse(r[i].role);
+        ctl_exp_t e;
+        cr_err_t e1 = {0};
+        if (role < 0 || ctl_exp_get(db, r[i].experiment, &e, &e1) != 0) continue;
+        ctl_placement_t *p = NULL;
+        const ctl_slot_t *slot = NULL;
+        if (e.generation == r[i].generation && ctl_exp_state_active(e.state) &&
+            ctl_exp_get_placement(db, e.name, &p, &e1) == 0)
+            slot = find_slot(p, (ctl_role_t)role, r[i].index);
+        /* Only the worker the placement names speaks for its slot (see worker_status). */
+        int rc = slot && strcmp(slot->node, node) == 0 ? 0 : CR_ENOENT;
+        if (rc == 0)
+            rc = ctl_exp_worker_progress(db, e.name, e.generation, slot->role, slot->index, &r[i].p, node,
+                                         dir_ok(r[i].dir), &e1);
+        for (size_t k = 0; rc == 0 && k < p->n_slots; k++)
+            if (host_slot(p, &p->slots[k]) == slot)
+                rc = ctl_exp_worker_progress(db, e.name, e.generation, p->slots[k].role, p->slots[k].index, &r[i].p,
+                                             node, NULL, &e1);
+        if (rc == 0) {
+            size_t k = 0;
+            while (k < nt && strcmp(touched[k], e.name) != 0) k++;
+            if (k == nt) snprintf(touched[nt++], CTL_NAME_MAX, "%s", e.name);
+        } else if (rc != CR_ENOENT && !first) {
+            first = rc;
+            *err = e1;
+        }
+        ctl_placement_free(p);
+        ctl_exp_clear(&e);
+    }
+    for (size_t k = 0; k < nt; k++) {
+        cr_err_t e1 = {0};
+        size_t before = cmds->n;
+        int rc = progress_one(db, touched[k], now_ms, cmds, &e1);
+        if (rc != 0) {
+            cmds->n = before;
+            if (!first) {
+                first = rc;
+                *err = e1;
+                cr_err_wrap(err, "experiment %s", touched[k]);
+            }
+        }
+    }
+    free(touched);
+    return first;
 }
 
 /* ---- node changes -------------------------------------------------------------------- */

@@ -65,7 +65,8 @@ int ctl_expctl_submit(sqlite3 *db, const ctl_inventory_t *inv, const char *sourc
 
 /* Asks an experiment to stop (goal: its stop condition was reached, so it ends
  * done): STOP commands to every node it runs on. A submitted experiment stops at
- * once; a stopping one gets its commands again. */
+ * once; a stopping one gets its commands again; one whose workers have all ended
+ * already becomes stopped (or done) at once. */
 int ctl_expctl_stop(sqlite3 *db, const char *name, int goal, int64_t now_ms, ctl_cmds_t *cmds,
                     cr_err_t *err);
 
@@ -76,12 +77,41 @@ int ctl_expctl_resume(sqlite3 *db, const ctl_inventory_t *inv, const char *name,
                       cr_err_t *err);
 
 /* A worker's state reported by the agent of node. Moves the experiment: all up
- * -> running; a worker failed -> failed (STOPs for the rest); all ended while
- * stopping -> stopped or done. A report that does not match the placement (an
- * earlier run, another node, an ended experiment) gets a STOP for that worker. */
+ * -> running; a worker failed -> failed (STOPs for the rest); a worker exited by
+ * itself (exit status 0, not asked to stop) -> stopping, as the goal when a
+ * worker of the experiment reported progress state "done" (the learner says so
+ * before it tells the envs), else as a stop; all ended while stopping -> stopped
+ * or done. A report that does not match the placement (an earlier run, another
+ * node, an ended experiment) gets a STOP for that worker. */
 int ctl_expctl_worker_status(sqlite3 *db, const char *node, const char *experiment, int64_t generation,
                              const char *role, int index, const char *state, int pid, unsigned restarts,
                              int64_t now_ms, ctl_cmds_t *cmds, cr_err_t *err);
+
+/* One worker's progress report (WorkerProgress) as the agent of a node sends it. */
+typedef struct ctl_progress_report {
+    const char *experiment;
+    int64_t generation;
+    const char *role;
+    int index;
+    const char *dir;                 /* the experiment directory on the node, or "" */
+    ctl_worker_progress_t p;
+} ctl_progress_report_t;
+
+/* Progress reports from the agent of node. Each is kept with its worker's
+ * placement row (reports that do not match the placement, as above, are
+ * ignored); then, per experiment reported on, the counters are aggregated into
+ * the experiment's: env_steps, episodes, updates, policy version, success rates,
+ * staleness and the learner's updates/s from the learner (its env_steps are the
+ * transitions committed in the buffer, which survive any restart), env steps/s
+ * summed over the env workers (and their steps and episodes summed until the
+ * learner reports). A newer checkpoint of the learner is recorded. When a
+ * worker reports state "done" or the aggregate meets a stop condition of the
+ * spec (updates, env_steps, an evaluation at stop.success_rate, running time
+ * at stop.wall_time), the experiment stops as done (ctl_expctl_stop with goal).
+ * Errors of one experiment leave the others' reports applied; the first is
+ * returned. */
+int ctl_expctl_progress(sqlite3 *db, const char *node, const ctl_progress_report_t *r, size_t n,
+                        int64_t now_ms, ctl_cmds_t *cmds, cr_err_t *err);
 
 /* Nodes were lost or came back (inv is the new inventory): every active
  * experiment is repaired (ctl_sched_repair). Moved workers get a START on their

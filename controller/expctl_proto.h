@@ -1,5 +1,6 @@
 /* expctl_proto.h - worker commands (expctl.h) as the AgentLink messages of
- * corral/v1/workers.proto, for the controller's session layer to send. */
+ * corral/v1/workers.proto, for the controller's session layer to send, and the
+ * agents' progress reports as expctl takes them. */
 #ifndef CORRAL_CONTROLLER_EXPCTL_PROTO_H
 #define CORRAL_CONTROLLER_EXPCTL_PROTO_H
 
@@ -16,5 +17,8 @@ void ctl_cmd_start_proto(const ctl_worker_cmd_t *c, uint64_t command_id, const c
 
 /* Fills *out for a STOP command (strings borrowed from c). */
 void ctl_cmd_stop_proto(const ctl_worker_cmd_t *c, uint64_t command_id, Corral__V1__StopWorker *out);
+
+/* A WorkerProgress as expctl's report; out's strings point into w (borrowed). */
+void ctl_progress_from_proto(const Corral__V1__WorkerProgress *w, ctl_progress_report_t *out);
 
 #endif

@@ -35,13 +35,14 @@
 #include "controller/experiment.h"
 #include "common/id.h"
 
+#include <cjson/cJSON.h>
 #include <sqlite3.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 static const char *const state_names[CTL_EXP_NSTATES] = {
     "submitted", "scheduled", "running", "degraded", "stopping", "stopped", "failed", "done",
@@ -194,6 +195,32 @@ static const char schema_sql[] =
     ");"
     "CREATE INDEX IF NOT EXISTS experiment_events_by_name ON experiment_events(experiment, id);";
 
+/* Version 2: the workers' progress reports (placements.progress, JSON as
+ * worker_progress_json writes it), the aggregate's rates and running time, where
+ * the learner keeps its files, and every node each worker was placed on (its log
+ * files stay there after the placement is gone). */
+static const char migrate_v2_sql[] =
+    "ALTER TABLE experiments ADD COLUMN train_success_rate REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE experiments ADD COLUMN env_steps_per_s REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE experiments ADD COLUMN updates_per_s REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE experiments ADD COLUMN running_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE experiments ADD COLUMN progress_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE experiments ADD COLUMN learner_node TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE experiments ADD COLUMN dir TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE placements ADD COLUMN progress TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE IF NOT EXISTS worker_nodes ("
+    "  experiment TEXT NOT NULL,"
+    "  role TEXT NOT NULL,"
+    "  idx INTEGER NOT NULL,"
+    "  node TEXT NOT NULL,"
+    "  dir TEXT NOT NULL DEFAULT '',"
+    "  placed_ms INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (experiment, role, idx, node)"
+    ");"
+    "INSERT OR IGNORE INTO worker_nodes(experiment, role, idx, node, placed_ms)"
+    "  SELECT experiment, role, idx, node, updated_ms FROM placements;"
+    "UPDATE experiment_meta SET version = 2;";
+
 int ctl_exp_schema(sqlite3 *db, cr_err_t *err)
 {
     int rc = begin(db, err);
@@ -212,6 +239,8 @@ int ctl_exp_schema(sqlite3 *db, cr_err_t *err)
             rc = exec(db, "INSERT INTO experiment_meta(version) VALUES (1)", err);
         else if (step != SQLITE_ROW)
             rc = db_fail(db, err, "experiment_meta");
+        /* The tables above are version 1's; each migration takes them one step. */
+        if (rc == 0 && (step == SQLITE_DONE || version < 2)) rc = exec(db, migrate_v2_sql, err);
     }
     return end(db, rc, err);
 }
@@ -238,7 +267,8 @@ static int add_event(sqlite3 *db, const char *name, int64_t now_ms, const char *
 
 #define EXP_COLUMNS                                                                            \
     "name, state, spec, generation, created_ms, updated_ms, message, env_steps, episodes, "   \
-    "updates, policy_version, success_rate, mean_return, staleness, ckpt_n, ckpt_updates, sets"
+    "updates, policy_version, success_rate, mean_return, staleness, ckpt_n, ckpt_updates, sets, " \
+    "train_success_rate, env_steps_per_s, updates_per_s, running_ms, learner_node, dir"
 
 static int read_row(sqlite3_stmt *st, ctl_exp_t *e, cr_err_t *err)
 {
@@ -265,6 +295,12 @@ static int read_row(sqlite3_stmt *st, ctl_exp_t *e, cr_err_t *err)
     e->ckpt_updates = sqlite3_column_int64(st, 15);
     e->sets = strdup(col_text(st, 16));
     if (!e->sets) return cr_err_set(err, CR_ENOMEM, "experiment overrides");
+    e->progress.train_success_rate = sqlite3_column_double(st, 17);
+    e->progress.env_steps_per_s = sqlite3_column_double(st, 18);
+    e->progress.updates_per_s = sqlite3_column_double(st, 19);
+    e->progress.running_ms = sqlite3_column_int64(st, 20);
+    snprintf(e->learner_node, sizeof e->learner_node, "%s", col_text(st, 21));
+    snprintf(e->dir, sizeof e->dir, "%s", col_text(st, 22));
     return 0;
 }
 
@@ -418,6 +454,7 @@ static int write_placement(sqlite3 *db, const char *name, const ctl_placement_t 
                      "  worker_state = CASE WHEN node = excluded.node AND gpus = excluded.gpus"
                      "                 THEN worker_state ELSE 'pending' END,"
                      "  pid = CASE WHEN node = excluded.node AND gpus = excluded.gpus THEN pid ELSE 0 END,"
+                     "  progress = CASE WHEN node = excluded.node THEN progress ELSE '' END,"
                      "  node = excluded.node, robot = excluded.robot, gpus = excluded.gpus,"
                      "  waiting = excluded.waiting, updated_ms = excluded.updated_ms",
                      &st, err);
@@ -430,6 +467,19 @@ static int write_placement(sqlite3 *db, const char *name, const ctl_placement_t 
         sqlite3_bind_text(st, 6, gpus, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int(st, 7, s->waiting);
         sqlite3_bind_int64(st, 8, now_ms);
+        rc = run(db, st, err);
+        if (rc != 0) break;
+        /* Where its logs will be, long after the placement is gone. */
+        rc = prepare(db,
+                     "INSERT INTO worker_nodes(experiment, role, idx, node, placed_ms) VALUES (?,?,?,?,?)"
+                     " ON CONFLICT(experiment, role, idx, node) DO UPDATE SET placed_ms = excluded.placed_ms",
+                     &st, err);
+        if (rc != 0) break;
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, ctl_role_name(s->role), -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, s->index);
+        sqlite3_bind_text(st, 4, s->node, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 5, now_ms);
         rc = run(db, st, err);
     }
     return rc;
@@ -512,6 +562,54 @@ int ctl_exp_get_placement(sqlite3 *db, const char *name, ctl_placement_t **out, 
     return 0;
 }
 
+/* ---- a worker's progress as JSON in its placement row ------------------------------- */
+
+static void progress_to_json(const ctl_worker_progress_t *p, char *out, size_t cap)
+{
+    snprintf(out, cap,
+             "{\"state\":\"%s\",\"env_steps\":%" PRId64 ",\"episodes\":%" PRId64 ",\"updates\":%" PRId64
+             ",\"policy_version\":%" PRId64 ",\"checkpoint\":%" PRId64 ",\"eval_round\":%" PRId64
+             ",\"success_rate\":%.6g,\"eval_success_rate\":%.6g,\"mean_return\":%.6g,\"staleness\":%.6g"
+             ",\"steps_per_s\":%.6g,\"updates_per_s\":%.6g,\"time_ms\":%" PRId64 "}",
+             p->state, p->env_steps, p->episodes, p->updates, p->policy_version, p->checkpoint, p->eval_round,
+             p->success_rate, p->eval_success_rate, p->mean_return, p->staleness, p->steps_per_s,
+             p->updates_per_s, p->time_ms);
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* An empty or unreadable text is "never reported" (all zero). */
+static void progress_from_json(const char *text, ctl_worker_progress_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->eval_success_rate = -1;
+    cJSON *o = *text ? cJSON_Parse(text) : NULL;
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return;
+    }
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+    if (cJSON_IsString(st)) snprintf(p->state, sizeof p->state, "%s", st->valuestring);
+    p->env_steps = (int64_t)num(o, "env_steps");
+    p->episodes = (int64_t)num(o, "episodes");
+    p->updates = (int64_t)num(o, "updates");
+    p->policy_version = (int64_t)num(o, "policy_version");
+    p->checkpoint = (int64_t)num(o, "checkpoint");
+    p->eval_round = (int64_t)num(o, "eval_round");
+    p->success_rate = num(o, "success_rate");
+    p->eval_success_rate = num(o, "eval_success_rate");
+    p->mean_return = num(o, "mean_return");
+    p->staleness = num(o, "staleness");
+    p->steps_per_s = num(o, "steps_per_s");
+    p->updates_per_s = num(o, "updates_per_s");
+    p->time_ms = (int64_t)num(o, "time_ms");
+    cJSON_Delete(o);
+}
+
 int ctl_exp_workers(sqlite3 *db, const char *name, ctl_exp_worker_t **out, size_t *n, cr_err_t *err)
 {
     *out = NULL;
@@ -524,7 +622,7 @@ int ctl_exp_workers(sqlite3 *db, const char *name, ctl_exp_worker_t **out, size_
     sqlite3_stmt *st = NULL;
     if (!w) rc = cr_err_set(err, CR_ENOMEM, "workers");
     if (rc == 0)
-        rc = prepare(db, "SELECT worker_state, pid, restarts, updated_ms FROM placements"
+        rc = prepare(db, "SELECT worker_state, pid, restarts, updated_ms, progress FROM placements"
                          " WHERE experiment = ? AND role = ? AND idx = ?", &st, err);
     for (size_t i = 0; rc == 0 && i < p->n_slots; i++) {
         w[i].slot = p->slots[i];
@@ -540,6 +638,7 @@ int ctl_exp_workers(sqlite3 *db, const char *name, ctl_exp_worker_t **out, size_
         w[i].pid = sqlite3_column_int(st, 1);
         w[i].restarts = (unsigned)sqlite3_column_int64(st, 2);
         w[i].updated_ms = sqlite3_column_int64(st, 3);
+        progress_from_json(col_text(st, 4), &w[i].progress);
     }
     sqlite3_finalize(st);
     if (rc == 0) {
@@ -765,6 +864,84 @@ int ctl_exp_workers_ended(sqlite3 *db, const char *name, int *all, cr_err_t *err
     return rc;
 }
 
+int ctl_exp_worker_progress(sqlite3 *db, const char *name, int64_t generation, ctl_role_t role, int index,
+                            const ctl_worker_progress_t *p, const char *node, const char *dir, cr_err_t *err)
+{
+    ctl_exp_t e;
+    int rc = ctl_exp_get(db, name, &e, err);
+    if (rc != 0) return rc;
+    if (generation != e.generation)
+        rc = cr_err_set(err, CR_EBUSY, "progress from run %" PRId64 " of %s, which is at run %" PRId64, generation,
+                        name, e.generation);
+    else if (!ctl_exp_state_active(e.state))
+        rc = cr_err_set(err, CR_EBUSY, "experiment %s is %s and has no workers", name, ctl_exp_state_name(e.state));
+    char text[768];
+    progress_to_json(p, text, sizeof text);
+    sqlite3_stmt *st = NULL;
+    if (rc == 0 && (rc = begin(db, err)) == 0) {
+        rc = prepare(db, "UPDATE placements SET progress = ? WHERE experiment = ? AND role = ? AND idx = ?", &st,
+                     err);
+        if (rc == 0) {
+            sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 3, ctl_role_name(role), -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 4, index);
+            rc = run(db, st, err);
+        }
+        if (rc == 0 && sqlite3_changes(db) == 0)
+            rc = cr_err_set(err, CR_ENOENT, "experiment %s has no %s-%d worker", name, ctl_role_name(role), index);
+        if (rc == 0 && dir && *dir && node && *node) {
+            rc = prepare(db, "UPDATE worker_nodes SET dir = ? WHERE experiment = ? AND role = ? AND idx = ?"
+                             " AND node = ?", &st, err);
+            if (rc == 0) {
+                sqlite3_bind_text(st, 1, dir, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 3, ctl_role_name(role), -1, SQLITE_STATIC);
+                sqlite3_bind_int(st, 4, index);
+                sqlite3_bind_text(st, 5, node, -1, SQLITE_TRANSIENT);
+                rc = run(db, st, err);
+            }
+            if (rc == 0 && role == CTL_ROLE_LEARNER &&
+                (strcmp(e.dir, dir) != 0 || strcmp(e.learner_node, node) != 0) &&
+                (rc = prepare(db, "UPDATE experiments SET learner_node = ?, dir = ? WHERE name = ?", &st, err)) == 0) {
+                sqlite3_bind_text(st, 1, node, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 2, dir, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 3, name, -1, SQLITE_TRANSIENT);
+                rc = run(db, st, err);
+            }
+        }
+        rc = end(db, rc, err);
+    }
+    ctl_exp_clear(&e);
+    return rc;
+}
+
+int ctl_exp_worker_nodes(sqlite3 *db, const char *name, const char *role, int index, ctl_exp_worker_node_fn fn,
+                         void *ud, cr_err_t *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(db,
+                     "SELECT role, idx, node, dir FROM worker_nodes WHERE experiment = ?1"
+                     " AND (?2 IS NULL OR role = ?2) AND (?3 < 0 OR idx = ?3)"
+                     " ORDER BY CASE role WHEN 'env' THEN 0 WHEN 'actor' THEN 1 WHEN 'learner' THEN 2 ELSE 3 END,"
+                     " idx, placed_ms DESC, node",
+                     &st, err);
+    if (rc != 0) return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    if (role && *role) sqlite3_bind_text(st, 2, role, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(st, 2);
+    sqlite3_bind_int(st, 3, index);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int r = ctl_role_parse(col_text(st, 0));
+        if (r < 0) continue; /* not a row this module wrote */
+        fn(ud, (ctl_role_t)r, sqlite3_column_int(st, 1), col_text(st, 2), col_text(st, 3));
+    }
+    if (step != SQLITE_DONE) rc = db_fail(db, err, "read worker nodes");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int ctl_exp_progress(sqlite3 *db, const char *name, const ctl_exp_progress_t *p, int64_t now_ms, cr_err_t *err)
 {
     ctl_exp_t e;
@@ -782,7 +959,12 @@ int ctl_exp_progress(sqlite3 *db, const char *name, const ctl_exp_progress_t *p,
     if (rc == 0)
         rc = prepare(db,
                      "UPDATE experiments SET env_steps = ?, episodes = ?, updates = ?, policy_version = ?,"
-                     " success_rate = ?, mean_return = ?, staleness = ?, updated_ms = ? WHERE name = ?",
+                     " success_rate = ?, mean_return = ?, staleness = ?, updated_ms = ?10,"
+                     " train_success_rate = ?11, env_steps_per_s = ?12, updates_per_s = ?13,"
+                     " running_ms = running_ms + CASE WHEN progress_ms > 0 AND state IN"
+                     "   ('scheduled','running','degraded','stopping')"
+                     "   THEN min(max(?10 - progress_ms, 0), 5000) ELSE 0 END,"
+                     " progress_ms = ?10 WHERE name = ?9",
                      &st, err);
     if (rc == 0) {
         sqlite3_bind_int64(st, 1, p->env_steps);
@@ -792,8 +974,11 @@ int ctl_exp_progress(sqlite3 *db, const char *name, const ctl_exp_progress_t *p,
         sqlite3_bind_double(st, 5, p->success_rate);
         sqlite3_bind_double(st, 6, p->mean_return);
         sqlite3_bind_int64(st, 7, p->staleness);
-        sqlite3_bind_int64(st, 8, now_ms);
         sqlite3_bind_text(st, 9, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 10, now_ms);
+        sqlite3_bind_double(st, 11, p->train_success_rate);
+        sqlite3_bind_double(st, 12, p->env_steps_per_s);
+        sqlite3_bind_double(st, 13, p->updates_per_s);
         rc = run(db, st, err);
     }
     ctl_exp_clear(&e);

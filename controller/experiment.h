@@ -51,12 +51,24 @@ int ctl_exp_transition_ok(ctl_exp_state_t from, ctl_exp_state_t to);
 /* Whether the experiment holds resources in state s (scheduled .. stopping). */
 int ctl_exp_state_active(ctl_exp_state_t s);
 
-/* Counters the learner and the buffer report; what `exp status` shows. */
+/* The experiment's counters, aggregated from its workers' reports; what `exp
+ * status` shows. */
 typedef struct ctl_exp_progress {
     int64_t env_steps, episodes, updates, policy_version;
-    double success_rate, mean_return;
-    int64_t staleness;  /* policy versions between acting and learning, max over the last batch */
+    double success_rate, mean_return;  /* of the newest evaluation */
+    int64_t staleness;  /* policy versions between acting and learning (the learner's mean, rounded) */
+    double train_success_rate;         /* recent training episodes */
+    double env_steps_per_s, updates_per_s;
+    int64_t running_ms; /* time spent active with workers reporting; kept by ctl_exp_progress */
 } ctl_exp_progress_t;
+
+/* One worker's own report (WorkerProgress on the wire). */
+typedef struct ctl_worker_progress {
+    char state[16];     /* the worker's: running, done, stopped, failed; "" when never reported */
+    int64_t env_steps, episodes, updates, policy_version, checkpoint, eval_round;
+    double success_rate, eval_success_rate, mean_return, staleness, steps_per_s, updates_per_s;
+    int64_t time_ms;    /* when the worker wrote it; 0 when never reported */
+} ctl_worker_progress_t;
 
 typedef struct ctl_exp {
     char name[CTL_NAME_MAX];
@@ -69,6 +81,8 @@ typedef struct ctl_exp {
     ctl_exp_progress_t progress;
     int64_t ckpt_n;             /* newest complete checkpoint, 0 when none */
     int64_t ckpt_updates;       /* the update counter that checkpoint holds */
+    char learner_node[CTL_NAME_MAX]; /* where the learner last reported from ("" before) */
+    char dir[512];              /* the experiment directory its learner reported */
 } ctl_exp_t;
 
 /* Frees what an ctl_exp_t owns (spec, sets) and zeroes it. */
@@ -121,6 +135,7 @@ typedef struct ctl_exp_worker {
     int pid;
     unsigned restarts;
     int64_t updated_ms;
+    ctl_worker_progress_t progress; /* its last progress report */
 } ctl_exp_worker_t;
 
 /* The placed workers of an experiment (none when it holds no resources), in
@@ -144,9 +159,27 @@ int ctl_exp_workers_running(sqlite3 *db, const char *name, int *all, cr_err_t *e
 int ctl_exp_workers_ended(sqlite3 *db, const char *name, int *all, cr_err_t *err);
 
 /* New counters. The update counter may fall back after a crash, but never below
- * the newest checkpoint's (CR_EINVAL says by how much). */
+ * the newest checkpoint's (CR_EINVAL says by how much). running_ms is not taken
+ * from p: while the experiment is active each call adds the time since the
+ * previous one (at most 5 s, so a controller that was down counts nothing). */
 int ctl_exp_progress(sqlite3 *db, const char *name, const ctl_exp_progress_t *p, int64_t now_ms,
                      cr_err_t *err);
+
+/* A worker's own progress report, kept with its placement row (a report of an
+ * earlier run, or of a slot the placement does not have, is refused: CR_EBUSY,
+ * CR_ENOENT). dir (may be NULL) is the experiment directory on node, recorded for
+ * `exp logs` and, for the learner, as the experiment's dir and learner_node. */
+int ctl_exp_worker_progress(sqlite3 *db, const char *name, int64_t generation, ctl_role_t role, int index,
+                            const ctl_worker_progress_t *p, const char *node, const char *dir, cr_err_t *err);
+
+/* Every node a worker of the experiment was ever placed on (placements are
+ * dropped when it ends; its logs stay on those nodes). fn is called per (role,
+ * index, node), newest placement first for each worker; role NULL: any, index < 0:
+ * any. */
+typedef void (*ctl_exp_worker_node_fn)(void *ud, ctl_role_t role, int index, const char *node,
+                                       const char *dir);
+int ctl_exp_worker_nodes(sqlite3 *db, const char *name, const char *role, int index, ctl_exp_worker_node_fn fn,
+                         void *ud, cr_err_t *err);
 /* A complete checkpoint was written: its number and the update counter it holds.
  * Checkpoint numbers only grow. */
 int ctl_exp_checkpointed(sqlite3 *db, const char *name, int64_t ckpt_n, int64_t updates,

@@ -16,7 +16,7 @@
 struct ctl_exp_service {
     ctl_exp_host_t host;
     rpc_method_t methods[CTL_EXP_METHODS];
-    atomic_int watchers;
+    atomic_int watchers;       /* Watch and Logs threads */
 };
 
 /* ---- messages ------------------------------------------------------------------- */
@@ -45,8 +45,8 @@ static int build_experiment(sqlite3 *db, const ctl_exp_t *e, Corral__V1__Experim
     m->checkpoint = e->ckpt_n;
     m->checkpoint_updates = e->ckpt_updates;
     m->spec_yaml = dup(e->spec);
-    m->dir = dup("");
-    m->learner_node = dup("");
+    m->dir = dup(e->dir);
+    m->learner_node = dup(e->learner_node);
     Corral__V1__Progress *p = m->progress = zalloc(sizeof *p, &oom);
     if (p) {
         corral__v1__progress__init(p);
@@ -57,6 +57,10 @@ static int build_experiment(sqlite3 *db, const ctl_exp_t *e, Corral__V1__Experim
         p->success_rate = e->progress.success_rate;
         p->mean_return = e->progress.mean_return;
         p->staleness = e->progress.staleness;
+        p->train_success_rate = e->progress.train_success_rate;
+        p->env_steps_per_s = e->progress.env_steps_per_s;
+        p->updates_per_s = e->progress.updates_per_s;
+        p->running_ms = e->progress.running_ms;
     }
     /* The goal, from the spec with its overrides (a stored spec that no longer
      * loads leaves it empty rather than failing the call). */
@@ -101,11 +105,16 @@ static int build_experiment(sqlite3 *db, const ctl_exp_t *e, Corral__V1__Experim
             pl->worker_state = dup(ws[i].state);
             pl->pid = ws[i].pid;
             pl->restarts = ws[i].restarts;
+            pl->env_steps = ws[i].progress.env_steps;
+            pl->steps_per_s = ws[i].progress.steps_per_s;
+            pl->updates = ws[i].progress.updates;
+            pl->policy_version = ws[i].progress.policy_version;
+            pl->progress_state = dup(ws[i].progress.state);
             if (ws[i].slot.n_gpus) {
                 pl->gpus = zalloc((size_t)ws[i].slot.n_gpus * sizeof *pl->gpus, &oom);
                 for (int k = 0; pl->gpus && k < ws[i].slot.n_gpus; k++) pl->gpus[pl->n_gpus++] = ws[i].slot.gpus[k];
             }
-            if (ws[i].slot.role == CTL_ROLE_LEARNER) {
+            if (ws[i].slot.role == CTL_ROLE_LEARNER && !*e->learner_node) {
                 free(m->learner_node);
                 m->learner_node = dup(ws[i].slot.node);
             }
@@ -385,6 +394,182 @@ static void on_watch(rpc_call_t *call, const ProtobufCMessage *msg)
     pthread_attr_destroy(&attr);
 }
 
+/* ---- Logs ------------------------------------------------------------------------ */
+
+#define LOG_PIECE (256u << 10)   /* bytes per ReadLog: well under the message limit */
+#define LOG_WAIT_MS 5000
+
+typedef struct log_target {
+    ctl_role_t role;
+    int index;
+    char node[CTL_NAME_MAX];
+} log_target_t;
+
+typedef struct logs {
+    ctl_exp_service_t *svc;
+    rpc_call_t *call;
+    char name[CTL_NAME_MAX];
+    char role[16];
+    int index;
+    int64_t tail;
+    log_target_t *t;
+    size_t n, cap;
+    int oom;
+} logs_t;
+
+static void add_target(void *ud, ctl_role_t role, int index, const char *node, const char *dir)
+{
+    (void)dir;
+    logs_t *l = ud;
+    /* Actors and buffers run inside env and learner processes: their logs are
+     * those processes' logs. */
+    if (role == CTL_ROLE_ACTOR) role = CTL_ROLE_ENV;
+    if (role == CTL_ROLE_BUFFER) role = CTL_ROLE_LEARNER;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->t[i].role == role && l->t[i].index == index && strcmp(l->t[i].node, node) == 0) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 8;
+        log_target_t *grown = realloc(l->t, cap * sizeof *grown);
+        if (!grown) {
+            l->oom = 1;
+            return;
+        }
+        l->t = grown;
+        l->cap = cap;
+    }
+    log_target_t *t = &l->t[l->n++];
+    t->role = role;
+    t->index = index;
+    snprintf(t->node, sizeof t->node, "%s", node);
+}
+
+static int logs_targets(void *arg, sqlite3 *db, const ctl_inventory_t *inv, ctl_cmds_t *cmds, cr_err_t *err)
+{
+    (void)inv;
+    (void)cmds;
+    logs_t *l = arg;
+    ctl_exp_t e;
+    int rc = ctl_exp_get(db, l->name, &e, err);
+    if (rc != 0) return rc;
+    ctl_exp_clear(&e);
+    /* Asked for an actor or a buffer: its host's log (add_target maps the rows). */
+    const char *role = strcmp(l->role, "actor") == 0 ? "env" : strcmp(l->role, "buffer") == 0 ? "learner" : l->role;
+    rc = ctl_exp_worker_nodes(db, l->name, *role ? role : NULL, l->index, add_target, l, err);
+    if (rc == 0 && *role && strcmp(role, l->role) != 0)
+        rc = ctl_exp_worker_nodes(db, l->name, l->role, l->index, add_target, l, err);
+    if (rc == 0 && l->oom) rc = cr_err_set(err, CR_ENOMEM, "logs");
+    return rc;
+}
+
+/* Sends one response; 0, or the send's error (the client went away). */
+static int logs_send(logs_t *l, const log_target_t *t, const Corral__V1__LogChunk *c, const char *error)
+{
+    Corral__V1__ExperimentLogsResponse r = CORRAL__V1__EXPERIMENT_LOGS_RESPONSE__INIT;
+    r.role = (char *)ctl_role_name(t->role);
+    r.index = t->index;
+    r.node = (char *)t->node;
+    if (c) {
+        r.data = c->data;
+        r.offset = c->offset;
+        r.file_size = c->file_size;
+    }
+    r.error = (char *)(error ? error : "");
+    cr_err_t err = {0};
+    return rpc_call_send(l->call, &r.base, 10000, &err);
+}
+
+/* One worker's log on one node, piece by piece. */
+static int logs_one(logs_t *l, const log_target_t *t)
+{
+    Corral__V1__ReadLog req = CORRAL__V1__READ_LOG__INIT;
+    req.experiment = l->name;
+    req.role = (char *)ctl_role_name(t->role);
+    req.index = t->index;
+    req.offset = l->tail > 0 ? -l->tail : 0;
+    req.max_bytes = LOG_PIECE;
+    for (;;) {
+        Corral__V1__LogChunk *c = NULL;
+        cr_err_t err = {0};
+        if (l->svc->host.read_log(l->svc->host.ud, t->node, &req, LOG_WAIT_MS, &c, &err) != 0)
+            return logs_send(l, t, NULL, err.msg);
+        int rc = *c->error ? logs_send(l, t, NULL, c->error) : logs_send(l, t, c, NULL);
+        int64_t next = c->offset + (int64_t)c->data.len;
+        int more = rc == 0 && !*c->error && c->data.len > 0 && next < c->file_size;
+        corral__v1__log_chunk__free_unpacked(c, NULL);
+        if (!more) return rc;
+        req.offset = next;
+    }
+}
+
+static void *logs_thread(void *arg)
+{
+    logs_t *l = arg;
+    ctl_exp_service_t *svc = l->svc;
+    ctl_cmds_t cmds = {0};
+    cr_err_t err = {0};
+    int rc = svc->host.with_state(svc->host.ud, logs_targets, l, &cmds, &err);
+    ctl_cmds_free(&cmds);
+    if (rc != 0) {
+        rpc_call_fail(l->call, &err);
+    } else if (l->n == 0) {
+        rpc_call_finish(l->call, RPC_NOT_FOUND, "no worker of experiment %s matches%s%s%s; its workers are env "
+                        "(one per robot) and learner", l->name, *l->role ? " role " : "", l->role,
+                        l->index >= 0 ? " and that index" : "");
+    } else {
+        rc = 0;
+        for (size_t i = 0; i < l->n && rc == 0; i++) rc = logs_one(l, &l->t[i]);
+        if (rc == 0) rpc_call_finish(l->call, RPC_OK, NULL);
+    }
+    rpc_call_unref(l->call);
+    free(l->t);
+    free(l);
+    atomic_fetch_sub(&svc->watchers, 1);
+    return NULL;
+}
+
+static void on_logs(rpc_call_t *call, const ProtobufCMessage *msg)
+{
+    ctl_exp_service_t *svc = rpc_call_method(call)->user;
+    const Corral__V1__ExperimentLogsRequest *r = (const Corral__V1__ExperimentLogsRequest *)msg;
+    if (!svc->host.read_log) {
+        rpc_call_finish(call, RPC_UNIMPLEMENTED, "this controller cannot read logs");
+        return;
+    }
+    if (!cr_name_valid(r->name)) {
+        rpc_call_finish(call, RPC_INVALID_ARGUMENT, "bad experiment name '%s'", r->name);
+        return;
+    }
+    if (*r->role && ctl_role_parse(r->role) < 0) {
+        rpc_call_finish(call, RPC_INVALID_ARGUMENT, "unknown role '%s': use env, learner (actor and buffer run "
+                        "inside them)", r->role);
+        return;
+    }
+    logs_t *l = calloc(1, sizeof *l);
+    if (!l) {
+        rpc_call_finish(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    l->svc = svc;
+    l->call = call;
+    snprintf(l->name, sizeof l->name, "%s", r->name);
+    snprintf(l->role, sizeof l->role, "%s", r->role);
+    l->index = r->index;
+    l->tail = r->tail_bytes;
+    rpc_call_ref(call);
+    atomic_fetch_add(&svc->watchers, 1);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, logs_thread, l) != 0) {
+        atomic_fetch_sub(&svc->watchers, 1);
+        rpc_call_unref(call);
+        free(l);
+        rpc_call_finish(call, RPC_RESOURCE_EXHAUSTED, "cannot start a log read");
+    }
+    pthread_attr_destroy(&attr);
+}
+
 /* ---- table ------------------------------------------------------------------------ */
 
 int ctl_exp_service_create(const ctl_exp_host_t *host, ctl_exp_service_t **out, cr_err_t *err)
@@ -410,6 +595,8 @@ int ctl_exp_service_create(const ctl_exp_host_t *host, ctl_exp_service_t **out, 
       corral__v1__resume_experiment_response__descriptor, on_resume);
     M(5, "Watch", RPC_SERVER_STREAM, corral__v1__watch_experiment_request__descriptor,
       corral__v1__watch_experiment_response__descriptor, on_watch);
+    M(6, "Logs", RPC_SERVER_STREAM, corral__v1__experiment_logs_request__descriptor,
+      corral__v1__experiment_logs_response__descriptor, on_logs);
 #undef M
     *out = svc;
     return 0;
@@ -421,9 +608,14 @@ size_t ctl_exp_service_methods(ctl_exp_service_t *svc, rpc_method_t *out)
     return CTL_EXP_METHODS;
 }
 
+void ctl_exp_service_drain(ctl_exp_service_t *svc)
+{
+    while (svc && atomic_load(&svc->watchers) > 0) cr_sleep_ns(5 * CR_NS_PER_MS);
+}
+
 void ctl_exp_service_destroy(ctl_exp_service_t *svc)
 {
     if (!svc) return;
-    while (atomic_load(&svc->watchers) > 0) cr_sleep_ns(5 * CR_NS_PER_MS);
+    ctl_exp_service_drain(svc);
     free(svc);
 }

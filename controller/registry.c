@@ -53,6 +53,7 @@
 
 #define MAX_TEXT 255       /* model, port, address, uuid, setting values */
 #define MAX_SETTINGS 64
+#define MAX_LABELS 16      /* per robot, as many as an experiment may ask for */
 #define MAX_INV_ROBOTS 4096
 #define MAX_INV_GPUS 256
 #define MAX_GPU_INDEX 4095
@@ -371,6 +372,28 @@ static int check_settings(const char *robot, Corral__V1__Setting *const *s, size
     return 0;
 }
 
+/* A label is "key=value" or a tag: 1-63 printable characters without spaces,
+ * quotes or commas, so it reads the same in YAML, on a command line and in JSON. */
+static int check_labels(const char *robot, char *const *labels, size_t n, cr_err_t *err)
+{
+    if (n > MAX_LABELS)
+        return cr_err_set(err, CR_EINVAL, "robot %s has %zu labels, at most %d allowed", robot, n, MAX_LABELS);
+    for (size_t i = 0; i < n; i++) {
+        const char *l = nz(labels[i]);
+        size_t len = strlen(l);
+        int ok = len > 0 && len < 64;
+        for (const unsigned char *p = (const unsigned char *)l; ok && *p; p++)
+            ok = *p > ' ' && *p < 0x7f && *p != ',' && *p != '"' && *p != '\'' && *p != '\\';
+        if (!ok)
+            return cr_err_set(err, CR_EINVAL, "robot %s: label '%.80s' is not a key=value or a tag (1-63 "
+                              "printable characters, no spaces, quotes or commas)", robot, l);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(l, labels[j]) == 0)
+                return cr_err_set(err, CR_EINVAL, "robot %s: label '%s' given twice", robot, l);
+    }
+    return 0;
+}
+
 static int check_robot_fields(const char *name, const char *driver, const char *model,
                               const char *port, Corral__V1__Setting *const *s, size_t ns,
                               cr_err_t *err)
@@ -391,7 +414,19 @@ static int check_robot_fields(const char *name, const char *driver, const char *
 
 static const char robot_cols[] =
     "SELECT name, driver, node, model, port, settings, state, experiment, registered, reported, "
-    "estopped FROM robots";
+    "estopped, labels FROM robots";
+
+static void labels_from_json(Corral__V1__Robot *r, const char *json)
+{
+    cJSON *arr = cJSON_Parse(nz(json));
+    size_t n = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, arr) n++;
+    r->labels = xcalloc(n, sizeof *r->labels);
+    cJSON_ArrayForEach(it, arr)
+        if (cJSON_IsString(it)) r->labels[r->n_labels++] = xstrdup(it->valuestring);
+    cJSON_Delete(arr);
+}
 
 static void settings_from_json(Corral__V1__Robot *r, const char *json)
 {
@@ -426,6 +461,7 @@ static Corral__V1__Robot *robot_from_row(sqlite3_stmt *st)
     r->registered = sqlite3_column_int(st, 8);
     r->reported = sqlite3_column_int(st, 9);
     r->estopped = sqlite3_column_int(st, 10);
+    labels_from_json(r, (const char *)sqlite3_column_text(st, 11));
     return r;
 }
 
@@ -590,6 +626,27 @@ static char *settings_merge(const Corral__V1__Robot *have, Corral__V1__Setting *
     return json;
 }
 
+/* JSON array of have's labels plus those of l not yet there; malloc'd. Labels
+ * only accumulate: the agent's configuration and registrations add to them. */
+static char *labels_merge(const Corral__V1__Robot *have, char *const *l, size_t n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; have && i < have->n_labels; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(have->labels[i]));
+    for (size_t i = 0; i < n; i++) {
+        int seen = 0;
+        cJSON *it;
+        cJSON_ArrayForEach(it, arr) seen |= strcmp(it->valuestring, nz(l[i])) == 0;
+        if (!seen) cJSON_AddItemToArray(arr, cJSON_CreateString(nz(l[i])));
+    }
+    char *json = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    if (!json) {
+        CR_ERROR("registry", "out of memory");
+        abort();
+    }
+    return json;
+}
+
 static int node_exists(ctl_registry_t *reg, const char *name, char state[16], cr_err_t *err)
 {
     sqlite3_stmt *st;
@@ -635,28 +692,32 @@ static int robot_register_locked(ctl_registry_t *reg, const Corral__V1__Register
         } else if (!(rc = robot_agrees(have, "the request", req->driver, req->model, req->port,
                                        req->settings, req->n_settings, err))) {
             char *json = settings_merge(have, req->settings, req->n_settings);
+            char *labels = labels_merge(have, req->labels, req->n_labels);
             if (!(rc = prep(reg,
                             "UPDATE robots SET registered = 1,"
                             " model = CASE WHEN model = '' THEN ?2 ELSE model END,"
                             " port = CASE WHEN port = '' THEN ?3 ELSE port END,"
-                            " settings = ?4, node = IFNULL(node, NULLIF(?5, '')) WHERE name = ?1",
+                            " settings = ?4, node = IFNULL(node, NULLIF(?5, '')), labels = ?6 WHERE name = ?1",
                             &st, err))) {
                 bind_text(st, 1, req->name);
                 bind_text(st, 2, req->model);
                 bind_text(st, 3, req->port);
                 bind_text(st, 4, json);
                 bind_text(st, 5, node);
+                bind_text(st, 6, labels);
                 rc = run(reg, st, err);
             }
             cJSON_free(json);
+            cJSON_free(labels);
         }
         robot_free(have);
         if (rc) return rc;
     } else {
         char *json = settings_merge(NULL, req->settings, req->n_settings);
+        char *labels = labels_merge(NULL, req->labels, req->n_labels);
         if (!(rc = prep(reg,
                         "INSERT INTO robots(name, driver, node, model, port, settings, state, "
-                        "registered, created_ms) VALUES (?1, ?2, NULLIF(?3, ''), ?4, ?5, ?6, 'lost', 1, ?7)",
+                        "registered, created_ms, labels) VALUES (?1, ?2, NULLIF(?3, ''), ?4, ?5, ?6, 'lost', 1, ?7, ?8)",
                         &st, err))) {
             bind_text(st, 1, req->name);
             bind_text(st, 2, req->driver);
@@ -665,9 +726,11 @@ static int robot_register_locked(ctl_registry_t *reg, const Corral__V1__Register
             bind_text(st, 5, req->port);
             bind_text(st, 6, json);
             sqlite3_bind_int64(st, 7, now);
+            bind_text(st, 8, labels);
             rc = run(reg, st, err);
         }
         cJSON_free(json);
+        cJSON_free(labels);
         if (rc) return rc;
     }
     if ((rc = refresh_robot(reg, req->name, err))) return rc;
@@ -681,6 +744,7 @@ int ctl_reg_robot_register(ctl_registry_t *reg, const Corral__V1__RegisterRobotR
     *out = NULL;
     int rc = check_robot_fields(req->name, req->driver, req->model, req->port, req->settings,
                                 req->n_settings, err);
+    if (!rc) rc = check_labels(req->name, req->labels, req->n_labels, err);
     if (rc) return rc;
     if (*nz(req->node) && (rc = check_name("node", req->node, err))) return rc;
     pthread_mutex_lock(&reg->mu);
@@ -1096,7 +1160,8 @@ static int inventory_valid(const Corral__V1__Inventory *inv, cr_err_t *err)
     for (size_t i = 0; i < inv->n_robots; i++) {
         const Corral__V1__RobotInfo *r = inv->robots[i];
         if ((rc = check_robot_fields(r->name, r->driver, r->model, r->port, r->settings,
-                                     r->n_settings, err)))
+                                     r->n_settings, err)) ||
+            (rc = check_labels(r->name, r->labels, r->n_labels, err)))
             return cr_err_wrap(err, "inventory of node %s", node);
         for (size_t j = 0; j < i; j++)
             if (strcmp(inv->robots[j]->name, r->name) == 0)
@@ -1195,14 +1260,15 @@ static int robot_report(ctl_registry_t *reg, const char *node, const Corral__V1_
     Corral__V1__Robot *have = NULL;
     robot_get(reg, r->name, &have, NULL);
     char *json = settings_merge(have, r->settings, r->n_settings);
+    char *labels = labels_merge(have, r->labels, r->n_labels);
     sqlite3_stmt *st;
     int rc = prep(reg,
-                  "INSERT INTO robots(name, driver, node, model, port, settings, state, reported, created_ms)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'lost', 1, ?7)"
+                  "INSERT INTO robots(name, driver, node, model, port, settings, state, reported, created_ms, labels)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'lost', 1, ?7, ?8)"
                   " ON CONFLICT(name) DO UPDATE SET node = excluded.node, reported = 1,"
                   " model = CASE WHEN model = '' THEN excluded.model ELSE model END,"
                   " port = CASE WHEN port = '' THEN excluded.port ELSE port END,"
-                  " settings = excluded.settings", &st, err);
+                  " settings = excluded.settings, labels = excluded.labels", &st, err);
     if (!rc) {
         bind_text(st, 1, r->name);
         bind_text(st, 2, r->driver);
@@ -1211,9 +1277,11 @@ static int robot_report(ctl_registry_t *reg, const char *node, const Corral__V1_
         bind_text(st, 5, r->port);
         bind_text(st, 6, json);
         sqlite3_bind_int64(st, 7, now_ms);
+        bind_text(st, 8, labels);
         rc = run(reg, st, err);
     }
     cJSON_free(json);
+    cJSON_free(labels);
     robot_free(have);
     return rc;
 }

@@ -24,7 +24,7 @@ typedef struct ctl_registry ctl_registry_t;
 typedef struct sqlite3 sqlite3;
 
 /* The schema version this binary writes (PRAGMA user_version of state.db). */
-#define CTL_SCHEMA_VERSION 3
+#define CTL_SCHEMA_VERSION 4
 
 /* Opens (creating dir and state.db as needed) and migrates the registry.
  * On success *out owns the database; close it with ctl_registry_close. */

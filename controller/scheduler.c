@@ -4,7 +4,9 @@
  * The order of decisions is fixed and is what makes refusals specific: robots
  * first (a robot is the scarcest thing in a lab and the one a user names), then
  * the learner's node and GPUs (whole GPUs, the next scarcest), then actors, which
- * always fit somewhere because the robot node's CPU is the last resort. Each step
+ * always fit somewhere because the robot node's CPU is the last resort (where the
+ * actor then runs inside its env's process). The buffer's slot always follows the
+ * learner's: the buffer lives in the learner's process. Each step
  * reads the inventory plus what earlier steps took (gpu_taken), never the result
  * of a later step, so a refusal names the first resource that could not be had. */
 #include "controller/scheduler.h"

@@ -6,6 +6,12 @@
  * (ties break by name), so the controller can call it under its registry lock,
  * tests can enumerate cases, and a re-run after a restart reproduces a decision.
  *
+ * A placement has one slot per role instance (env, actor and, per experiment,
+ * learner and buffer); slots are places, not processes. The processes are one
+ * env worker per robot, with the actor inside it when the actor's slot is on the
+ * robot's node, and one learner worker with the buffer inside it (expctl.c's
+ * host_slot decides; hosted slots report their host's state).
+ *
  * Placement rules (DESIGN.md "Scheduling"):
  *   - a robot serves at most one experiment: robots held by another experiment,
  *     lost, e-stopped or on a draining node are refused with who holds them;
@@ -116,7 +122,8 @@ int ctl_role_parse(const char *s);
 #define CTL_SLOT_MAX_GPUS 16
 #define CTL_NAME_MAX 64
 
-/* One worker's place. gpus[] are indices on `node`; n_gpus 0 means the CPU. */
+/* One role instance's place (a worker process, or a role hosted in one: see
+ * above). gpus[] are indices on `node`; n_gpus 0 means the CPU. */
 typedef struct ctl_slot {
     ctl_role_t role;
     int index;                     /* per role: env/actor i serve robot i */

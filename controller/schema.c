@@ -78,6 +78,9 @@ static const migration_t migrations[] = {
     /* 3: experiments, their placements and journal (experiment.c owns them and
      * versions them further in its experiment_meta table). */
     {NULL, ctl_exp_schema},
+
+    /* 4: robot labels ("key=value" or a tag), a JSON array of strings. */
+    {"ALTER TABLE robots ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';", NULL},
 };
 
 int ctl_schema_latest(void)

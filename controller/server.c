@@ -100,6 +100,7 @@ void ctl_server_stop(ctl_server_t *srv)
     /* rpc_server_stop cancels every session and waits for their on_done, whose
      * jobs still use the liveness table and the registry: both outlive them. */
     if (srv->rpc) rpc_server_stop(srv->rpc);
+    ctl_exphost_stop(srv);
     /* The sessions' last jobs (queued by on_done) run before the queue goes. */
     ctl_workq_destroy(srv->wq);
     srv->wq = NULL;

@@ -39,6 +39,7 @@ struct ctl_server {
     pthread_mutex_t exp_mu;   /* serialises experiment changes; before the registry's lock */
     int exp_mu_init;
     _Atomic uint64_t next_cmd; /* command ids of worker commands */
+    struct ctl_log_waits *logs; /* ReadLogs waiting for their LogChunk (exphost.c) */
 };
 
 /* Fills out[0..CTL_REGISTRY_METHODS-1] with the Registry service; returns the count. */
@@ -53,6 +54,14 @@ void ctl_exphost_destroy(ctl_server_t *srv);
 /* An agent reported a worker (its WorkerStatus, or one entry of its WorkerList):
  * the experiment moves, and the commands that follow are sent. May wait for SQLite. */
 void ctl_exphost_worker_status(ctl_server_t *srv, const char *node, const Corral__V1__WorkerStatus *ws);
+/* An agent's ProgressReport: the workers' counters are recorded and aggregated,
+ * and an experiment that reached its goal is stopped. May wait for SQLite. */
+void ctl_exphost_progress(ctl_server_t *srv, const char *node, const Corral__V1__ProgressReport *rep);
+/* An agent's LogChunk: handed to the Logs call waiting for it (never waits). */
+void ctl_exphost_log_chunk(ctl_server_t *srv, const Corral__V1__LogChunk *chunk);
+/* After the rpc server stopped: ends waiting log reads and waits for the
+ * Experiments streams, which use the liveness table, to finish. */
+void ctl_exphost_stop(ctl_server_t *srv);
 /* A node came up or was lost (after the registry recorded it): active
  * experiments are repaired and their commands sent. May wait for SQLite. */
 void ctl_exphost_nodes_changed(ctl_server_t *srv);

@@ -61,7 +61,7 @@ demo_local_run() { # DIR SPEC ENVS SECONDS [--set ...]
 }
 
 if [ "${0##*/}" = "demo-local.sh" ]; then
-    envs=2 limit=300 dir= spec=$HERE/demo-reach.yaml
+    envs=2 limit=300 dir= spec=$HERE/../configs/experiments/reach-sac.yaml
     while [ $# -gt 0 ]; do
         case $1 in
         -n) envs=$2; shift 2 ;;

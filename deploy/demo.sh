@@ -1,19 +1,23 @@
 #!/bin/sh
 # The demo: a whole single-machine cluster. Starts a controller and a node agent on
-# loopback, registers two simulated reach2d arms through the CLI, then trains SAC on
-# them with a learner worker (replay buffer inside) and two env workers as separate
-# processes, showing live progress, and ends with a summary whose last line is
-# `success_rate: X` (the final greedy evaluation).
+# loopback, registers two simulated reach2d arms through the CLI, submits
+# configs/experiments/reach-sac.yaml with `corral exp submit` (the controller
+# places it, the agent starts a learner with the replay buffer inside and one env
+# worker per arm), shows live progress with `corral exp watch` (everything it
+# prints comes from the controller), and ends with a summary whose last line is
+# `success_rate: X` (the final greedy evaluation, as the controller recorded it).
 #
-# The experiment goes through `corral exp submit`: the controller places it and the
-# agent starts the workers. Leaves no process running, whatever happens.
+# Leaves no process running, whatever happens. CORRAL_DEMO_DIR (./corral-demo)
+# and CORRAL_DEMO_SECONDS (600) change where its state goes and how long it may run.
 set -u
 build=${1:-build}
 CORRAL=$(cd "$build" && pwd)/corral
 export CORRAL
 HERE=$(cd "$(dirname "$0")" && pwd)
+SPEC=$(cd "$HERE/../configs/experiments" && pwd)/reach-sac.yaml
 root=${CORRAL_DEMO_DIR:-$PWD/corral-demo}
 limit=${CORRAL_DEMO_SECONDS:-600}
+name=reach-sac
 
 rm -rf "$root"
 mkdir -p "$root/logs"
@@ -29,6 +33,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# field KEY: one field of `corral exp status NAME --json` ("" when unreachable).
+field() {
+    "$CORRAL" exp status "$name" --json 2>/dev/null | python3 -c 'import json,sys
+try: print(json.load(sys.stdin)[sys.argv[1]])
+except Exception: print("")' "$1"
+}
 
 start=$(date +%s)
 echo "demo: corral $("$CORRAL" version | cut -d' ' -f2), state under $root"
@@ -56,27 +67,33 @@ echo
 "$CORRAL" robot list
 echo
 
-echo "demo: training SAC on sim-0 and sim-1 (learner + 2 env workers, CPU)"
-. "$HERE/demo-local.sh" # demo_json
-"$CORRAL" exp submit "$HERE/demo-reach.yaml" || exit 1
-exp=$root/agent/experiments/reach-demo
-ok=1
-while [ $(( $(date +%s) - start )) -lt "$limit" ]; do
-    sleep 2
-    st=$(demo_json "$exp/status/learner.json" state)
-    echo "  learner: ${st:-starting}, env steps $(demo_json "$exp/status/learner.json" env_steps), eval success $(demo_json "$exp/status/learner.json" eval_success_rate)"
-    if [ "$st" = done ]; then ok=0; break; fi
-    if [ "$st" = failed ]; then break; fi
+echo "demo: training SAC on sim-0 and sim-1 (learner + 2 env workers, CPU), goal: 90% success"
+"$CORRAL" exp submit "$SPEC" || exit 1
+# Live progress until the experiment ends (done, stopped or failed); past the
+# time limit it is stopped, and watch ends when the workers have.
+"$CORRAL" exp watch "$name" &
+watch_pid=$!
+while kill -0 "$watch_pid" 2>/dev/null; do
+    if [ $(( $(date +%s) - start )) -ge "$limit" ]; then
+        echo "demo: time limit ($limit s) reached; stopping the experiment"
+        "$CORRAL" exp stop "$name" >/dev/null
+        break
+    fi
+    sleep 1
 done
-"$CORRAL" exp status reach-demo
-rate=$(demo_json "$exp/status/learner.json" eval_success_rate)
+wait "$watch_pid"
+echo
+"$CORRAL" exp status "$name"
+
+state=$(field state)
+rate=$(field success_rate)
+dir=$(field dir)
 echo
 echo "demo summary"
-echo "  wall time:    $(( $(date +%s) - start )) s"
-echo "  env steps:    $(demo_json "$exp/status/learner.json" env_steps)"
-echo "  updates:      $(demo_json "$exp/status/learner.json" updates)"
-echo "  logs:         $root/logs, $exp/logs"
-echo "  checkpoints:  $exp/checkpoints"
-echo "  buffer:       $exp/buffer.db ($("$CORRAL" buffer stats "$exp/buffer.db" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["steps"]["total"], "steps,", d["episodes"]["total"], "episodes")' 2>/dev/null || echo see corral buffer stats))"
+echo "  experiment:   $name $state after $(field running_s) s running, $(field env_steps) env steps, $(field updates) updates"
+echo "  wall time:    $(( $(date +%s) - start )) s (everything, from the controller's start)"
+echo "  logs:         $root/logs (controller, agent); $dir/logs (workers; also \`corral exp logs $name\`)"
+echo "  checkpoints:  $dir/checkpoints"
+echo "  buffer:       $dir/buffer.db ($("$CORRAL" buffer stats "$dir/buffer.db" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["steps"]["total"], "steps,", d["episodes"]["total"], "episodes")' 2>/dev/null || echo see corral buffer stats))"
 echo "success_rate: ${rate:-0}"
-exit $ok
+[ "$state" = done ]

@@ -12,6 +12,7 @@ typedef enum mj_task_kind { MJ_TASK_REACH = 0, MJ_TASK_PUSH } mj_task_kind_t;
 typedef struct mj_cfg {
     int seed;
     int realtime;
+    double speed;            /* realtime pace as a multiple of real time; 0: 1 */
     int episode_steps;       /* 0: from the model */
     double control_hz;       /* 0: from the model */
     char camera[64];         /* "" : no images */

@@ -38,6 +38,21 @@ static int check_name(const void *v, cr_err_t *err)
     return 0;
 }
 
+/* A robot label as the registry takes it: "key=value" or a tag, 1-63 printable
+ * characters without spaces, quotes or commas. */
+static int check_label(const void *v, cr_err_t *err)
+{
+    const char *s = *(char *const *)v;
+    size_t len = s ? strlen(s) : 0;
+    int ok = len > 0 && len < 64;
+    for (const unsigned char *p = (const unsigned char *)s; ok && *p; p++)
+        ok = *p > ' ' && *p < 0x7f && *p != ',' && *p != '"' && *p != '\'' && *p != '\\';
+    if (!ok)
+        return cr_err_set(err, CR_EINVAL, "'%s' is not a label: use key=value or a tag, 1-63 printable "
+                          "characters without spaces, quotes or commas", s ? s : "");
+    return 0;
+}
+
 static int check_optional_name(const void *v, cr_err_t *err)
 {
     const char *s = *(char *const *)v;
@@ -53,7 +68,7 @@ static int check_builtin_or_plugin(const char *s, const char *const *builtins, c
                       what, s, names);
 }
 
-static const char *const rewards[] = {"task", "reach-distance", NULL};
+static const char *const rewards[] = {"task", "sparse", "reach-distance", NULL};
 static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", "flow-bc", NULL};
 static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
 static const char *const actor_modes[] = {"auto", "cpu", NULL};
@@ -95,8 +110,9 @@ static const cfg_field_t robots_fields[] = {
      .check = check_name},
     {CFG_STRING(exp_robots_t, driver, "", "only robots of this driver (mujoco, dynamixel, remote, mock)")},
     {CFG_STRING(exp_robots_t, model, "", "only robots of this model")},
-    {CFG_LIST(exp_robots_t, labels, n_labels, CFG_STRING, "[]", 16, "only robots with every one of these labels"),
-     .check = check_name},
+    {CFG_LIST(exp_robots_t, labels, n_labels, CFG_STRING, "[]", 16,
+              "only robots with every one of these labels (key=value or a tag)"),
+     .check = check_label},
     {CFG_INT(exp_robots_t, count, "0", 0, 256, "how many matching robots to use")},
 };
 static const cfg_table_t robots_table = {CFG_TABLE(exp_robots_t, robots_fields), .check = check_robots};
@@ -106,8 +122,9 @@ static const cfg_table_t robots_table = {CFG_TABLE(exp_robots_t, robots_fields),
 static const cfg_field_t task_fields[] = {
     {CFG_DOUBLE(exp_task_t, control_hz, "0", 0, 1000, "control rate of env and actor in Hz; 0: the robot's own")},
     {CFG_INT(exp_task_t, episode_steps, "0", 0, 1000000, "steps per episode; 0: the robot's default")},
-    {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's own task reward), reach-distance, "
-                                            "or a plugin path *.so"), .check = check_reward},
+    {CFG_STRING(exp_task_t, reward, "task", "reward: task (the robot's own task reward), sparse (1 on "
+                                            "success), reach-distance, or a plugin path *.so"),
+     .check = check_reward},
     {CFG_NODE(exp_task_t, reward_params, "parameters passed to a reward plugin")},
     {CFG_NODE(exp_task_t, obs_scale, "factor per observation vector name, applied before the policy sees it")},
 };

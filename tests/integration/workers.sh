@@ -32,7 +32,7 @@ ok() { PASS=$((PASS + 1)); echo "  ok   $1"; }
 bad() { FAIL=$((FAIL + 1)); echo "  FAIL $1"; }
 
 # The demo experiment, made to run on (no success stop) and checkpoint often.
-SPEC=$SRC/deploy/demo-reach.yaml
+SPEC=$SRC/configs/experiments/reach-sac.yaml
 SETS="--set stop.success_rate=0 --set stop.wall_time=30m --set checkpoint.every_updates=300
       --set stop.eval_every_updates=100000 --set algorithm.warmup_steps=500"
 
@@ -71,7 +71,8 @@ steps_in_db() {
 db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
 print(db.execute("select count(*) from steps").fetchone()[0])' "$D/buffer.db" 2>/dev/null || echo 0
 }
-newest_ckpt() { ls "$D/checkpoints" 2>/dev/null | sed -n 's/^ckpt-\([0-9]*\)$/\1/p' | sort -n | tail -1; }
+# The update count of the newest checkpoint directory (ckpt-<zero-padded N>), as a plain number.
+newest_ckpt() { ls "$D/checkpoints" 2>/dev/null | sed -n 's/^ckpt-0*\([0-9][0-9]*\)$/\1/p' | sort -n | tail -1; }
 
 # --- start ------------------------------------------------------------------------------
 start_learner

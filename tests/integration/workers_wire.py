@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """workers_wire.py - `corral exp submit` on a real controller starts workers through a
 real agent, end to end on loopback: robots registered through the CLI; one process
-per placed worker with the flags of its placement; `exp status --json` running; a
-worker killed with SIGKILL is restarted; a controller killed with SIGKILL and
-restarted adopts the running workers (no duplicates), and so does a restarted
-agent; `exp stop` ends every worker; no process is left at the end.
+per placed worker with the flags of its placement (the robot as registered among
+them); `exp status --json` running, with the learner's counters its agent
+forwarded from its status file; a worker killed with SIGKILL is restarted; a
+controller killed with SIGKILL and restarted adopts the running workers (no
+duplicates), and so does a restarted agent; `exp stop` ends every worker; `exp
+logs` still reads their logs through the controller afterwards. Then robots by
+label (given at registration and in the agent's configuration), and submissions
+that must be refused with a message saying what to change while that experiment
+runs on unaffected. No process is left at the end.
 
 The workers here are tests/integration/standin_worker.sh (through $CORRAL_WORKER_CMD),
 which records its arguments and idles: this test is about the wiring between
@@ -115,12 +120,20 @@ def running_pids():
 def main():
     start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
     agent = ["agent", "--name", "n1", "--state", os.path.join(T, "a1"), "--no-gpus",
-             "--advertise", "127.0.0.1:%d" % AGENT_PORT]
+             "--advertise", "127.0.0.1:%d" % AGENT_PORT, "--robot", "arm3:mujoco:reach2d",
+             "--robot-label", "arm3:site=a"]
     start("agent", *agent)
     wait("agent up", lambda: "n1" in cli("node", "list").stdout)
-    for r in ("arm1", "arm2"):
-        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1")
+    for r, site in (("arm1", "a"), ("arm2", "b")):
+        p = cli("robot", "register", r, "--driver", "mujoco", "--model", "reach2d", "--node", "n1", "--set", "seed=7",
+                "--label", "site=" + site, "--label", "table")
         check("robot register %s" % r, p.returncode == 0, p.stderr)
+    robots = {r["name"]: r for r in json.loads(cli("robot", "list", "--json").stdout or "[]")}
+    check("labels from registration and from the agent's configuration",
+          robots.get("arm1", {}).get("labels") == ["site=a", "table"] and robots.get("arm3", {}).get("labels") == ["site=a"],
+          str(robots))
+    p = cli("robot", "register", "arm9", "--driver", "mujoco", "--label", "bad label")
+    check("a label with a space is refused", p.returncode == 1 and "label 'bad label'" in p.stderr, p.stderr)
     p = cli("exp", "submit", SPEC)
     check("exp submit", p.returncode == 0, p.stdout + p.stderr)
 
@@ -133,11 +146,16 @@ def main():
         robot = "arm%d" % (idx + 1) if role in ("env", "actor") else None
         good = (argv[0] == "worker" and opt.get("--experiment") == "reach-sac" and opt.get("--generation") == "1"
                 and opt.get("--robot") == robot and opt.get("--buffer") == "127.0.0.1:%d" % AGENT_PORT
-                and os.path.isabs(opt.get("--spec", "")) and os.path.isfile(opt.get("--spec", "")))
+                and os.path.isabs(opt.get("--spec", "")) and os.path.isfile(opt.get("--spec", ""))
+                and (robot is None or (opt.get("--robot-driver") == "mujoco" and opt.get("--robot-set") == "seed=7")))
         check("flags of %s-%d" % (role, idx), good, " ".join(argv))
     st = wait("running", lambda: (lambda s: s if s and s["state"] == "running" else None)(status()))
     check("exp status --json: running", st is not None and all(w["state"] == "running" for w in st["workers"]),
           json.dumps(st))
+    st = wait("progress", lambda: (lambda s: s if s and s["updates"] == 4242 else None)(status()))
+    check("the learner's counters reach exp status through its agent",
+          st is not None and st["env_steps"] == 777 and st["policy_version"] == 42 and st["checkpoint_updates"] == 4000
+          and st["dir"] == os.path.join(T, "a1", "experiments", "reach-sac"), json.dumps(status()))
     pids = {(w["role"], w["index"]): w["pid"] for w in (st or {}).get("workers", [])}
     procpids = {(r, i): p for p, r, i, _, _ in rec}
     check("status pids are the processes",
@@ -179,6 +197,52 @@ def main():
     st = wait("stopped", lambda: (lambda s: s if s and s["state"] == "stopped" else None)(status()))
     check("experiment stopped", st is not None, json.dumps(status()))
     check("no worker process left", wait("gone", lambda: not running_pids(), 10.0), str(running_pids()))
+
+    # exp logs through the controller, from the node that holds them, after the placement is gone.
+    p = cli("exp", "logs", "reach-sac", "--role", "learner")
+    check("exp logs --role learner", p.returncode == 0 and "==> learner-0 on n1 <==" in p.stdout
+          and "standin learner-0 of reach-sac (run 1)" in p.stdout, p.stdout + p.stderr)
+    p = cli("exp", "logs", "reach-sac")
+    check("exp logs: every worker, the restarted one's runs both", p.returncode == 0
+          and p.stdout.count("standin env-0 of reach-sac") == 2 and "standin env-1" in p.stdout
+          and "==> actor-" not in p.stdout, p.stdout + p.stderr)
+    p = cli("exp", "logs", "ghost")
+    check("exp logs of no such experiment: exit 1", p.returncode == 1 and "no experiment named ghost" in p.stderr,
+          p.stderr)
+
+    # Robots by label: site=a is arm1 (registered so) and arm3 (its agent says so).
+    n0 = len(starts())
+    p = cli("exp", "submit", SPEC, "--set", "name=lab-a", "--set", "robots.labels=[site=a]")
+    check("exp submit with robots.labels", p.returncode == 0, p.stdout + p.stderr)
+    st = wait("lab-a running", lambda: (lambda s: s if s and s["state"] == "running" else None)(
+        (lambda p: json.loads(p.stdout) if p.returncode == 0 else None)(cli("exp", "status", "lab-a", "--json"))))
+    check("the robots with the label were taken",
+          st is not None and sorted(w["robot"] for w in st["workers"] if w["role"] == "env") == ["arm1", "arm3"],
+          json.dumps(st))
+    lab_pids = running_pids()
+    # Refused at submit, each with what to change; lab-a runs on untouched.
+    BY_NAME = ["--set", "robots.count=0", "--set", "robots.driver=", "--set", "robots.model="]
+    refusals = [
+        (["--set", "name=b1", "--set", "robots.labels=[site=zzz]"], "label=site=zzz"),
+        (["--set", "name=b2"] + BY_NAME + ["--set", "robots.names=[arm1]"], "robot arm1 is in use by experiment lab-a"),
+        (["--set", "name=b3"] + BY_NAME + ["--set", "robots.names=[arm7]"], "arm7"),
+        (["--set", "name=b4", "--set", "robots.labels=[site=b]", "--set", "robots.count=1", "--set", "learner.gpus=1"], "GPU"),
+        (["--set", "name=b5", "--set", "robots.labels=[site=b]", "--set", "robots.count=1",
+          "--set", "algorithm.type=/nonexistent/algo.so"], "algorithm.type"),
+        (["--set", "name=b6", "--set", "stop.success_rate=2"], "stop.success_rate"),
+        (["--set", "name=lab-a"], "already exists"),
+    ]
+    for sets, want in refusals:
+        p = cli("exp", "submit", SPEC, *sets)
+        check("refused: %s" % " ".join(sets[1::2]), p.returncode == 1 and want in p.stderr + p.stdout,
+              "rc %d: %s" % (p.returncode, p.stderr + p.stdout))
+    st = (lambda p: json.loads(p.stdout) if p.returncode == 0 else None)(cli("exp", "status", "lab-a", "--json"))
+    check("lab-a unaffected by the refusals", st is not None and st["state"] == "running" and running_pids() == lab_pids
+          and len(starts()) == n0 + 3, "%s %s" % (st and st["state"], running_pids()))
+    names = [e["name"] for e in json.loads(cli("exp", "list", "--json").stdout or "[]")]
+    check("no refused experiment was recorded", sorted(names) == ["lab-a", "reach-sac"], str(names))
+    p = cli("exp", "stop", "lab-a")
+    check("lab-a stopped", p.returncode == 0 and wait("gone", lambda: not running_pids(), 10.0), p.stderr)
 
 
 try:

@@ -240,6 +240,54 @@ static void test_settings_validated_and_stored(void)
     ctl_registry_close(reg);
 }
 
+/* Labels come from a registration and from the robot's agent, and add up;
+ * malformed ones are refused with the label named. */
+static void test_labels_registered_and_reported(void)
+{
+    ctl_registry_t *reg = open_fresh();
+    cr_err_t err = {0};
+    char *labels[] = {"site=lab2", "table", "site=lab2"};
+    Corral__V1__RegisterRobotRequest req = CORRAL__V1__REGISTER_ROBOT_REQUEST__INIT;
+    req.name = "arm1";
+    req.driver = "mujoco";
+    req.labels = labels;
+    req.n_labels = 3;
+    Corral__V1__Robot *r = NULL;
+    ASSERT_INT_EQ(ctl_reg_robot_register(reg, &req, &r, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "label 'site=lab2' given twice") != NULL);
+    char *spaced[] = {"has space"};
+    req.labels = spaced;
+    req.n_labels = 1;
+    ASSERT_INT_EQ(ctl_reg_robot_register(reg, &req, &r, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "label 'has space' is not") != NULL);
+    req.labels = labels;
+    req.n_labels = 2;
+    ASSERT_OK(ctl_reg_robot_register(reg, &req, &r, &err), &err);
+    ASSERT_INT_EQ(r->n_labels, 2);
+    ASSERT_STR_EQ(r->labels[0], "site=lab2");
+    ASSERT_STR_EQ(r->labels[1], "table");
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    /* Its agent adds one of its own; the registered ones stay. */
+    inv_buf_t b;
+    const char *robots[] = {"arm1:mujoco", NULL};
+    Corral__V1__Inventory *inv = inv_make(&b, "n1", robots, NULL);
+    char *agent_labels[] = {"camera", "table"};
+    b.robots[0].labels = agent_labels;
+    b.robots[0].n_labels = 2;
+    ASSERT_OK(ctl_reg_node_up(reg, inv, 1, &err), &err);
+    ASSERT_OK(ctl_reg_robot_get(reg, "arm1", &r, &err), &err);
+    ASSERT_INT_EQ(r->n_labels, 3);
+    ASSERT_STR_EQ(r->labels[2], "camera");
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    /* A malformed label in an inventory refuses the inventory. */
+    char *bad[] = {"a,b"};
+    b.robots[0].labels = bad;
+    b.robots[0].n_labels = 1;
+    ASSERT_INT_EQ(ctl_reg_node_up(reg, inv, 2, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "inventory of node n1") && strstr(err.msg, "label 'a,b'"));
+    ctl_registry_close(reg);
+}
+
 static void test_node_lifecycle_lost_and_back(void)
 {
     ctl_registry_t *reg = open_fresh();
@@ -616,6 +664,7 @@ int main(int argc, char **argv)
         {"schema_migrates_old_and_refuses_newer", test_schema_migrates_old_and_refuses_newer},
         {"bad_names_and_drivers", test_bad_names_and_drivers},
         {"settings_validated_and_stored", test_settings_validated_and_stored},
+        {"labels_registered_and_reported", test_labels_registered_and_reported},
         {"node_lifecycle_lost_and_back", test_node_lifecycle_lost_and_back},
         {"cli_and_agent_report_are_one_record", test_cli_and_agent_report_are_one_record},
         {"contradictory_inventory_changes_nothing", test_contradictory_inventory_changes_nothing},

@@ -285,6 +285,235 @@ static void test_node_lost_and_back(void)
     sqlite3_close(db);
 }
 
+/* A progress report of one worker (time_ms != 0: reported). */
+static ctl_progress_report_t prog(const char *role, int index, int64_t gen, const char *state, int64_t env_steps,
+                                  int64_t updates, int64_t ckpt)
+{
+    ctl_progress_report_t r = {.experiment = "reach-sac", .generation = gen, .role = role, .index = index,
+                               .dir = "/srv/exp/reach-sac"};
+    snprintf(r.p.state, sizeof r.p.state, "%s", state);
+    r.p.env_steps = env_steps;
+    r.p.episodes = env_steps / 50;
+    r.p.updates = updates;
+    r.p.policy_version = updates / 100;
+    r.p.checkpoint = ckpt;
+    r.p.eval_success_rate = -1;
+    r.p.time_ms = 1;
+    return r;
+}
+
+static ctl_exp_t get_exp(sqlite3 *db)
+{
+    ctl_exp_t e;
+    cr_err_t err = {0};
+    ASSERT_OK(ctl_exp_get(db, "reach-sac", &e, &err), &err);
+    return e;
+}
+
+/* Reports from envs and the learner add up; the learner's evaluation at the goal
+ * stops the run, which ends done once every worker ended. */
+static void test_progress_aggregates_and_goal(void)
+{
+    sqlite3 *db = open_db();
+    cr_err_t err = {0};
+    size_t len;
+    char *yaml = demo_yaml(&len);
+    ctl_cmds_t cmds = {0}, more = {0};
+    const char *sets[] = {"learner.gpus=1"};
+    ASSERT_OK(ctl_expctl_submit(db, &inv, "reach-sac.yaml", yaml, len, sets, 1, NULL, NULL, 10, NULL, &cmds, &err), &err);
+    report(db, &cmds, "running", &more);
+    /* Before the learner reports, the envs' own counts. */
+    ctl_progress_report_t envs[2] = {prog("env", 0, 1, "running", 300, 0, 0), prog("env", 1, 1, "running", 200, 0, 0)};
+    envs[0].p.steps_per_s = 100;
+    envs[1].p.steps_per_s = 50;
+    ASSERT_OK(ctl_expctl_progress(db, "robo", envs, 2, 1000, &more, &err), &err);
+    ctl_exp_t e = get_exp(db);
+    ASSERT_INT_EQ(e.progress.env_steps, 500);
+    ASSERT_NEAR(e.progress.env_steps_per_s, 150, 1e-9);
+    ASSERT_INT_EQ(e.progress.running_ms, 0); /* the first report starts the clock */
+    ctl_exp_clear(&e);
+    /* The learner's counters win: committed steps, updates, its checkpoint. */
+    ctl_progress_report_t l = prog("learner", 0, 1, "running", 480, 2300, 2000);
+    l.p.staleness = 1.6;
+    l.p.updates_per_s = 900;
+    l.p.success_rate = 0.4;
+    l.p.eval_success_rate = 0.7;
+    l.p.eval_round = 1;
+    l.p.mean_return = -120;
+    ASSERT_OK(ctl_expctl_progress(db, "gpu", &l, 1, 2000, &more, &err), &err);
+    e = get_exp(db);
+    ASSERT_INT_EQ(e.progress.env_steps, 480);
+    ASSERT_INT_EQ(e.progress.updates, 2300);
+    ASSERT_INT_EQ(e.progress.policy_version, 23);
+    ASSERT_INT_EQ(e.progress.staleness, 2);
+    ASSERT_NEAR(e.progress.success_rate, 0.7, 1e-9);
+    ASSERT_NEAR(e.progress.train_success_rate, 0.4, 1e-9);
+    ASSERT_NEAR(e.progress.mean_return, -120, 1e-9);
+    ASSERT_NEAR(e.progress.updates_per_s, 900, 1e-9);
+    ASSERT_NEAR(e.progress.env_steps_per_s, 150, 1e-9);
+    ASSERT_INT_EQ(e.progress.running_ms, 1000);
+    ASSERT_INT_EQ(e.ckpt_updates, 2000);
+    ASSERT_STR_EQ(e.learner_node, "gpu");
+    ASSERT_STR_EQ(e.dir, "/srv/exp/reach-sac");
+    ASSERT_INT_EQ(e.state, CTL_EXP_RUNNING);
+    ctl_exp_clear(&e);
+    ASSERT_INT_EQ(more.n, 0);
+    /* Per worker, for `exp status`; hosted slots show their host's report. */
+    ctl_exp_worker_t *w;
+    size_t nw;
+    ASSERT_OK(ctl_exp_workers(db, "reach-sac", &w, &nw, &err), &err);
+    for (size_t i = 0; i < nw; i++) {
+        if (w[i].slot.role == CTL_ROLE_BUFFER) ASSERT_INT_EQ(w[i].progress.updates, 2300);
+        if (w[i].slot.role == CTL_ROLE_ENV && w[i].slot.index == 1) ASSERT_INT_EQ(w[i].progress.env_steps, 200);
+    }
+    free(w);
+    /* Reports that are not the placed worker change nothing: another node, an earlier run. */
+    ctl_progress_report_t stray[2] = {prog("learner", 0, 1, "running", 9999, 9999, 0),
+                                      prog("env", 0, 0, "running", 9999, 0, 0)};
+    ASSERT_OK(ctl_expctl_progress(db, "robo", stray, 2, 2500, &more, &err), &err);
+    e = get_exp(db);
+    ASSERT_INT_EQ(e.progress.updates, 2300);
+    ctl_exp_clear(&e);
+    /* A directory that is not an absolute printable path is not recorded; the counters are. */
+    ctl_progress_report_t odd = prog("learner", 0, 1, "running", 490, 2310, 2000);
+    odd.dir = "/srv/exp\nrm -rf";
+    ASSERT_OK(ctl_expctl_progress(db, "gpu", &odd, 1, 2600, &more, &err), &err);
+    e = get_exp(db);
+    ASSERT_STR_EQ(e.dir, "/srv/exp/reach-sac");
+    ASSERT_INT_EQ(e.progress.updates, 2310);
+    ctl_exp_clear(&e);
+    /* A learner counter behind its recorded checkpoint is refused. */
+    ctl_progress_report_t behind = prog("learner", 0, 1, "running", 500, 1500, 0);
+    ASSERT_INT_EQ(ctl_expctl_progress(db, "gpu", &behind, 1, 3000, &more, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "fell back past its newest checkpoint") != NULL);
+    e = get_exp(db);
+    ASSERT_INT_EQ(e.progress.updates, 2310);
+    ctl_exp_clear(&e);
+    /* An evaluation at the goal (0.9): stopping, as done, STOPs to both nodes. */
+    l = prog("learner", 0, 1, "running", 900, 4100, 4000);
+    l.p.eval_success_rate = 0.92;
+    l.p.eval_round = 2;
+    ASSERT_OK(ctl_expctl_progress(db, "gpu", &l, 1, 4000, &more, &err), &err);
+    e = get_exp(db);
+    ASSERT_INT_EQ(e.state, CTL_EXP_STOPPING);
+    ASSERT_STR_EQ(e.message, CTL_EXP_GOAL_MSG);
+    ctl_exp_clear(&e);
+    ASSERT_INT_EQ(count(&more, CTL_CMD_STOP, "robo"), 1);
+    ASSERT_INT_EQ(count(&more, CTL_CMD_STOP, "gpu"), 1);
+    ctl_cmds_free(&more);
+    report(db, &cmds, "stopped", &more);
+    ASSERT_INT_EQ(state_of(db, "reach-sac"), CTL_EXP_DONE);
+    ASSERT_OK(ctl_exp_check(db, &err), &err);
+    ctl_cmds_free(&cmds);
+    ctl_cmds_free(&more);
+    free(yaml);
+    sqlite3_close(db);
+}
+
+/* The learner says done, then the processes end by themselves (exit 0): done. */
+static void test_learner_done_then_exits(void)
+{
+    sqlite3 *db = open_db();
+    cr_err_t err = {0};
+    size_t len;
+    char *yaml = demo_yaml(&len);
+    ctl_cmds_t cmds = {0}, more = {0};
+    ASSERT_OK(ctl_expctl_submit(db, &inv, "reach-sac.yaml", yaml, len, NULL, 0, NULL, NULL, 10, NULL, &cmds, &err), &err);
+    report(db, &cmds, "running", &more);
+    /* An env ends first (the learner told it): its own status says done. */
+    ctl_progress_report_t env = prog("env", 1, 1, "done", 4000, 0, 0);
+    ASSERT_OK(ctl_expctl_progress(db, "robo", &env, 1, 100, &more, &err), &err);
+    ASSERT_INT_EQ(state_of(db, "reach-sac"), CTL_EXP_STOPPING);
+    ctl_cmds_free(&more);
+    report(db, &cmds, "exited", &more);
+    ASSERT_INT_EQ(state_of(db, "reach-sac"), CTL_EXP_DONE);
+    /* Its robots are free again: a new experiment can have them. */
+    ctl_cmds_t again = {0};
+    const char *other[] = {"name=reach-2"};
+    ASSERT_OK(ctl_expctl_submit(db, &inv, "reach-sac.yaml", yaml, len, other, 1, NULL, NULL, 200, NULL, &again, &err),
+              &err);
+    ASSERT_OK(ctl_exp_check(db, &err), &err);
+    ctl_cmds_free(&again);
+    ctl_cmds_free(&cmds);
+    ctl_cmds_free(&more);
+    free(yaml);
+    sqlite3_close(db);
+}
+
+/* A worker that exits 0 nobody asked to stop, and no goal: the run stops (not done). */
+static void test_exit_without_goal_stops(void)
+{
+    sqlite3 *db = open_db();
+    cr_err_t err = {0};
+    size_t len;
+    char *yaml = demo_yaml(&len);
+    ctl_cmds_t cmds = {0}, more = {0};
+    ASSERT_OK(ctl_expctl_submit(db, &inv, "reach-sac.yaml", yaml, len, NULL, 0, NULL, NULL, 10, NULL, &cmds, &err), &err);
+    report(db, &cmds, "running", &more);
+    ASSERT_OK(ctl_expctl_worker_status(db, "robo", "reach-sac", 1, "env", 0, "exited", 0, 0, 20, &more, &err), &err);
+    ctl_exp_t e = get_exp(db);
+    ASSERT_INT_EQ(e.state, CTL_EXP_STOPPING);
+    ASSERT_TRUE(strstr(e.message, "worker env-0 on robo exited by itself") != NULL);
+    ctl_exp_clear(&e);
+    ASSERT_INT_EQ(count(&more, CTL_CMD_STOP, NULL), 1);
+    ctl_cmds_free(&more);
+    report(db, &cmds, "stopped", &more);
+    ASSERT_INT_EQ(state_of(db, "reach-sac"), CTL_EXP_STOPPED);
+    /* Stopped, not done: it resumes. */
+    ctl_cmds_free(&cmds);
+    ASSERT_OK(ctl_expctl_resume(db, &inv, "reach-sac", NULL, 0, NULL, NULL, 30, &cmds, &err), &err);
+    ASSERT_OK(ctl_exp_check(db, &err), &err);
+    ctl_cmds_free(&cmds);
+    ctl_cmds_free(&more);
+    free(yaml);
+    sqlite3_close(db);
+}
+
+/* The stop conditions the controller checks itself: updates, and running time
+ * (counted between reports, at most 5 s for one gap). */
+static void test_goal_by_updates_and_time(void)
+{
+    sqlite3 *db = open_db();
+    cr_err_t err = {0};
+    size_t len;
+    char *yaml = demo_yaml(&len);
+    ctl_cmds_t cmds = {0}, more = {0};
+    const char *sets[] = {"stop.updates=5000", "stop.wall_time=12s"};
+    ASSERT_OK(ctl_expctl_submit(db, &inv, "reach-sac.yaml", yaml, len, sets, 2, NULL, NULL, 10, NULL, &cmds, &err), &err);
+    report(db, &cmds, "running", &more);
+    ctl_progress_report_t l = prog("learner", 0, 1, "running", 100, 10, 0);
+    int64_t t[] = {1000, 4000, 60000, 61000, 64000};  /* a 56 s gap counts 5 s */
+    for (int i = 0; i < 5; i++) {
+        ASSERT_INT_EQ(state_of(db, "reach-sac"), CTL_EXP_RUNNING);
+        ASSERT_OK(ctl_expctl_progress(db, "robo", &l, 1, t[i], &more, &err), &err);
+    }
+    ctl_exp_t e = get_exp(db);
+    ASSERT_INT_EQ(e.progress.running_ms, 3000 + 5000 + 1000 + 3000);
+    ASSERT_INT_EQ(e.state, CTL_EXP_STOPPING);
+    ctl_exp_clear(&e);
+    ctl_cmds_free(&more);
+    report(db, &cmds, "stopped", &more);
+    ASSERT_INT_EQ(state_of(db, "reach-sac"), CTL_EXP_DONE);
+    /* The same by updates, in a second experiment. */
+    ctl_cmds_free(&cmds);
+    const char *sets2[] = {"name=reach-2", "stop.updates=5000"};
+    ASSERT_OK(ctl_expctl_submit(db, &inv, "reach-sac.yaml", yaml, len, sets2, 2, NULL, NULL, 70000, NULL, &cmds, &err),
+              &err);
+    report(db, &cmds, "running", &more);
+    l.experiment = "reach-2";
+    l.p.updates = 4999;
+    ASSERT_OK(ctl_expctl_progress(db, "robo", &l, 1, 71000, &more, &err), &err);
+    ASSERT_INT_EQ(state_of(db, "reach-2"), CTL_EXP_RUNNING);
+    l.p.updates = 5000;
+    ASSERT_OK(ctl_expctl_progress(db, "robo", &l, 1, 72000, &more, &err), &err);
+    ASSERT_INT_EQ(state_of(db, "reach-2"), CTL_EXP_STOPPING);
+    ASSERT_OK(ctl_exp_check(db, &err), &err);
+    ctl_cmds_free(&cmds);
+    ctl_cmds_free(&more);
+    free(yaml);
+    sqlite3_close(db);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -292,6 +521,10 @@ int main(int argc, char **argv)
         {"refusals_change_nothing", test_refusals_change_nothing},
         {"failure_then_resume", test_failure_then_resume},
         {"node_lost_and_back", test_node_lost_and_back},
+        {"progress_aggregates_and_goal", test_progress_aggregates_and_goal},
+        {"learner_done_then_exits", test_learner_done_then_exits},
+        {"exit_without_goal_stops", test_exit_without_goal_stops},
+        {"goal_by_updates_and_time", test_goal_by_updates_and_time},
         {NULL, NULL},
     };
     return test_main("expctl", cases, argc, argv);

@@ -1,7 +1,8 @@
 /* test_experiment.c - the experiment lifecycle over a real SQLite file: every
  * transition of the table, placements that come and go with resources, resume
  * with generations, counters that never fall behind a checkpoint, a fault
- * injected into a write (the call changes nothing), and reopening the file. */
+ * injected into a write (the call changes nothing), reopening the file, the
+ * migration of a version 1 file, workers' progress and where workers ran. */
 #include "tests/harness.h"
 #include "controller/experiment.h"
 
@@ -375,6 +376,105 @@ static void test_holders_and_reopen(void)
     sqlite3_close(db);
 }
 
+typedef struct wn {
+    char rows[16][96];
+    int n;
+} wn_t;
+
+static void on_worker_node(void *ud, ctl_role_t role, int index, const char *node, const char *dir)
+{
+    wn_t *w = ud;
+    if (w->n < 16) snprintf(w->rows[w->n++], 96, "%s-%d@%s:%s", ctl_role_name(role), index, node, dir);
+}
+
+/* A state.db of schema version 1 (before progress reports) is migrated in place:
+ * rows kept, the new columns and worker_nodes there, filled from the placement.
+ * Progress reports then land on their worker; the nodes a worker was placed on
+ * outlive the placement. */
+static void test_migration_and_worker_nodes(void)
+{
+    sqlite3 *db = open_db(test_tmpdir());
+    cr_err_t err = {0};
+    ASSERT_OK(ctl_exp_create(db, "m1", "name: m1\n", 10, &err), &err);
+    ctl_placement_t *p = demo_placement("m1");
+    ASSERT_OK(ctl_exp_schedule(db, "m1", p, 20, &err), &err);
+    /* Back to version 1: its tables, its version row. */
+    static const char *const v1[] = {
+        "ALTER TABLE experiments DROP COLUMN train_success_rate", "ALTER TABLE experiments DROP COLUMN env_steps_per_s",
+        "ALTER TABLE experiments DROP COLUMN updates_per_s", "ALTER TABLE experiments DROP COLUMN running_ms",
+        "ALTER TABLE experiments DROP COLUMN progress_ms", "ALTER TABLE experiments DROP COLUMN learner_node",
+        "ALTER TABLE experiments DROP COLUMN dir", "ALTER TABLE placements DROP COLUMN progress",
+        "DROP TABLE worker_nodes", "UPDATE experiment_meta SET version = 1",
+    };
+    for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++) ASSERT_INT_EQ(sqlite3_exec(db, v1[i], NULL, NULL, NULL), SQLITE_OK);
+    ASSERT_OK(ctl_exp_schema(db, &err), &err);
+    sqlite3_stmt *st;
+    ASSERT_INT_EQ(sqlite3_prepare_v2(db, "SELECT version FROM experiment_meta", -1, &st, NULL), SQLITE_OK);
+    ASSERT_INT_EQ(sqlite3_step(st), SQLITE_ROW);
+    ASSERT_INT_EQ(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
+    ASSERT_INT_EQ(state_of(db, "m1"), CTL_EXP_SCHEDULED);
+    check(db);
+    /* A second open of a migrated file changes nothing. */
+    ASSERT_OK(ctl_exp_schema(db, &err), &err);
+
+    /* Progress of the learner: kept with its row; its node and dir become the experiment's. */
+    ctl_worker_progress_t wp = {.state = "running", .env_steps = 700, .updates = 300, .checkpoint = 200,
+                                .eval_success_rate = 0.5, .time_ms = 99};
+    ASSERT_OK(ctl_exp_worker_progress(db, "m1", 1, CTL_ROLE_LEARNER, 0, &wp, "gpu", "/d/m1", &err), &err);
+    ASSERT_INT_EQ(ctl_exp_worker_progress(db, "m1", 2, CTL_ROLE_LEARNER, 0, &wp, "gpu", "/d/m1", &err), CR_EBUSY);
+    ASSERT_INT_EQ(ctl_exp_worker_progress(db, "m1", 1, CTL_ROLE_ENV, 9, &wp, "gpu", "/d/m1", &err), CR_ENOENT);
+    ctl_exp_worker_t *w;
+    size_t nw;
+    ASSERT_OK(ctl_exp_workers(db, "m1", &w, &nw, &err), &err);
+    int seen = 0;
+    for (size_t i = 0; i < nw; i++) {
+        if (w[i].slot.role == CTL_ROLE_LEARNER) {
+            ASSERT_STR_EQ(w[i].progress.state, "running");
+            ASSERT_INT_EQ(w[i].progress.updates, 300);
+            ASSERT_INT_EQ(w[i].progress.checkpoint, 200);
+            ASSERT_NEAR(w[i].progress.eval_success_rate, 0.5, 1e-9);
+            seen++;
+        } else if (w[i].slot.role == CTL_ROLE_ENV) {
+            ASSERT_STR_EQ(w[i].progress.state, "");   /* never reported */
+            ASSERT_INT_EQ(w[i].progress.time_ms, 0);
+        }
+    }
+    free(w);
+    ASSERT_INT_EQ(seen, 1);
+    ctl_exp_t e;
+    ASSERT_OK(ctl_exp_get(db, "m1", &e, &err), &err);
+    ASSERT_STR_EQ(e.learner_node, "gpu");
+    ASSERT_STR_EQ(e.dir, "/d/m1");
+    ctl_exp_clear(&e);
+
+    /* Where each worker ran, also after the experiment ended (placement dropped). */
+    ASSERT_OK(ctl_exp_transition(db, "m1", CTL_EXP_STOPPING, "user", 30, &err), &err);
+    ASSERT_OK(ctl_exp_transition(db, "m1", CTL_EXP_STOPPED, "ended", 40, &err), &err);
+    wn_t got = {.n = 0};
+    ASSERT_OK(ctl_exp_worker_nodes(db, "m1", "learner", -1, on_worker_node, &got, &err), &err);
+    ASSERT_INT_EQ(got.n, 1);
+    ASSERT_STR_EQ(got.rows[0], "learner-0@gpu:/d/m1");
+    got.n = 0;
+    ASSERT_OK(ctl_exp_worker_nodes(db, "m1", NULL, 1, on_worker_node, &got, &err), &err);
+    ASSERT_INT_EQ(got.n, 2);
+    ASSERT_STR_EQ(got.rows[0], "env-1@local:");
+    ASSERT_STR_EQ(got.rows[1], "actor-1@local:");
+    /* A worker moved to another node keeps both: its logs are on both. */
+    ASSERT_OK(ctl_exp_resume(db, "m1", NULL, 50, &err), &err);
+    for (size_t i = 0; i < p->n_slots; i++)
+        if (p->slots[i].role == CTL_ROLE_LEARNER) snprintf(p->slots[i].node, sizeof p->slots[i].node, "gpu2");
+    ASSERT_OK(ctl_exp_schedule(db, "m1", p, 60, &err), &err);
+    got.n = 0;
+    ASSERT_OK(ctl_exp_worker_nodes(db, "m1", "learner", 0, on_worker_node, &got, &err), &err);
+    ASSERT_INT_EQ(got.n, 2);
+    ASSERT_STR_EQ(got.rows[0], "learner-0@gpu2:"); /* newest first */
+    ASSERT_STR_EQ(got.rows[1], "learner-0@gpu:/d/m1");
+    check(db);
+    ctl_placement_free(p);
+    sqlite3_close(db);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -384,6 +484,7 @@ int main(int argc, char **argv)
         {"bad_input", test_bad_input},
         {"failed_write_changes_nothing", test_failed_write_changes_nothing},
         {"holders_and_reopen", test_holders_and_reopen},
+        {"migration_and_worker_nodes", test_migration_and_worker_nodes},
         {NULL, NULL},
     };
     return test_main("experiment", cases, argc, argv);

@@ -1,6 +1,8 @@
 /* test_scheduler.c - the pure placement function: robots, learner GPUs, actor
  * proximity, refusals whose messages say what to change, determinism and repair
- * after a node is lost. */
+ * after a node is lost. It checks slots (places of roles); which slots share a
+ * process (an actor on its robot's node inside the env worker, the buffer inside
+ * the learner) is expctl's business and tested there. */
 #include "tests/harness.h"
 #include "controller/scheduler.h"
 
@@ -93,7 +95,7 @@ static void test_demo_single_node_cpu(void)
     ctl_placement_t *p;
     cr_err_t err = {0};
     ASSERT_OK(ctl_sched_place(&inv, &q, &p, &err), &err);
-    ASSERT_INT_EQ(p->n_slots, 6);
+    ASSERT_INT_EQ(p->n_slots, 6); /* 2 env + 2 actor + learner + buffer slots: 3 processes */
     ASSERT_STR_EQ(slot(p, CTL_ROLE_ENV, 0)->robot, "sim-0"); /* name order */
     ASSERT_STR_EQ(slot(p, CTL_ROLE_ENV, 1)->robot, "sim-1");
     ASSERT_STR_EQ(slot(p, CTL_ROLE_ACTOR, 1)->robot, "sim-1");

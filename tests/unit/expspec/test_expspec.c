@@ -62,7 +62,7 @@ static void test_reach_sac(void)
     ASSERT_INT_EQ(s.robots.count, 2);
     ASSERT_INT_EQ(s.policy.type, EXP_POLICY_MLP);
     ASSERT_INT_EQ(s.policy.n_hidden, 2);
-    ASSERT_INT_EQ(s.policy.hidden[1], 256);
+    ASSERT_INT_EQ(s.policy.hidden[1], 128);
     ASSERT_STR_EQ(s.algorithm.type, "sac");
     ASSERT_INT_EQ(s.learner.gpus, 0);
     ASSERT_INT_EQ(s.placement.actor, EXP_ACTOR_CPU);
@@ -128,7 +128,7 @@ static void test_mistakes_are_explained(void)
     expect(NULL, "robots.count=0", CR_EINVAL, "robots: choose robots: list names, or set count");
     expect(NULL, "robots.names=[arm-1]", CR_EINVAL, "count is 2 but 1 robots are named");
     expect(NULL, "robots.names=[arm-1, arm-1]", CR_EINVAL, "robot arm-1 is named twice");
-    expect(NULL, "task.reward=shaped", CR_EINVAL, "unknown reward 'shaped': use a built-in (task, reach-distance)");
+    expect(NULL, "task.reward=shaped", CR_EINVAL, "unknown reward 'shaped': use a built-in (task, sparse, reach-distance)");
     expect(NULL, "algorithm.type=td3", CR_EINVAL, "unknown algorithm 'td3'");
     expect(NULL, "policy.type=transformer", CR_EINVAL, "policy.type");
     expect(NULL, "learner.gpus=17", CR_EINVAL, "learner.gpus");

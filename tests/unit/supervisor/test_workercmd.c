@@ -1,8 +1,10 @@
 /* test_workercmd.c - AgentLink worker commands carried out by a real supervisor:
  * the argv and environment a worker gets, its experiment file, status messages
- * that survive a protobuf round trip, log slices, and refusals of bad commands. */
+ * that survive a protobuf round trip, log slices, refusals of bad commands, and
+ * the workers' status files read back as progress reports. */
 #define _GNU_SOURCE
 #include "tests/harness.h"
+#include "agents/progress.h"
 #include "agents/workercmd.h"
 #include "common/durable.h"
 #include "common/log.h"
@@ -178,11 +180,131 @@ static void test_bad_commands(void)
     agent_sup_destroy(f.sup);
 }
 
+static void start_one(fixture_t *f, const char *role, int index, int64_t gen)
+{
+    cr_err_t err = {0};
+    Corral__V1__WorkerSpec spec = CORRAL__V1__WORKER_SPEC__INIT;
+    spec.experiment = "e2";
+    spec.generation = gen;
+    spec.role = (char *)role;
+    spec.index = index;
+    ASSERT_OK(agent_wcmd_start(f->sup, f->dir, f->corral, &spec, &err), &err);
+}
+
+static void write_status(fixture_t *f, const char *file, const char *text)
+{
+    char path[4400];
+    cr_err_t err = {0};
+    snprintf(path, sizeof path, "%s/experiments/e2/status", f->dir);
+    ASSERT_OK(cr_mkdir_p(path, 0755, &err), &err);
+    snprintf(path, sizeof path, "%s/experiments/e2/status/%s", f->dir, file);
+    ASSERT_OK(cr_durable_write(path, text, strlen(text), 0644, &err), &err);
+}
+
+static const Corral__V1__WorkerProgress *find(const Corral__V1__ProgressReport *r, const char *role)
+{
+    for (size_t i = 0; r && i < r->n_workers; i++)
+        if (strcmp(r->workers[i]->role, role) == 0) return r->workers[i];
+    return NULL;
+}
+
+/* Status files become WorkerProgress: only what changed since the last
+ * collection, everything when forced, never a file of another run, never a
+ * file that is not a status file. */
+static void test_progress_from_status_files(void)
+{
+    fixture_t f;
+    setup(&f);
+    cr_err_t err = {0};
+    start_one(&f, "learner", 0, 3);
+    start_one(&f, "env", 1, 3);
+    agent_progress_t *pr;
+    ASSERT_OK(agent_progress_create(f.dir, &pr, &err), &err);
+    Corral__V1__ProgressReport *r;
+    ASSERT_OK(agent_progress_collect(pr, f.sup, NULL, 1, &r, &err), &err);
+    ASSERT_TRUE(r == NULL); /* no file yet */
+    write_status(&f, "learner.json",
+                 "{\"role\":\"learner\",\"state\":\"running\",\"pid\":7,\"generation\":3,\"env_steps\":1200,"
+                 "\"episodes\":24,\"success_rate\":0.25,\"eval_success_rate\":0.8,\"eval_mean_return\":-40.5,"
+                 "\"eval_round\":2,\"updates\":900,\"updates_per_s\":450.5,\"policy_version\":9,"
+                 "\"staleness\":1.5,\"checkpoint\":500,\"time_ns\":1700000000000000000}\n");
+    write_status(&f, "env-1.json",
+                 "{\"role\":\"env\",\"state\":\"running\",\"index\":1,\"generation\":2,\"env_steps\":5,"
+                 "\"time_ns\":1700000000000000000}\n"); /* of run 2: not this worker's */
+    ASSERT_OK(agent_progress_collect(pr, f.sup, NULL, 0, &r, &err), &err);
+    ASSERT_TRUE(r != NULL);
+    ASSERT_INT_EQ(r->n_workers, 1);
+    const Corral__V1__WorkerProgress *l = find(r, "learner");
+    ASSERT_TRUE(l != NULL);
+    ASSERT_STR_EQ(l->experiment, "e2");
+    ASSERT_INT_EQ(l->generation, 3);
+    ASSERT_STR_EQ(l->state, "running");
+    ASSERT_INT_EQ(l->env_steps, 1200);
+    ASSERT_INT_EQ(l->episodes, 24);
+    ASSERT_INT_EQ(l->updates, 900);
+    ASSERT_INT_EQ(l->policy_version, 9);
+    ASSERT_INT_EQ(l->checkpoint, 500);
+    ASSERT_INT_EQ(l->eval_round, 2);
+    ASSERT_NEAR(l->eval_success_rate, 0.8, 1e-12);
+    ASSERT_NEAR(l->mean_return, -40.5, 1e-12);
+    ASSERT_NEAR(l->updates_per_s, 450.5, 1e-12);
+    ASSERT_NEAR(l->staleness, 1.5, 1e-12);
+    ASSERT_INT_EQ(l->time_unix_ms, 1700000000000LL);
+    char dir[4400];
+    snprintf(dir, sizeof dir, "%s/experiments/e2", f.dir);
+    ASSERT_STR_EQ(l->dir, dir);
+    /* Survives the wire. */
+    size_t len = corral__v1__progress_report__get_packed_size(r);
+    uint8_t *buf = malloc(len);
+    corral__v1__progress_report__pack(r, buf);
+    Corral__V1__ProgressReport *back = corral__v1__progress_report__unpack(NULL, len, buf);
+    ASSERT_TRUE(back && back->n_workers == 1 && back->workers[0]->updates == 900);
+    corral__v1__progress_report__free_unpacked(back, NULL);
+    free(buf);
+    agent_progress_report_free(r);
+
+    /* Nothing new: nothing to send; forced: everything readable. */
+    ASSERT_OK(agent_progress_collect(pr, f.sup, NULL, 0, &r, &err), &err);
+    ASSERT_TRUE(r == NULL);
+    write_status(&f, "env-1.json",
+                 "{\"role\":\"env\",\"state\":\"done\",\"index\":1,\"generation\":3,\"env_steps\":640,"
+                 "\"steps_per_s\":320.5,\"time_ns\":1700000000500000000}\n");
+    ASSERT_OK(agent_progress_collect(pr, f.sup, NULL, 0, &r, &err), &err);
+    ASSERT_TRUE(r && r->n_workers == 1 && find(r, "env") && find(r, "env")->env_steps == 640);
+    ASSERT_STR_EQ(find(r, "env")->state, "done");
+    ASSERT_NEAR(find(r, "env")->steps_per_s, 320.5, 1e-12);
+    ASSERT_INT_EQ(find(r, "env")->index, 1);
+    agent_progress_report_free(r);
+    ASSERT_OK(agent_progress_collect(pr, f.sup, NULL, 1, &r, &err), &err);
+    ASSERT_TRUE(r && r->n_workers == 2);
+    agent_progress_report_free(r);
+    ASSERT_OK(agent_progress_collect(pr, f.sup, "other", 1, &r, &err), &err);
+    ASSERT_TRUE(r == NULL); /* of another experiment only */
+
+    /* A half-written or foreign file is skipped, with its reason. */
+    write_status(&f, "learner.json", "{\"role\":");
+    agent_worker_info_t info;
+    ASSERT_INT_EQ(agent_sup_get(f.sup, "e2", "learner", 0, &info), 0);
+    Corral__V1__WorkerProgress p;
+    ASSERT_INT_EQ(agent_progress_read(f.dir, &info, &p, &err), CR_ECORRUPT);
+    ASSERT_TRUE(strstr(err.msg, "learner.json is not a worker status file") != NULL);
+    write_status(&f, "learner.json", "{\"state\":\"running\",\"generation\":1}");
+    ASSERT_INT_EQ(agent_progress_read(f.dir, &info, &p, &err), CR_EBUSY);
+    ASSERT_OK(agent_progress_collect(pr, f.sup, NULL, 1, &r, &err), &err);
+    ASSERT_TRUE(r && r->n_workers == 1 && find(r, "env"));
+    agent_progress_report_free(r);
+
+    agent_progress_destroy(pr);
+    ASSERT_OK(agent_sup_stop_all(f.sup, 3000, &err), &err);
+    agent_sup_destroy(f.sup);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"start_list_logs_stop", test_start_list_logs_stop},
         {"bad_commands", test_bad_commands},
+        {"progress_from_status_files", test_progress_from_status_files},
         {NULL, NULL},
     };
     cr_log_set_level(CR_LOG_WARN);

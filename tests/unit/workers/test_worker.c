@@ -120,8 +120,8 @@ static void test_msg_refused(void)
 
 /* ---- spec and algorithm settings ----------------------------------------------------- */
 
-/* The controller's experiment file (configs/experiments/reach-sac.yaml), as the
- * experiment spec defines it: the workers must read it unchanged. */
+/* An experiment file with the experiment spec's every section (an older
+ * reach-sac.yaml): the workers read what the controller accepted, unchanged. */
 static const char exp_yaml[] =
     "name: reach-sac\nseed: 1\nrobots:\n  driver: mujoco\n  model: reach2d\n  count: 2\n"
     "task:\n  control_hz: 20\n  episode_steps: 50\n  reward: task\n"
@@ -144,10 +144,10 @@ static const char *kv_get(const wk_algo_cfg_t *c, const char *key)
 
 static void test_spec(void)
 {
-    wk_spec_t s;
+    exp_spec_t s;
     cr_err_t e = {0};
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), NULL, 0, &e), &e);
-    ASSERT_STR_EQ(s.name, "reach-demo");
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), NULL, 0, &e), &e);
+    ASSERT_STR_EQ(s.name, "reach-sac");
     ASSERT_INT_EQ(s.algorithm.batch_size, 64);
     ASSERT_STR_EQ(s.task.reward, "reach-distance");
     ASSERT_TRUE(s.task.obs_scale && s.task.obs_scale->count == 3);
@@ -160,50 +160,50 @@ static void test_spec(void)
     ASSERT_STR_EQ(kv_get(&c, "gamma"), "0.90000000000000002");
     ASSERT_STR_EQ(kv_get(&c, "init_alpha"), "0.1");
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 
     /* algorithm.params win over the derived settings, once */
     const char *sets[] = {"algorithm.params.gamma=0.5", "algorithm.type=bc"};
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), sets, 1, &e), &e);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     ASSERT_STR_EQ(kv_get(&c, "gamma"), "0.5");
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), sets + 1, 1, &e), &e);
+    exp_spec_free(&s);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), sets + 1, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     ASSERT_STR_EQ(kv_get(&c, "lr"), "0.001"); /* bc takes one learning rate */
     ASSERT_TRUE(kv_get(&c, "actor_lr") == NULL);
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 
     /* the controller's experiment file */
-    CHECK_OK(cfg_load_string(&wk_spec_table, &s, "reach-sac.yaml", exp_yaml, strlen(exp_yaml), NULL, 0, &e), &e);
+    CHECK_OK(exp_spec_load_string(&s, "reach-sac.yaml", exp_yaml, strlen(exp_yaml), NULL, 0, &e), &e);
     ASSERT_NEAR(s.task.control_hz, 20, 0);
     ASSERT_INT_EQ(s.stop.wall_time, 600LL * 1000000000LL);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 
     /* mistakes name the place and the field */
     const char *bad_algo[] = {"algorithm.type=nope"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_algo, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_algo, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "--set:1") && strstr(e.msg, "algorithm.type") && strstr(e.msg, "unknown algorithm"));
     const char *bad_eval[] = {"stop.eval_episodes=0"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_eval, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_eval, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "stop.eval_episodes") != NULL);
     const char *bad_ratio[] = {"buffer.online_ratio=0.5"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_ratio, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_ratio, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "must be 1") != NULL);
     const char *bad_reward[] = {"task.reward=shiny"};
-    ASSERT_INT_EQ(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_reward, 1, &e), CR_EINVAL);
+    ASSERT_INT_EQ(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_reward, 1, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "unknown reward 'shiny'") != NULL);
     const char *bad_param[] = {"algorithm.params.warp=9"};
-    CHECK_OK(wk_spec_load(&s, test_source_path("deploy/demo-reach.yaml"), bad_param, 1, &e), &e);
+    CHECK_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-sac.yaml"), bad_param, 1, &e), &e);
     CHECK_OK(wk_algo_cfg_make(&s, 1, &c, &e), &e);
     pol_algo_t a;
     corral_spec_t sp = {.struct_size = sizeof sp, .obs_dim = 4, .act_dim = 2};
     ASSERT_INT_EQ(pol_algo_create(&a, c.plugin.desc, c.kv, c.nkv, &sp, &e), CR_EINVAL);
     ASSERT_TRUE(strstr(e.msg, "warp") != NULL); /* the plugin names the unknown setting */
     wk_algo_cfg_free(&c);
-    wk_spec_free(&s);
+    exp_spec_free(&s);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------- */
@@ -226,6 +226,9 @@ static void make_algo(pol_algo_t *a, uint64_t seed)
     CHECK_OK(pol_algo_create(a, pol_builtin_find("sac", CORRAL_PLUGIN_ALGO), kv, 2, &sp, &e), &e);
 }
 
+/* The directory of checkpoint N (common/durable pads the number). */
+#define CK(n) "ckpt-000000000000000000" #n
+
 static void test_ckpt(void)
 {
     char dir[4200], path[4200], p[4300];
@@ -239,20 +242,31 @@ static void test_ckpt(void)
         wk_counters_t w = {.updates = u, .version = u / 10, .env_steps = 2 * u, .episodes = u / 5};
         CHECK_OK(wk_ckpt_write(dir, &a, &w, 2, &e), &e);
     }
-    ASSERT_TRUE(!exists(dir, "ckpt-10") && !exists(dir, "ckpt-20"));
-    ASSERT_TRUE(exists(dir, "ckpt-30") && exists(dir, "ckpt-40"));
+    ASSERT_TRUE(!exists(dir, CK(10)) && !exists(dir, CK(20)));
+    ASSERT_TRUE(exists(dir, CK(30)) && exists(dir, CK(40)));
     /* leftovers of a crash: a half-written checkpoint and one without its marker */
-    snprintf(p, sizeof p, "%s/ckpt-50.tmp", dir);
+    snprintf(p, sizeof p, "%s/" CK(50) ".tmp", dir);
     ASSERT_INT_EQ(mkdir(p, 0755), 0);
-    snprintf(p, sizeof p, "%s/ckpt-60", dir);
+    snprintf(p, sizeof p, "%s/" CK(60), dir);
     ASSERT_INT_EQ(mkdir(p, 0755), 0);
     CHECK_OK(wk_ckpt_newest(dir, path, sizeof path, &c, &e), &e);
     ASSERT_INT_EQ(c.updates, 40);
     ASSERT_INT_EQ(c.version, 4);
     ASSERT_INT_EQ(c.env_steps, 80);
-    ASSERT_TRUE(strstr(path, "ckpt-40/algo.safetensors") != NULL);
+    ASSERT_TRUE(strstr(path, CK(40) "/algo.safetensors") != NULL);
+    /* a damaged weights file: that checkpoint fails its hash and is skipped */
+    snprintf(p, sizeof p, "%s/" CK(40) "/algo.safetensors", dir);
+    FILE *g = fopen(p, "r+b");
+    ASSERT_TRUE(g != NULL);
+    fseek(g, 100, SEEK_SET);
+    int byte = fgetc(g);
+    fseek(g, 100, SEEK_SET);
+    fputc(0x5a ^ byte, g);
+    fclose(g);
+    CHECK_OK(wk_ckpt_newest(dir, path, sizeof path, &c, &e), &e);
+    ASSERT_INT_EQ(c.updates, 30);
     /* a corrupt marker: that checkpoint is skipped */
-    snprintf(p, sizeof p, "%s/ckpt-40/COMPLETE", dir);
+    snprintf(p, sizeof p, "%s/" CK(40) "/COMPLETE", dir);
     FILE *f = fopen(p, "w");
     fputs("garbage\n", f);
     fclose(f);
@@ -269,7 +283,7 @@ static void test_ckpt(void)
     /* the next write sweeps the leftover .tmp */
     wk_counters_t w = {.updates = 70, .version = 7};
     CHECK_OK(wk_ckpt_write(dir, &a, &w, 2, &e), &e);
-    ASSERT_TRUE(!exists(dir, "ckpt-50.tmp"));
+    ASSERT_TRUE(!exists(dir, CK(50) ".tmp"));
     CHECK_OK(wk_ckpt_newest(dir, path, sizeof path, &c, &e), &e);
     ASSERT_INT_EQ(c.updates, 70);
     pol_algo_destroy(&a);
