@@ -401,7 +401,13 @@ static void on_recv(rpc_stream_t *st, int ok)
     st->recv_bb = NULL;
     pthread_mutex_unlock(&st->mu);
     int more = 0;
-    if (bb && ok) {
+    if (bb && ok && st->cbs.on_raw) {
+        rpc_bytes_t *b = rpc_bytes_wrap(bb);   /* the callback owns it from here */
+        bb = NULL;
+        if (b) st->cbs.on_raw(st, b, st->cbs.user);
+        else grpc_call_cancel_with_status(st->gc, GRPC_STATUS_RESOURCE_EXHAUSTED, "client out of memory", NULL);
+        more = b != NULL;
+    } else if (bb && ok) {
         size_t len;
         ProtobufCMessage *msg = rpc_msg_unpack(bb, st->resp_desc, &len);
         if (!msg) {
@@ -519,10 +525,10 @@ int rpc_stream_open(rpc_channel_t *ch, rpc_stream_t **out, const char *method,
     return 0;
 }
 
-int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
+/* Queues a packed message (taking bb in every case), waiting for room as
+ * rpc_stream_send describes. */
+static int stream_queue(rpc_stream_t *st, grpc_byte_buffer *bb, int64_t timeout_ms, cr_err_t *err)
 {
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, NULL, st->ch->max_message, err);
-    if (!bb) return err ? err->code : CR_EINVAL;
     int64_t deadline = timeout_ms < 0 ? -1 : cr_now_ns() + timeout_ms * CR_NS_PER_MS;
     pthread_mutex_lock(&st->mu);
     for (;;) {
@@ -550,6 +556,24 @@ int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeo
     pump_locked(st);
     pthread_mutex_unlock(&st->mu);
     return 0;
+}
+
+int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
+{
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, NULL, st->ch->max_message, err);
+    if (!bb) return err ? err->code : CR_EINVAL;
+    return stream_queue(st, bb, timeout_ms, err);
+}
+
+int rpc_stream_send_out(rpc_stream_t *st, rpc_out_t *o, int64_t timeout_ms, cr_err_t *err)
+{
+    size_t n = rpc_out_len(o);
+    if (n > st->ch->max_message) {
+        rpc_out_destroy(o);
+        return cr_err_set(err, CR_ETOOBIG, "%s: message of %zu bytes exceeds the message limit of %zu bytes",
+                          st->method, n, st->ch->max_message);
+    }
+    return stream_queue(st, rpc_out_take(o), timeout_ms, err);
 }
 
 int rpc_stream_send_queued(const rpc_stream_t *st)
