@@ -13,6 +13,13 @@
  * resends it after reconnecting; the channel drops duplicates by (producer, seq), so
  * each acknowledged message is delivered exactly once to the queue.
  *
+ * Copies: ch_put copies the caller's bytes and ch_get returns a message the caller
+ * may keep as long as it likes. For bulk data there is a zero-copy pair: the
+ * producer writes a message in place (ch_put_reserve / ch_put_commit: straight into
+ * the shared-memory ring, or into the buffer the remote route sends from and keeps
+ * for resending), and the consumer reads it in place (ch_get_view: a large message
+ * from the shared-memory route is a view into the ring, valid until freed).
+ *
  * Ownership: the caller owns everything it creates with a _create / _open call and
  * frees it with the matching _destroy / _close. Messages returned by ch_get are owned
  * by the caller (ch_msg_free). Pointers passed in are borrowed for the call only,
@@ -32,11 +39,9 @@ typedef struct ch_producer ch_producer_t; /* the producer side, bound to one rou
 /* ---- messages ---------------------------------------------------------------- */
 
 /* A message as the consumer receives it, owned by the caller until ch_msg_free.
- * data is read-only to the caller and the pointer must not be changed: a large
- * message from the shared-memory route is read in place from the ring (no copy),
- * and its ring space is released, in order, when it is freed, so a consumer that
- * holds many large messages slows its producers down (at most a quarter of the
- * ring is lent out this way; beyond that messages are copied). */
+ * The data pointer must not be changed. From ch_get the data is the caller's own
+ * copy. From ch_get_view a large message of the shared-memory route is a read-only
+ * view into the ring (see there). */
 typedef struct ch_msg {
     uint64_t producer; /* id of the producer that put it (non-zero) */
     uint64_t seq;      /* that producer's sequence number, from 1 */
@@ -130,6 +135,16 @@ int ch_get(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err);
 int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
                  int64_t timeout_ms, size_t *n, cr_err_t *err);
 
+/* Zero-copy reads: as ch_get / ch_get_batch, but a large message (>= 64 KiB) that
+ * came through the shared-memory route is returned as a read-only view into the
+ * ring instead of a copy. Free views promptly: the ring is released in order, so
+ * a view kept pins the ring behind it, and once the producers have gone round the
+ * ring (2 x max_msg_bytes, at least 8 MiB) they wait until it is freed. Messages
+ * of other routes are the same as from ch_get. Use ch_get for messages you keep. */
+int ch_get_view(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err);
+int ch_get_batch_view(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                      int64_t timeout_ms, size_t *n, cr_err_t *err);
+
 typedef struct ch_stats {
     uint64_t accepted;   /* messages queued */
     uint64_t duplicates; /* dropped as already seen (producer, seq) */
@@ -171,6 +186,20 @@ void ch_producer_close(ch_producer_t *p);
  * per producer (one producer = one ordered stream); use one producer per thread. */
 int ch_put(ch_producer_t *p, const void *data, size_t len, double weight,
            int64_t timeout_ms, cr_err_t *err);
+
+/* Zero-copy put, in two steps on the same thread. ch_put_reserve waits up to
+ * timeout_ms (<0: forever) for room for a message of up to len bytes, as ch_put
+ * does, and returns in *buf where to write it: a place in the shared-memory ring,
+ * or the buffer the remote route will send from (and keep until acknowledged),
+ * or the in-process message itself. ch_put_commit(p, n, weight) then sends the
+ * first n <= len bytes written there; it never waits (room was taken by reserve).
+ * ch_put_abort drops a reservation. Until the commit or abort the producer has
+ * no other put, and on the shared-memory route other producers of the channel
+ * wait for this one: write the message promptly. ch_put is reserve, memcpy,
+ * commit. Errors as ch_put; a failed reserve leaves nothing to commit. */
+int ch_put_reserve(ch_producer_t *p, size_t len, void **buf, int64_t timeout_ms, cr_err_t *err);
+int ch_put_commit(ch_producer_t *p, size_t len, double weight, cr_err_t *err);
+void ch_put_abort(ch_producer_t *p);
 
 /* Waits until every message put so far is acknowledged by the consumer's channel
  * (queued there; for a large message read in place from shared memory: freed). */

@@ -25,6 +25,13 @@ void ch_shm_view_free(ch_msg_t *m);
  * duplicate (already acknowledged), CR_ETIMEDOUT when no room came before deadline_ns
  * (0: no wait, -1: forever), CR_ETOOBIG, CR_ECLOSED. */
 int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err);
+/* Room taken ahead (the in-process route's reserve): waits until deadline_ns for a
+ * free slot and holds it; the push that follows then never waits. 0, CR_ETIMEDOUT
+ * or CR_ECLOSED. Every successful reserve is followed by one push_reserved or one
+ * unreserve. */
+int ch_channel_reserve(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err);
+int ch_channel_push_reserved(ch_channel_t *c, ch_msg_t *m, cr_err_t *err);
+void ch_channel_unreserve(ch_channel_t *c);
 /* Whether (producer, seq) was already accepted (acknowledge again, do not queue);
  * counts it as a duplicate when it was. */
 int ch_channel_seen(ch_channel_t *c, uint64_t producer, uint64_t seq);
@@ -52,6 +59,13 @@ int ch_ring_attach(uint64_t hub, const char *name, ch_ring_t **out, cr_err_t *er
  * when the consumer process is gone, CR_ECLOSED when it closed the ring. */
 int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight,
                   const void *data, size_t len, int64_t deadline_ns, uint64_t *end, cr_err_t *err);
+/* The same in two steps: reserve waits for room for a record of up to len bytes
+ * and returns where its payload goes, holding the writers' lock; commit publishes
+ * the first n <= len bytes as a record and releases the lock; abort releases it
+ * and publishes nothing. Both on the thread that reserved. */
+int ch_ring_reserve(ch_ring_t *r, size_t len, int64_t deadline_ns, void **buf, cr_err_t *err);
+void ch_ring_commit(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, size_t n, uint64_t *end);
+void ch_ring_abort(ch_ring_t *r);
 /* A record as the consumer reads it: data points into the ring and stays valid
  * until the ring is released past end. */
 typedef struct ch_ring_rec {
@@ -87,9 +101,13 @@ int ch_ring_test_garbage(ch_ring_t *r, size_t n, cr_err_t *err);
 /* ---- producers and their routes ---- */
 
 typedef struct ch_route_ops {
-    /* Sends one message; the producer already assigned seq. */
-    int (*put)(ch_producer_t *p, uint64_t seq, const void *data, size_t len, double weight,
-               int64_t deadline_ns, cr_err_t *err);
+    /* Waits until deadline_ns for room for one message of up to len bytes and
+     * returns where to write it. */
+    int (*reserve)(ch_producer_t *p, size_t len, void **buf, int64_t deadline_ns, cr_err_t *err);
+    /* Sends the reserved message with its first len bytes as seq; never waits. */
+    int (*commit)(ch_producer_t *p, uint64_t seq, size_t len, double weight, cr_err_t *err);
+    /* Drops the reservation. */
+    void (*abort)(ch_producer_t *p);
     /* Waits until everything put is acknowledged. */
     int (*flush)(ch_producer_t *p, int64_t deadline_ns, cr_err_t *err);
     size_t (*unacked)(ch_producer_t *p);
@@ -103,6 +121,8 @@ struct ch_producer {
     const ch_route_ops_t *ops;
     uint64_t id;
     uint64_t next_seq;
+    size_t reserved;    /* bytes of the reservation being written, or 0 with !has_resv */
+    int has_resv;
     size_t window;
     size_t max_msg;
     _Atomic uint64_t reconnects;

@@ -63,20 +63,55 @@ int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t 
 void ch_producer_close(ch_producer_t *p)
 {
     if (!p) return;
+    if (p->has_resv) ch_put_abort(p);
     p->ops->close(p);
     free(p);
+}
+
+int ch_put_reserve(ch_producer_t *p, size_t len, void **buf, int64_t timeout_ms, cr_err_t *err)
+{
+    if (p->has_resv)
+        return cr_err_set(err, CR_EINVAL, "channel %s: a reserved message is not committed yet", p->name);
+    if (len > p->max_msg)
+        return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
+                          p->name, len, p->max_msg);
+    int rc = p->ops->reserve(p, len, buf, deadline_of(timeout_ms), err);
+    if (rc) return rc;
+    p->has_resv = 1;
+    p->reserved = len;
+    return 0;
+}
+
+int ch_put_commit(ch_producer_t *p, size_t len, double weight, cr_err_t *err)
+{
+    if (!p->has_resv) return cr_err_set(err, CR_EINVAL, "channel %s: nothing reserved to commit", p->name);
+    if (len > p->reserved) {
+        ch_put_abort(p);
+        return cr_err_set(err, CR_EINVAL, "channel %s: commit of %zu bytes, %zu were reserved (dropped)",
+                          p->name, len, p->reserved);
+    }
+    p->has_resv = 0;
+    int rc = p->ops->commit(p, p->next_seq, len, weight, err);
+    if (rc == 0) p->next_seq++;
+    return rc;
+}
+
+void ch_put_abort(ch_producer_t *p)
+{
+    if (!p->has_resv) return;
+    p->has_resv = 0;
+    p->ops->abort(p);
 }
 
 int ch_put(ch_producer_t *p, const void *data, size_t len, double weight, int64_t timeout_ms,
            cr_err_t *err)
 {
-    if (len > p->max_msg)
-        return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
-                          p->name, len, p->max_msg);
     if (len && !data) return cr_err_set(err, CR_EINVAL, "channel %s: NULL data", p->name);
-    int rc = p->ops->put(p, p->next_seq, data, len, weight, deadline_of(timeout_ms), err);
-    if (rc == 0) p->next_seq++;
-    return rc;
+    void *buf;
+    int rc = ch_put_reserve(p, len, &buf, timeout_ms, err);
+    if (rc) return rc;
+    if (len) memcpy(buf, data, len);
+    return ch_put_commit(p, len, weight, err);
 }
 
 int ch_producer_flush(ch_producer_t *p, int64_t timeout_ms, cr_err_t *err)

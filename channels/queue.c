@@ -3,7 +3,8 @@
  * (producer, seq) record that drops duplicates.
  *
  * Invariants, under c->mu:
- *   - count <= capacity (capacity is 1 in latest-wins mode);
+ *   - count + reserved <= capacity (capacity is 1 in latest-wins mode, where
+ *     nothing is reserved: a put replaces instead of waiting);
  *   - for each producer, last[producer] is the highest seq ever queued; a message
  *     with seq <= last is a duplicate (a route resending after a reconnect), so it is
  *     acknowledged again but never queued twice;
@@ -34,6 +35,7 @@ struct ch_channel {
     pthread_cond_t nonempty, nonfull, unref;
     ch_msg_t **slots;
     size_t cap, head, count;
+    size_t reserved;     /* slots held by in-process producers writing in place */
     double weight;       /* summed weight of queued messages */
     seen_t *seen;
     size_t nseen, capseen;
@@ -242,16 +244,68 @@ static int seen_note(ch_channel_t *c, uint64_t producer, uint64_t seq)
     return 0;
 }
 
+/* Whether a message can be queued now (a reserved one always can). */
+static int has_room(ch_channel_t *c, int reserved)
+{
+    if (reserved || c->o.latest_wins) return 1;
+    return c->count + c->reserved < c->cap;
+}
+
+int ch_channel_reserve(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    while (!c->closed && !has_room(c, 0)) {
+        if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT) {
+            rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);
+            break;
+        }
+    }
+    if (c->closed) rc = cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
+    else if (rc == 0 && !c->o.latest_wins) c->reserved++;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void ch_channel_unreserve(ch_channel_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->o.latest_wins && c->reserved) {
+        c->reserved--;
+        pthread_cond_signal(&c->nonfull);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int reserved, cr_err_t *err);
+
 int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err)
+{
+    return push(c, m, deadline_ns, 0, err);
+}
+
+int ch_channel_push_reserved(ch_channel_t *c, ch_msg_t *m, cr_err_t *err)
+{
+    return push(c, m, 0, 1, err);
+}
+
+static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int reserved, cr_err_t *err)
 {
     if (m->len > c->o.max_msg_bytes) {
         size_t len = m->len;
         ch_msg_free(m);
+        if (reserved) ch_channel_unreserve(c);
         ch_channel_count_rejected(c);
         return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
                           c->name, len, c->o.max_msg_bytes);
     }
     pthread_mutex_lock(&c->mu);
+    /* The reserved slot becomes this message's under the same lock, so no other
+     * put can take it in between. */
+    if (reserved && !c->o.latest_wins && c->reserved) {
+        c->reserved--;
+        pthread_cond_signal(&c->nonfull); /* in case the message turns out a duplicate */
+    }
     int rc = 0;
     for (;;) {
         if (c->closed) {
@@ -270,7 +324,7 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
             c->count = 0;
             c->st.replaced++;
         }
-        if (c->count < c->cap) {
+        if (has_room(c, reserved)) {
             if (seen_note(c, m->producer, m->seq) < 0) {
                 rc = cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", c->name);
                 break;
@@ -304,10 +358,47 @@ static ch_msg_t *take_locked(ch_channel_t *c)
     return m;
 }
 
+static int get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                     int64_t timeout_ms, size_t *n, int views, cr_err_t *err);
+
 int ch_get(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err)
 {
     size_t n;
-    return ch_get_batch(c, out, 1, 0, timeout_ms, &n, err);
+    return get_batch(c, out, 1, 0, timeout_ms, &n, 0, err);
+}
+
+int ch_get_view(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err)
+{
+    size_t n;
+    return get_batch(c, out, 1, 0, timeout_ms, &n, 1, err);
+}
+
+int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                 int64_t timeout_ms, size_t *n, cr_err_t *err)
+{
+    return get_batch(c, out, max_count, max_weight, timeout_ms, n, 0, err);
+}
+
+int ch_get_batch_view(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                      int64_t timeout_ms, size_t *n, cr_err_t *err)
+{
+    return get_batch(c, out, max_count, max_weight, timeout_ms, n, 1, err);
+}
+
+/* A view into a shared-memory ring as a message of the caller's own: copied, and
+ * the view freed so the ring moves on. Out of memory: the view itself, which is
+ * still valid, only slower to give back. */
+static ch_msg_t *own_copy(ch_msg_t *v)
+{
+    if (v->data == (void *)(v + 1)) return v;
+    ch_msg_t *m = ch_msg_alloc(v->len);
+    if (!m) return v;
+    m->producer = v->producer;
+    m->seq = v->seq;
+    m->weight = v->weight;
+    memcpy(m->data, v->data, v->len);
+    ch_msg_free(v);
+    return m;
 }
 
 /* Whether the queue already holds a full batch. */
@@ -318,8 +409,8 @@ static int batch_ready(ch_channel_t *c, size_t max_count, double max_weight)
     return 0;
 }
 
-int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
-                 int64_t timeout_ms, size_t *n, cr_err_t *err)
+static int get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                     int64_t timeout_ms, size_t *n, int views, cr_err_t *err)
 {
     *n = 0;
     if (max_count == 0) return cr_err_set(err, CR_EINVAL, "channel %s: batch of 0 messages", c->name);
@@ -342,6 +433,8 @@ int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_w
     if (*n) pthread_cond_broadcast(&c->nonfull);
     if (--c->refs == 0) pthread_cond_broadcast(&c->unref);
     pthread_mutex_unlock(&c->mu);
+    if (!views)
+        for (size_t i = 0; i < *n; i++) out[i] = own_copy(out[i]);
     if (*n) return 0;
     if (closed) return cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
     return cr_err_set(err, CR_ETIMEDOUT, "channel %s: nothing to get within %lld ms", c->name,
