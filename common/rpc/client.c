@@ -185,9 +185,14 @@ int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err)
     int64_t end = cr_now_ns() + (timeout_ms > 0 ? timeout_ms : 0) * CR_NS_PER_MS;
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_connectivity_state s = grpc_channel_check_connectivity_state(ch->gc, 1);
+    int attempted = 0; /* a connection attempt was seen under way during this wait */
     while (s != GRPC_CHANNEL_READY) {
         int64_t left = (end - cr_now_ns()) / CR_NS_PER_MS;
         if (left <= 0 || s == GRPC_CHANNEL_SHUTDOWN) break;
+        /* An attempt made while we waited failed (refused, unreachable, handshake):
+         * say so now rather than sit out the time-out until the next attempt. */
+        if (s == GRPC_CHANNEL_TRANSIENT_FAILURE && attempted) break;
+        if (s == GRPC_CHANNEL_CONNECTING) attempted = 1;
         int tag;
         grpc_channel_watch_connectivity_state(ch->gc, s, rpc_deadline(left), cq, &tag);
         grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -196,6 +201,9 @@ int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err)
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
     if (s == GRPC_CHANNEL_READY) return 0;
+    if (s == GRPC_CHANNEL_TRANSIENT_FAILURE && attempted)
+        return cr_err_set(err, CR_EUNAVAIL, "%s: connection failed (refused, unreachable, or the handshake failed)",
+                          ch->target);
     return cr_err_set(err, CR_ETIMEDOUT, "%s: not connected after %lld ms", ch->target, (long long)timeout_ms);
 }
 

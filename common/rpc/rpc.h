@@ -245,7 +245,9 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_opts_t
  * must still be destroyed by their owners (before or after). */
 void rpc_channel_destroy(rpc_channel_t *ch);
 
-/* Connects now if idle and waits up to timeout_ms for READY: CR_ETIMEDOUT or 0. */
+/* Connects now if idle and waits up to timeout_ms for READY: 0; CR_EUNAVAIL as
+ * soon as a connection attempt fails (nothing listens there, unreachable, TLS
+ * handshake refused); CR_ETIMEDOUT when still connecting at the time-out. */
 int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err);
 
 /* Blocking unary call. On 0, *resp is a message of resp_desc owned by the caller:

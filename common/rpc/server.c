@@ -359,13 +359,17 @@ static void on_close(rpc_call_t *c)
     if (c->cancelled) {
         int stopping = c->srv->stopping;
         int64_t left = rpc_deadline_left_ms(c->deadline);
+        /* A client ends a stream by cancelling it as often as by half-closing, so
+         * for streams this is routine (debug); a unary call that ends without its
+         * reply is worth a line. gRPC does not say which of the reasons it was. */
+        int routine = c->m && c->m->kind != RPC_UNARY;
         if (stopping)
             CR_INFO("rpc", "%s from %s: cancelled by server shutdown", call_name(c), c->peer.address);
         else
-            CR_WARN("rpc", "%s from %s: call ended early after %ld messages: %s", call_name(c),
-                    c->peer.address, c->n_messages,
-                    left == 0 ? "its deadline passed"
-                              : "the client cancelled, the connection was lost, or a message exceeded the size limit");
+            cr_log(routine ? CR_LOG_DEBUG : CR_LOG_INFO, "rpc", "%s from %s: call ended early after %ld messages: %s",
+                   call_name(c), c->peer.address, c->n_messages,
+                   left == 0 ? "its deadline passed"
+                             : "the client cancelled, the connection was lost, or a message exceeded the size limit");
     }
     pthread_cond_broadcast(&c->cv);
     int done = done_due_locked(c);
