@@ -20,6 +20,9 @@ ch_msg_t *ch_msg_alloc(size_t len);
  * (its data does not follow the struct), releasing the ring space. */
 void ch_shm_view_free(ch_msg_t *m);
 
+/* The replica side of a replicated channel (replica.c), or NULL. */
+typedef struct ch_replica ch_replica_t;
+
 /* Hands m to channel c, the one entry point of every route. Takes m in every case
  * (frees it when refused or duplicate). Returns 0 when queued, 1 when dropped as a
  * duplicate (already acknowledged), CR_ETIMEDOUT when no room came before deadline_ns
@@ -32,6 +35,39 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
 int ch_channel_reserve(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err);
 int ch_channel_push_reserved(ch_channel_t *c, ch_msg_t *m, cr_err_t *err);
 void ch_channel_unreserve(ch_channel_t *c);
+/* The same for a message that came from another node (net.c): a replica forwards
+ * only what its own node's producers put, never what other nodes sent it. */
+int ch_channel_push_remote(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err);
+
+/* ---- replicas (replica.c) ---- */
+
+/* A message's copy on its way to the peers, shared by their queues. */
+typedef struct ch_fwd {
+    atomic_int refs;
+    uint64_t producer, seq;
+    double weight;
+    size_t len;
+    uint8_t data[];
+} ch_fwd_t;
+
+ch_fwd_t *ch_fwd_new(const ch_msg_t *m); /* refs 1; NULL when out of memory */
+void ch_fwd_unref(ch_fwd_t *f);
+/* Takes room for one message in every live peer's queue, waiting until
+ * deadline_ns (-1 forever); then exactly one ch_replica_commit. 0, CR_ETIMEDOUT,
+ * CR_ECLOSED. */
+int ch_replica_reserve(ch_replica_t *r, int64_t deadline_ns, cr_err_t *err);
+/* Queues f (when not NULL: the message was accepted) for every live peer and
+ * gives the room back. Takes f. */
+void ch_replica_commit(ch_replica_t *r, ch_fwd_t *f);
+/* Stop wakes everyone waiting for room (CR_ECLOSED) and refuses new messages;
+ * destroy, once no put can reach the replica, joins its threads and frees. */
+void ch_replica_stop(ch_replica_t *r);
+void ch_replica_destroy(ch_replica_t *r);
+int ch_replica_create(ch_channel_t *c, ch_hub_t *h, ch_replica_t **out, cr_err_t *err);
+int ch_replica_set(ch_replica_t *r, const ch_where_t *replicas, size_t n, const ch_replica_opts_t *o,
+                   cr_err_t *err);
+size_t ch_replica_stats(ch_replica_t *r, ch_replica_peer_stats_t *out, size_t max);
+int ch_replica_flush(ch_replica_t *r, int64_t deadline_ns, cr_err_t *err);
 /* Whether (producer, seq) was already accepted (acknowledge again, do not queue);
  * counts it as a duplicate when it was. */
 int ch_channel_seen(ch_channel_t *c, uint64_t producer, uint64_t seq);
@@ -112,6 +148,9 @@ typedef struct ch_route_ops {
     int (*flush)(ch_producer_t *p, int64_t deadline_ns, cr_err_t *err);
     size_t (*unacked)(ch_producer_t *p);
     void (*close)(ch_producer_t *p);
+    /* Optional: how long messages have waited for an acknowledgement without any
+     * coming (0 when nothing waits); how a dead peer is told from a slow one. */
+    int64_t (*stalled_ns)(ch_producer_t *p);
 } ch_route_ops_t;
 
 struct ch_producer {
@@ -129,7 +168,15 @@ struct ch_producer {
     void *route; /* the route's own state */
 };
 
+/* producer.c: a put numbered seq (> every seq put so far) instead of the next one,
+ * for those that keep an origin producer's numbering (forwarders, fan-out). */
+int ch_put_seq(ch_producer_t *p, uint64_t seq, const void *data, size_t len, double weight,
+               int64_t timeout_ms, cr_err_t *err);
+int64_t ch_producer_stalled_ns(ch_producer_t *p);
+
 int ch_route_inproc_open(ch_producer_t *p, cr_err_t *err);
+int ch_route_fanout_open(ch_producer_t *p, const ch_where_t *replicas, size_t n, int64_t peer_timeout_ms,
+                         const ch_producer_opts_t *o, cr_err_t *err);
 int ch_route_shm_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
 int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
 

@@ -68,7 +68,7 @@ static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, 
             m->seq = f->seq;
             m->weight = f->weight;
             rpc_bytes_read(b, f->data_off, m->data, f->data_len);
-            rc = ch_channel_push(c, m, -1, err);
+            rc = ch_channel_push_remote(c, m, -1, err);
             if (rc == 1) rc = 0;
         }
     }

@@ -58,7 +58,7 @@ static void inproc_close(ch_producer_t *p)
 }
 
 static const ch_route_ops_t inproc_ops = {inproc_reserve, inproc_commit, inproc_abort,
-                                          inproc_flush, inproc_unacked, inproc_close};
+                                          inproc_flush, inproc_unacked, inproc_close, NULL};
 
 int ch_route_inproc_open(ch_producer_t *p, cr_err_t *err)
 {

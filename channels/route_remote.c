@@ -433,8 +433,17 @@ static void remote_close(ch_producer_t *p)
     free(r);
 }
 
-static const ch_route_ops_t remote_ops = {remote_reserve, remote_commit, remote_abort,
-                                          remote_flush, remote_unacked, remote_close};
+static int64_t remote_stalled_ns(ch_producer_t *p)
+{
+    remote_t *r = p->route;
+    pthread_mutex_lock(&r->mu);
+    int64_t s = r->n ? now() - r->last_progress_ns : 0;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+static const ch_route_ops_t remote_ops = {remote_reserve, remote_commit, remote_abort, remote_flush,
+                                          remote_unacked, remote_close, remote_stalled_ns};
 
 /* Options for every data-plane rpc channel: room for the largest message plus the
  * frame around it, fast reconnects, keepalive on (a dead peer shows in ~2 s). */

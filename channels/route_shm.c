@@ -288,7 +288,7 @@ static void shm_close(ch_producer_t *p)
     free(s);
 }
 
-static const ch_route_ops_t shm_ops = {shm_reserve, shm_commit, shm_abort, shm_flush, shm_unacked, shm_close};
+static const ch_route_ops_t shm_ops = {shm_reserve, shm_commit, shm_abort, shm_flush, shm_unacked, shm_close, NULL};
 
 int ch_route_shm_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err)
 {
