@@ -241,7 +241,9 @@ static int lock_writers(ch_ring_t *r, int64_t deadline_ns, cr_err_t *err)
         if (!peer_alive(r->h->owner_pid))
             return cr_err_set(err, CR_EUNAVAIL, "shm ring %s: consumer process %d is gone", r->path,
                               r->h->owner_pid);
-        if (s == 0) return cr_err_set(err, CR_ETIMEDOUT, "shm ring %s: writers' lock busy", r->path);
+        if (s == 0)
+            return cr_err_set(err, CR_ETIMEDOUT, "shm ring %s: another producer holds the ring (writing a "
+                              "message in place, or stalled)", r->path);
     }
 }
 

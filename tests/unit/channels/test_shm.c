@@ -215,6 +215,63 @@ static void test_producer_killed_holding_lock(void)
     ch_hub_destroy(h);
 }
 
+static void test_producer_stalled_in_place(void)
+{
+    /* A producer (another process) that reserved room and stalls before its
+     * commit holds up the other producers of the channel, who get a time-out that
+     * says so; when it commits, everything flows, in order. */
+    ch_hub_t *h = hub("n1");
+    ch_channel_t *c;
+    cr_err_t e = {0};
+    ASSERT_OK(ch_channel_create(h, "obs", NULL, &c, &e), &e);
+    ch_where_t w;
+    ch_hub_where(h, &w);
+    int ready[2], go[2];
+    ASSERT_TRUE(pipe(ready) == 0 && pipe(go) == 0);
+    pid_t kid = fork();
+    if (kid == 0) {
+        ch_hub_opts_t o = {.node = "n1"};
+        ch_hub_t *hk;
+        ch_producer_t *p;
+        void *buf;
+        if (ch_hub_create(&o, &hk, &e) || ch_producer_open(hk, "obs", &w, NULL, &p, &e) ||
+            ch_put_reserve(p, 100, &buf, 1000, &e))
+            _exit(1);
+        memcpy(buf, "stalled", 8);
+        char x;
+        if (write(ready[1], "r", 1) != 1 || read(go[0], &x, 1) != 1) _exit(2); /* stall here */
+        if (ch_put_commit(p, 8, 1, &e) || ch_producer_flush(p, 5000, &e)) _exit(3);
+        ch_producer_close(p);
+        ch_hub_destroy(hk);
+        _exit(0);
+    }
+    char x;
+    ASSERT_INT_EQ(read(ready[0], &x, 1), 1);
+    ch_hub_t *h2 = hub("n1");
+    ch_producer_t *p;
+    ASSERT_OK(ch_producer_open(h2, "obs", &w, NULL, &p, &e), &e);
+    ASSERT_INT_EQ(ch_put(p, "other", 6, 1, 200, &e), CR_ETIMEDOUT);
+    ASSERT_TRUE(strstr(e.msg, "another producer holds the ring") != NULL);
+    ASSERT_INT_EQ(write(go[1], "c", 1), 1); /* the stalled one commits */
+    ASSERT_INT_EQ(wait_child(kid), 0);
+    ASSERT_OK(ch_put(p, "other", 6, 1, 2000, &e), &e);
+    ch_msg_t *m;
+    ASSERT_OK(ch_get(c, &m, 2000, &e), &e);
+    ASSERT_STR_EQ((char *)m->data, "stalled");
+    ch_msg_free(m);
+    ASSERT_OK(ch_get(c, &m, 2000, &e), &e);
+    ASSERT_STR_EQ((char *)m->data, "other");
+    ch_msg_free(m);
+    ch_producer_close(p);
+    ch_hub_destroy(h2);
+    close(go[0]);
+    close(go[1]);
+    close(ready[0]);
+    close(ready[1]);
+    ch_channel_destroy(c);
+    ch_hub_destroy(h);
+}
+
 static void test_garbage_in_ring(void)
 {
     ch_hub_t *h = hub("n1");
@@ -406,6 +463,7 @@ int main(int argc, char **argv)
         {"unknown_channel_and_too_big", test_unknown_channel_and_too_big},
         {"consumer_killed", test_consumer_killed},
         {"producer_killed_holding_lock", test_producer_killed_holding_lock},
+        {"producer_stalled_in_place", test_producer_stalled_in_place},
         {"garbage_in_ring", test_garbage_in_ring},
         {"large_message_outlives_channel", test_large_message_outlives_channel},
         {"zero_copy_in_place", test_zero_copy_in_place},
