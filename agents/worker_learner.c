@@ -374,7 +374,8 @@ static void *ingest_main(void *arg)
     while (!atomic_load(&L->quit) && !atomic_load(&L->fatal)) {
         size_t n = 0;
         cr_err_t e = {0};
-        int rc = ch_get_batch(L->tx, msgs, 256, 0, 20, &n, &e);
+        /* Views: each message is decoded into the buffer and freed at once. */
+        int rc = ch_get_batch_view(L->tx, msgs, 256, 0, 20, &n, &e);
         if (rc && rc != CR_ETIMEDOUT) {
             set_fatal(L, &e);
             break;

@@ -13,6 +13,13 @@
  * resends it after reconnecting; the channel drops duplicates by (producer, seq), so
  * each acknowledged message is delivered exactly once to the queue.
  *
+ * Copies: ch_put copies the caller's bytes and ch_get returns a message the caller
+ * may keep as long as it likes. For bulk data there is a zero-copy pair: the
+ * producer writes a message in place (ch_put_reserve / ch_put_commit: straight into
+ * the shared-memory ring, or into the buffer the remote route sends from and keeps
+ * for resending), and the consumer reads it in place (ch_get_view: a large message
+ * from the shared-memory route is a view into the ring, valid until freed).
+ *
  * Ownership: the caller owns everything it creates with a _create / _open call and
  * frees it with the matching _destroy / _close. Messages returned by ch_get are owned
  * by the caller (ch_msg_free). Pointers passed in are borrowed for the call only,
@@ -32,11 +39,9 @@ typedef struct ch_producer ch_producer_t; /* the producer side, bound to one rou
 /* ---- messages ---------------------------------------------------------------- */
 
 /* A message as the consumer receives it, owned by the caller until ch_msg_free.
- * data is read-only to the caller and the pointer must not be changed: a large
- * message from the shared-memory route is read in place from the ring (no copy),
- * and its ring space is released, in order, when it is freed, so a consumer that
- * holds many large messages slows its producers down (at most a quarter of the
- * ring is lent out this way; beyond that messages are copied). */
+ * The data pointer must not be changed. From ch_get the data is the caller's own
+ * copy. From ch_get_view a large message of the shared-memory route is a read-only
+ * view into the ring (see there). */
 typedef struct ch_msg {
     uint64_t producer; /* id of the producer that put it (non-zero) */
     uint64_t seq;      /* that producer's sequence number, from 1 */
@@ -87,16 +92,15 @@ typedef enum ch_route_kind {
     CH_ROUTE_SHM,        /* same node, another process: shared-memory ring */
     CH_ROUTE_DIRECT,     /* another node that accepts inbound: gRPC stream */
     CH_ROUTE_TUNNEL,     /* another node behind NAT: stream relayed by the controller */
+    CH_ROUTE_FANOUT,     /* every replica of a replicated channel, each by its route */
 } ch_route_kind_t;
 
 /* The route from a producer at `from` to a consumer at `to`. Pure. */
 ch_route_kind_t ch_route_pick(const ch_where_t *from, const ch_where_t *to);
 const char *ch_route_name(ch_route_kind_t k);
 
-/* Traffic localisation: a channel whose consumers run on several nodes keeps one
- * replica per node; a producer uses the replica on its own node when there is one,
- * else a stable choice spread by the producer's node name. Returns the index into
- * replicas (n > 0), or -1 when n == 0. Pure. */
+/* Traffic localisation: the replica on the producer's own node, as an index into
+ * replicas, or -1 when there is none there (n == 0 too). Pure. */
 int ch_replica_pick(const ch_where_t *replicas, size_t n, const char *producer_node);
 
 /* ---- consumer side ---------------------------------------------------------------- */
@@ -130,6 +134,58 @@ int ch_get(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err);
 int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
                  int64_t timeout_ms, size_t *n, cr_err_t *err);
 
+/* Zero-copy reads: as ch_get / ch_get_batch, but a large message (>= 64 KiB) that
+ * came through the shared-memory route is returned as a read-only view into the
+ * ring instead of a copy. Free views promptly: the ring is released in order, so
+ * a view kept pins the ring behind it, and once the producers have gone round the
+ * ring (2 x max_msg_bytes, at least 8 MiB) they wait until it is freed. Messages
+ * of other routes are the same as from ch_get. Use ch_get for messages you keep. */
+int ch_get_view(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err);
+int ch_get_batch_view(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                      int64_t timeout_ms, size_t *n, cr_err_t *err);
+
+/* ---- replicas: one channel, consumers on several nodes ---------------------- */
+
+/* A replicated channel has one replica per node that consumes it: a channel of the
+ * same name on each of those nodes (in the process that consumes there), and every
+ * replica receives every message once, so the consumers of each node see them all.
+ * Producers open it with ch_producer_open_replicated: a producer on a node with a
+ * replica writes to that one (in-process or shared memory), which forwards what its
+ * local producers put to every other replica, keeping (producer, seq), so the
+ * copies crossing nodes are one per replica; a producer on a node without one
+ * writes to every replica itself. A replica acknowledges a local producer once the
+ * message is in its own queue and queued for forwarding (the producer shares its
+ * node, so it is gone with it); the replicas themselves drop duplicates.
+ *
+ * When a replica's node goes away, the others lose nothing of what live producers
+ * put: a peer that acknowledges nothing for peer_timeout_ms (or refuses the
+ * channel) is dropped from the set, with a log line, and is no longer waited for.
+ * Until then a forward queue that is full (max_pending messages) holds up the
+ * local producers: a slow replica slows the channel rather than missing messages.
+ * A replica that comes back is a new process: give the set again (replicate). */
+typedef struct ch_replica_opts {
+    int64_t peer_timeout_ms; /* default 10 s */
+    size_t max_pending;      /* messages queued per peer; default 4096 */
+} ch_replica_opts_t;
+
+/* Makes c the replica on this node of a channel replicated on `replicas` (their
+ * where, this one's included; one per node). Copied. Calling it again replaces the
+ * set (peers already known keep their queues). */
+int ch_channel_replicate(ch_channel_t *c, const ch_where_t *replicas, size_t n, const ch_replica_opts_t *o,
+                         cr_err_t *err);
+
+typedef struct ch_replica_peer_stats {
+    char node[64];
+    uint64_t forwarded;      /* acknowledged by the peer */
+    size_t pending;          /* queued or in flight */
+    int gone;                /* dropped from the set */
+} ch_replica_peer_stats_t;
+
+/* Fills up to max entries (one per peer); returns the number of peers. */
+size_t ch_channel_replica_stats(ch_channel_t *c, ch_replica_peer_stats_t *out, size_t max);
+/* Waits until every live peer has acknowledged everything forwarded so far. */
+int ch_channel_replica_flush(ch_channel_t *c, int64_t timeout_ms, cr_err_t *err);
+
 typedef struct ch_stats {
     uint64_t accepted;   /* messages queued */
     uint64_t duplicates; /* dropped as already seen (producer, seq) */
@@ -150,6 +206,7 @@ typedef struct ch_producer_opts {
     size_t window;      /* unacknowledged messages kept for resending (remote routes)
                            before put blocks; default 64 */
     size_t max_msg_bytes; /* default 16 MiB */
+    int64_t peer_timeout_ms; /* fan-out to replicas: drop one silent this long; 10 s */
 } ch_producer_opts_t;
 
 /* Opens channel `name` of the consumer at `to` from hub h, over the route
@@ -158,7 +215,9 @@ typedef struct ch_producer_opts {
  * unknown name as an error from ch_put / ch_producer_flush. */
 int ch_producer_open(ch_hub_t *h, const char *name, const ch_where_t *to,
                      const ch_producer_opts_t *o, ch_producer_t **out, cr_err_t *err);
-/* Opens the replica ch_replica_pick chooses for this hub's node. */
+/* Opens a replicated channel (see "replicas" above): the replica on this hub's
+ * node when there is one, else every replica (the route is then CH_ROUTE_FANOUT;
+ * a replica that acknowledges nothing for o->peer_timeout_ms is dropped). */
 int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t *replicas,
                                 size_t n, const ch_producer_opts_t *o, ch_producer_t **out,
                                 cr_err_t *err);
@@ -171,6 +230,20 @@ void ch_producer_close(ch_producer_t *p);
  * per producer (one producer = one ordered stream); use one producer per thread. */
 int ch_put(ch_producer_t *p, const void *data, size_t len, double weight,
            int64_t timeout_ms, cr_err_t *err);
+
+/* Zero-copy put, in two steps on the same thread. ch_put_reserve waits up to
+ * timeout_ms (<0: forever) for room for a message of up to len bytes, as ch_put
+ * does, and returns in *buf where to write it: a place in the shared-memory ring,
+ * or the buffer the remote route will send from (and keep until acknowledged),
+ * or the in-process message itself. ch_put_commit(p, n, weight) then sends the
+ * first n <= len bytes written there; it never waits (room was taken by reserve).
+ * ch_put_abort drops a reservation. Until the commit or abort the producer has
+ * no other put, and on the shared-memory route other producers of the channel
+ * wait for this one: write the message promptly. ch_put is reserve, memcpy,
+ * commit. Errors as ch_put; a failed reserve leaves nothing to commit. */
+int ch_put_reserve(ch_producer_t *p, size_t len, void **buf, int64_t timeout_ms, cr_err_t *err);
+int ch_put_commit(ch_producer_t *p, size_t len, double weight, cr_err_t *err);
+void ch_put_abort(ch_producer_t *p);
 
 /* Waits until every message put so far is acknowledged by the consumer's channel
  * (queued there; for a large message read in place from shared memory: freed). */

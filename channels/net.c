@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/rpc/rpc.h"
 #include "common/time.h"
+#include "channels/wire.h"
 #include "corral/v1/channel.pb-c.h"
 
 void ch_rpc_opts(rpc_opts_t *o, size_t max_msg, int64_t backoff_ms);
@@ -39,34 +40,35 @@ typedef struct ch_net {
     uint64_t gen;
 } ch_net_t;
 
-/* Delivers one DATA frame to its channel. 0 when queued or a duplicate, else a
- * CR_E* code with the reason in err. The channel is held only for the call, so a
- * consumer can destroy it while streams stay open (they then get NOT_FOUND). */
-static int deliver(ch_hub_t *h, const Corral__V1__ChFrame *f, cr_err_t *err)
+/* Delivers one DATA frame to its channel, copying its data once, from the bytes
+ * gRPC received into the message the consumer gets. 0 when queued or a duplicate,
+ * else a CR_E* code with the reason in err. The channel is held only for the
+ * call, so a consumer can destroy it while streams stay open (they then get
+ * NOT_FOUND). */
+static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, cr_err_t *err)
 {
     if (f->kind != CORRAL__V1__CH_FRAME__KIND__DATA)
-        return cr_err_set(err, CR_EPROTO, "expected a DATA frame, got kind %d", (int)f->kind);
-    if (!f->channel || !cr_name_valid(f->channel))
-        return cr_err_set(err, CR_EINVAL, "frame names no valid channel");
+        return cr_err_set(err, CR_EINVAL, "expected a DATA frame, got kind %d", f->kind);
+    if (!cr_name_valid(f->channel)) return cr_err_set(err, CR_EINVAL, "frame names no valid channel");
     if (f->producer == 0 || f->seq == 0)
         return cr_err_set(err, CR_EINVAL, "frame for channel %s lacks a producer id or seq", f->channel);
     ch_channel_t *c;
     int rc = ch_channel_acquire(h, f->channel, &c, err);
     if (rc) return rc;
-    if (f->data.len > ch_channel_max_msg(c)) {
+    if (f->data_len > ch_channel_max_msg(c)) {
         ch_channel_count_rejected(c);
         rc = cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
-                        f->channel, f->data.len, ch_channel_max_msg(c));
+                        f->channel, f->data_len, ch_channel_max_msg(c));
     } else if (!ch_channel_seen(c, f->producer, f->seq)) {
-        ch_msg_t *m = ch_msg_alloc(f->data.len);
+        ch_msg_t *m = ch_msg_alloc(f->data_len);
         if (!m) {
             rc = cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", f->channel);
         } else {
             m->producer = f->producer;
             m->seq = f->seq;
             m->weight = f->weight;
-            if (f->data.len) memcpy(m->data, f->data.data, f->data.len);
-            rc = ch_channel_push(c, m, -1, err);
+            rpc_bytes_read(b, f->data_off, m->data, f->data_len);
+            rc = ch_channel_push_remote(c, m, -1, err);
             if (rc == 1) rc = 0;
         }
     }
@@ -74,7 +76,7 @@ static int deliver(ch_hub_t *h, const Corral__V1__ChFrame *f, cr_err_t *err)
     return rc;
 }
 
-static void ack_frame(Corral__V1__ChFrame *a, const Corral__V1__ChFrame *f)
+static void ack_frame(Corral__V1__ChFrame *a, const ch_wire_frame_t *f)
 {
     corral__v1__ch_frame__init(a);
     a->kind = CORRAL__V1__CH_FRAME__KIND__ACK;
@@ -84,19 +86,21 @@ static void ack_frame(Corral__V1__ChFrame *a, const Corral__V1__ChFrame *f)
 
 /* ---- direct route server ---- */
 
-static void srv_message(rpc_call_t *call, const ProtobufCMessage *msg)
+static void srv_message(rpc_call_t *call, rpc_bytes_t *msg)
 {
     ch_net_t *n = rpc_call_method(call)->user;
-    const Corral__V1__ChFrame *f = (const Corral__V1__ChFrame *)msg;
+    ch_wire_frame_t f;
     cr_err_t e = {0};
-    int rc = deliver(n->h, f, &e);
+    int rc = ch_wire_parse_frame(msg, 0, rpc_bytes_len(msg), &f, &e);
+    if (rc == 0) rc = deliver(n->h, &f, msg, &e);
+    rpc_bytes_free(msg);
     if (rc) {
         CR_WARN("channels", "direct stream from %s refused: %s", rpc_call_peer(call)->address, e.msg);
         rpc_call_fail(call, &e);
         return;
     }
     Corral__V1__ChFrame a;
-    ack_frame(&a, f);
+    ack_frame(&a, &f);
     rpc_call_send(call, &a.base, -1, NULL);
 }
 
@@ -105,7 +109,7 @@ static int server_start(ch_net_t *n, const char *listen, const char *advertise, 
     n->method = (rpc_method_t){.name = "/corral.v1.Channel/Stream", .kind = RPC_BIDI,
                                .input = &corral__v1__ch_frame__descriptor,
                                .output = &corral__v1__ch_frame__descriptor, .user = n,
-                               .on_message = srv_message};
+                               .on_raw = srv_message};
     rpc_opts_t o;
     ch_rpc_opts(&o, CH_DEFAULT_MAX_MSG, 100);
     o.pool_threads = 8; /* a handler blocked on a full channel holds one */
@@ -144,27 +148,32 @@ static void link_reply(link_ctx_t *x, const char *dst, Corral__V1__ChFrame *f)
         CR_DEBUG("channels", "relay link: reply to %s not sent: %s", dst, e.msg);
 }
 
-static void link_message(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
+static void link_message(rpc_stream_t *st, rpc_bytes_t *msg, void *user)
 {
     link_ctx_t *x = user;
-    const Corral__V1__RelayFrame *rf = (const Corral__V1__RelayFrame *)msg;
-    if (!rf->frame || !rf->src || !rf->src[0]) {
-        CR_WARN("channels", "relay link: frame without a sender or body ignored");
+    ch_wire_relay_t rf;
+    cr_err_t e = {0};
+    int rc = ch_wire_parse_relay(msg, 0, &rf, &e);
+    if (rc || !rf.has_frame || !rf.src[0]) {
+        /* The envelope is the relay's own, so there is no sender to answer. */
+        CR_WARN("channels", "relay link: frame ignored: %s", rc ? e.msg : "no sender or body");
+        rpc_bytes_free(msg);
         return;
     }
-    cr_err_t e = {0};
-    int rc = deliver(x->n->h, rf->frame, &e);
+    rc = ch_wire_parse_frame(msg, rf.frame_off, rf.frame_len, &rf.f, &e);
+    if (rc == 0) rc = deliver(x->n->h, &rf.f, msg, &e);
+    rpc_bytes_free(msg);
     Corral__V1__ChFrame a;
     if (rc) {
-        CR_WARN("channels", "tunnelled stream from %s refused: %s", rf->src, e.msg);
+        CR_WARN("channels", "tunnelled stream from %s refused: %s", rf.src, e.msg);
         corral__v1__ch_frame__init(&a);
         a.kind = CORRAL__V1__CH_FRAME__KIND__ERROR;
         a.code = rc;
         a.message = e.msg;
     } else {
-        ack_frame(&a, rf->frame);
+        ack_frame(&a, &rf.f);
     }
-    link_reply(x, rf->src, &a);
+    link_reply(x, rf.src, &a);
 }
 
 static void link_close(rpc_stream_t *st, rpc_code_t code, const char *details, void *user)
@@ -192,7 +201,7 @@ static void *link_main(void *arg)
         x->gen = ++n->gen;
         n->link_dead = 0;
         pthread_mutex_unlock(&n->mu);
-        rpc_stream_cbs_t cbs = {.on_message = link_message, .on_close = link_close, .user = x};
+        rpc_stream_cbs_t cbs = {.on_raw = link_message, .on_close = link_close, .user = x};
         cr_err_t e = {0};
         /* x->st is set before any callback can send: replies come only after hello. */
         int rc = rpc_stream_open(n->rch, &x->st, "/corral.v1.Relay/Link",

@@ -3,7 +3,8 @@
  * (producer, seq) record that drops duplicates.
  *
  * Invariants, under c->mu:
- *   - count <= capacity (capacity is 1 in latest-wins mode);
+ *   - count + reserved <= capacity (capacity is 1 in latest-wins mode, where
+ *     nothing is reserved: a put replaces instead of waiting);
  *   - for each producer, last[producer] is the highest seq ever queued; a message
  *     with seq <= last is a duplicate (a route resending after a reconnect), so it is
  *     acknowledged again but never queued twice;
@@ -34,6 +35,7 @@ struct ch_channel {
     pthread_cond_t nonempty, nonfull, unref;
     ch_msg_t **slots;
     size_t cap, head, count;
+    size_t reserved;     /* slots held by in-process producers writing in place */
     double weight;       /* summed weight of queued messages */
     seen_t *seen;
     size_t nseen, capseen;
@@ -41,6 +43,7 @@ struct ch_channel {
     int refs;
     ch_stats_t st;
     void *shm_export;    /* route_shm.c's consumer state, or NULL */
+    _Atomic(ch_replica_t *) replica; /* set once by ch_channel_replicate */
     ch_channel_t *next;  /* hub registry */
 };
 
@@ -143,6 +146,8 @@ int ch_channel_create(ch_hub_t *h, const char *name, const ch_opts_t *o, ch_chan
 void ch_channel_destroy(ch_channel_t *c)
 {
     if (!c) return;
+    ch_replica_t *r = atomic_load(&c->replica);
+    if (r) ch_replica_stop(r); /* puts waiting for room to forward give up */
     ch_hub_unregister(c->hub, c);
     pthread_mutex_lock(&c->mu);
     c->closed = 1;
@@ -153,6 +158,7 @@ void ch_channel_destroy(ch_channel_t *c)
     pthread_mutex_lock(&c->mu);
     while (c->refs > 0) pthread_cond_wait(&c->unref, &c->mu);
     pthread_mutex_unlock(&c->mu);
+    if (r) ch_replica_destroy(r); /* no put can reach it any more */
     for (size_t i = 0; i < c->count; i++) ch_msg_free(c->slots[(c->head + i) % c->cap]);
     free(c->slots);
     free(c->seen);
@@ -242,16 +248,129 @@ static int seen_note(ch_channel_t *c, uint64_t producer, uint64_t seq)
     return 0;
 }
 
+/* Whether a message can be queued now (a reserved one always can). */
+static int has_room(ch_channel_t *c, int reserved)
+{
+    if (reserved || c->o.latest_wins) return 1;
+    return c->count + c->reserved < c->cap;
+}
+
+int ch_channel_reserve(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    while (!c->closed && !has_room(c, 0)) {
+        if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT) {
+            rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);
+            break;
+        }
+    }
+    if (c->closed) rc = cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
+    else if (rc == 0 && !c->o.latest_wins) c->reserved++;
+    pthread_mutex_unlock(&c->mu);
+    ch_replica_t *r = atomic_load(&c->replica);
+    if (rc == 0 && r && (rc = ch_replica_reserve(r, deadline_ns, err)) != 0) {
+        pthread_mutex_lock(&c->mu); /* no room to forward: give the slot back */
+        if (!c->o.latest_wins && c->reserved) c->reserved--;
+        pthread_cond_signal(&c->nonfull);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc;
+}
+
+/* Gives back the queue slot of a reservation only (its replica room goes with
+ * the ch_replica_commit of the push). */
+static void ch_channel_unreserve_slot(ch_channel_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->o.latest_wins && c->reserved) {
+        c->reserved--;
+        pthread_cond_signal(&c->nonfull);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ch_channel_unreserve(ch_channel_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->o.latest_wins && c->reserved) {
+        c->reserved--;
+        pthread_cond_signal(&c->nonfull);
+    }
+    pthread_mutex_unlock(&c->mu);
+    ch_replica_t *r = atomic_load(&c->replica);
+    if (r) ch_replica_commit(r, NULL);
+}
+
+enum { PUSH_RESERVED = 1, PUSH_REMOTE = 2 };
+
+static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err);
+
 int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err)
+{
+    return push(c, m, deadline_ns, 0, err);
+}
+
+int ch_channel_push_reserved(ch_channel_t *c, ch_msg_t *m, cr_err_t *err)
+{
+    return push(c, m, 0, PUSH_RESERVED, err);
+}
+
+int ch_channel_push_remote(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err)
+{
+    return push(c, m, deadline_ns, PUSH_REMOTE, err);
+}
+
+static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int reserved, cr_err_t *err);
+
+/* A message of this node's producers on a replicated channel is also queued for
+ * the other replicas, with room there taken first, so nothing accepted here is
+ * missing there; one that came from another node is only queued here. */
+static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err)
+{
+    ch_replica_t *r = (flags & PUSH_REMOTE) ? NULL : atomic_load(&c->replica);
+    if (!r) return queue_msg(c, m, deadline_ns, flags & PUSH_RESERVED, err);
+    if (!(flags & PUSH_RESERVED)) {
+        int rc = ch_replica_reserve(r, deadline_ns, err);
+        if (rc) {
+            ch_msg_free(m);
+            return rc;
+        }
+    }
+    ch_fwd_t *f = ch_fwd_new(m);
+    if (!f) {
+        ch_replica_commit(r, NULL);
+        if (flags & PUSH_RESERVED) ch_channel_unreserve_slot(c);
+        ch_msg_free(m);
+        return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", c->name);
+    }
+    int rc = queue_msg(c, m, deadline_ns, flags & PUSH_RESERVED, err);
+    if (rc == 0) {
+        ch_replica_commit(r, f);
+    } else {
+        ch_replica_commit(r, NULL);
+        ch_fwd_unref(f);
+    }
+    return rc;
+}
+
+static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int reserved, cr_err_t *err)
 {
     if (m->len > c->o.max_msg_bytes) {
         size_t len = m->len;
         ch_msg_free(m);
+        if (reserved) ch_channel_unreserve_slot(c);
         ch_channel_count_rejected(c);
         return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
                           c->name, len, c->o.max_msg_bytes);
     }
     pthread_mutex_lock(&c->mu);
+    /* The reserved slot becomes this message's under the same lock, so no other
+     * put can take it in between. */
+    if (reserved && !c->o.latest_wins && c->reserved) {
+        c->reserved--;
+        pthread_cond_signal(&c->nonfull); /* in case the message turns out a duplicate */
+    }
     int rc = 0;
     for (;;) {
         if (c->closed) {
@@ -270,7 +389,7 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
             c->count = 0;
             c->st.replaced++;
         }
-        if (c->count < c->cap) {
+        if (has_room(c, reserved)) {
             if (seen_note(c, m->producer, m->seq) < 0) {
                 rc = cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", c->name);
                 break;
@@ -304,10 +423,47 @@ static ch_msg_t *take_locked(ch_channel_t *c)
     return m;
 }
 
+static int get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                     int64_t timeout_ms, size_t *n, int views, cr_err_t *err);
+
 int ch_get(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err)
 {
     size_t n;
-    return ch_get_batch(c, out, 1, 0, timeout_ms, &n, err);
+    return get_batch(c, out, 1, 0, timeout_ms, &n, 0, err);
+}
+
+int ch_get_view(ch_channel_t *c, ch_msg_t **out, int64_t timeout_ms, cr_err_t *err)
+{
+    size_t n;
+    return get_batch(c, out, 1, 0, timeout_ms, &n, 1, err);
+}
+
+int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                 int64_t timeout_ms, size_t *n, cr_err_t *err)
+{
+    return get_batch(c, out, max_count, max_weight, timeout_ms, n, 0, err);
+}
+
+int ch_get_batch_view(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                      int64_t timeout_ms, size_t *n, cr_err_t *err)
+{
+    return get_batch(c, out, max_count, max_weight, timeout_ms, n, 1, err);
+}
+
+/* A view into a shared-memory ring as a message of the caller's own: copied, and
+ * the view freed so the ring moves on. Out of memory: the view itself, which is
+ * still valid, only slower to give back. */
+static ch_msg_t *own_copy(ch_msg_t *v)
+{
+    if (v->data == (void *)(v + 1)) return v;
+    ch_msg_t *m = ch_msg_alloc(v->len);
+    if (!m) return v;
+    m->producer = v->producer;
+    m->seq = v->seq;
+    m->weight = v->weight;
+    memcpy(m->data, v->data, v->len);
+    ch_msg_free(v);
+    return m;
 }
 
 /* Whether the queue already holds a full batch. */
@@ -318,8 +474,8 @@ static int batch_ready(ch_channel_t *c, size_t max_count, double max_weight)
     return 0;
 }
 
-int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
-                 int64_t timeout_ms, size_t *n, cr_err_t *err)
+static int get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_weight,
+                     int64_t timeout_ms, size_t *n, int views, cr_err_t *err)
 {
     *n = 0;
     if (max_count == 0) return cr_err_set(err, CR_EINVAL, "channel %s: batch of 0 messages", c->name);
@@ -342,6 +498,8 @@ int ch_get_batch(ch_channel_t *c, ch_msg_t **out, size_t max_count, double max_w
     if (*n) pthread_cond_broadcast(&c->nonfull);
     if (--c->refs == 0) pthread_cond_broadcast(&c->unref);
     pthread_mutex_unlock(&c->mu);
+    if (!views)
+        for (size_t i = 0; i < *n; i++) out[i] = own_copy(out[i]);
     if (*n) return 0;
     if (closed) return cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
     return cr_err_set(err, CR_ETIMEDOUT, "channel %s: nothing to get within %lld ms", c->name,
@@ -354,4 +512,32 @@ void ch_channel_stats(ch_channel_t *c, ch_stats_t *out)
     *out = c->st;
     out->queued = c->count;
     pthread_mutex_unlock(&c->mu);
+}
+
+int ch_channel_replicate(ch_channel_t *c, const ch_where_t *replicas, size_t n, const ch_replica_opts_t *o,
+                         cr_err_t *err)
+{
+    ch_replica_t *r = atomic_load(&c->replica);
+    if (!r) {
+        int rc = ch_replica_create(c, c->hub, &r, err);
+        if (rc) return rc;
+        ch_replica_t *none = NULL;
+        if (!atomic_compare_exchange_strong(&c->replica, &none, r)) { /* another caller won */
+            ch_replica_destroy(r);
+            r = none;
+        }
+    }
+    return ch_replica_set(r, replicas, n, o, err);
+}
+
+size_t ch_channel_replica_stats(ch_channel_t *c, ch_replica_peer_stats_t *out, size_t max)
+{
+    ch_replica_t *r = atomic_load(&c->replica);
+    return r ? ch_replica_stats(r, out, max) : 0;
+}
+
+int ch_channel_replica_flush(ch_channel_t *c, int64_t timeout_ms, cr_err_t *err)
+{
+    ch_replica_t *r = atomic_load(&c->replica);
+    return r ? ch_replica_flush(r, deadline_of(timeout_ms), err) : 0;
 }

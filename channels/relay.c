@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "channels/wire.h"
 #include "common/log.h"
 #include "corral/v1/channel.pb-c.h"
 
@@ -87,46 +88,63 @@ static void do_hello(ch_relay_t *r, rpc_call_t *call, const char *name)
     }
 }
 
-static void relay_message(rpc_call_t *call, const ProtobufCMessage *msg)
+/* Forwards a frame without unpacking it: the frame's bytes go out by reference to
+ * the slices they arrived in, behind a new envelope naming the sender. */
+static void relay_message(rpc_call_t *call, rpc_bytes_t *msg)
 {
     ch_relay_t *r = rpc_call_method(call)->user;
-    const Corral__V1__RelayFrame *f = (const Corral__V1__RelayFrame *)msg;
-    if (f->hello && f->hello[0]) {
-        do_hello(r, call, f->hello);
+    ch_wire_relay_t f;
+    cr_err_t e = {0};
+    if (ch_wire_parse_relay(msg, 0, &f, &e) != 0) {
+        rpc_bytes_free(msg);
+        rpc_call_finish(call, RPC_INVALID_ARGUMENT, "relay: %s", e.msg);
         return;
     }
-    char src[40], dst[40];
+    if (f.hello[0]) {
+        rpc_bytes_free(msg);
+        do_hello(r, call, f.hello);
+        return;
+    }
+    char src[40];
     pthread_mutex_lock(&r->mu);
     endpoint_t *me = find_call(r, call);
     if (me) snprintf(src, sizeof src, "%s", me->name);
     pthread_mutex_unlock(&r->mu);
     if (!me) {
+        rpc_bytes_free(msg);
         rpc_call_finish(call, RPC_FAILED_PRECONDITION, "relay: the first frame must be hello");
         return;
     }
-    if (!f->dst || !f->dst[0] || !f->frame) {
+    if (!f.dst[0] || !f.has_frame) {
+        rpc_bytes_free(msg);
         rpc_call_finish(call, RPC_INVALID_ARGUMENT, "relay: frame from %s has no destination or body", src);
         return;
     }
-    snprintf(dst, sizeof dst, "%s", f->dst);
     pthread_mutex_lock(&r->mu);
     me = find_call(r, call);
-    if (me) snprintf(me->last_dst, sizeof me->last_dst, "%s", dst);
-    endpoint_t *to = find_name(r, dst);
+    if (me) snprintf(me->last_dst, sizeof me->last_dst, "%s", f.dst);
+    endpoint_t *to = find_name(r, f.dst);
     rpc_call_t *to_call = to ? to->call : NULL;
     if (to_call) rpc_call_ref(to_call);
     pthread_mutex_unlock(&r->mu);
     if (!to_call) {
-        rpc_call_finish(call, RPC_UNAVAILABLE, "relay: endpoint %s is not connected", dst);
+        rpc_bytes_free(msg);
+        rpc_call_finish(call, RPC_UNAVAILABLE, "relay: endpoint %s is not connected", f.dst);
         return;
     }
-    Corral__V1__RelayFrame out = CORRAL__V1__RELAY_FRAME__INIT;
-    out.src = src;
-    out.frame = f->frame;
-    cr_err_t e = {0};
-    int rc = rpc_call_send(to_call, &out.base, FORWARD_WAIT_MS, &e);
+    uint8_t head[CH_WIRE_HEAD_MAX];
+    rpc_out_t *out = rpc_out_create();
+    int rc = CR_ENOMEM;
+    if (out) {
+        rpc_out_copy(out, head, ch_wire_relay_head(head, src, f.frame_len));
+        rpc_out_bytes(out, msg, f.frame_off, f.frame_len);
+        rc = rpc_call_send_out(to_call, out, FORWARD_WAIT_MS, &e);
+    } else {
+        cr_err_set(&e, rc, "out of memory");
+    }
+    rpc_bytes_free(msg); /* the forwarded slices hold their own references */
     rpc_call_unref(to_call);
-    if (rc) rpc_call_finish(call, RPC_UNAVAILABLE, "relay: cannot forward to %s: %s", dst, e.msg);
+    if (rc) rpc_call_finish(call, RPC_UNAVAILABLE, "relay: cannot forward to %s: %s", f.dst, e.msg);
 }
 
 static void relay_done(rpc_call_t *call, rpc_code_t code)
@@ -168,7 +186,7 @@ void ch_relay_method(ch_relay_t *r, rpc_method_t *out)
     *out = (rpc_method_t){.name = "/corral.v1.Relay/Link", .kind = RPC_BIDI,
                           .input = &corral__v1__relay_frame__descriptor,
                           .output = &corral__v1__relay_frame__descriptor, .user = r,
-                          .on_message = relay_message, .on_done = relay_done};
+                          .on_raw = relay_message, .on_done = relay_done};
 }
 
 int ch_relay_create(const char *listen, ch_relay_t **out, cr_err_t *err)

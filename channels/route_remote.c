@@ -24,16 +24,37 @@
 #include "common/log.h"
 #include "common/rpc/rpc.h"
 #include "common/time.h"
+#include "channels/wire.h"
 #include "corral/v1/channel.pb-c.h"
 
 #define ACK_TIMEOUT_NS (5 * CR_NS_PER_S)
 #define SEND_SLICE_MS 100
 
+/* A message's bytes, shared by the pending list (until acknowledged) and gRPC
+ * (until written): the route lends them to the rpc layer instead of copying. */
+typedef struct rbuf {
+    atomic_int refs;
+    uint8_t data[];
+} rbuf_t;
+
+static rbuf_t *rbuf_new(size_t len)
+{
+    rbuf_t *b = malloc(sizeof *b + (len ? len : 1));
+    if (b) atomic_init(&b->refs, 1);
+    return b;
+}
+
+static void rbuf_unref(void *u)
+{
+    rbuf_t *b = u;
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
 typedef struct pend {
     uint64_t seq;
     double weight;
     size_t len;
-    uint8_t *data;
+    rbuf_t *buf;
 } pend_t;
 
 typedef struct remote {
@@ -58,6 +79,7 @@ typedef struct remote {
     uint64_t sending;   /* seq being sent outside the lock (by the sender thread or
                            by put itself), or 0: one send at a time keeps the order */
     rpc_stream_t *live; /* the current stream while put may send on it, else NULL */
+    rbuf_t *resv;       /* the message being written between reserve and commit */
 } remote_t;
 
 typedef struct stream_ctx {
@@ -85,8 +107,8 @@ static int is_fatal(rpc_code_t code)
 static void gc(remote_t *r)
 {
     while (r->n && r->pend[r->first].seq <= r->acked && r->pend[r->first].seq != r->sending) {
-        free(r->pend[r->first].data);
-        r->pend[r->first].data = NULL;
+        rbuf_unref(r->pend[r->first].buf);
+        r->pend[r->first].buf = NULL;
         r->first = (r->first + 1) % r->p->window;
         r->n--;
     }
@@ -155,22 +177,18 @@ static void on_close(rpc_stream_t *st, rpc_code_t code, const char *details, voi
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Sends one DATA frame (wrapped for the relay on the tunnel). */
+/* Sends one DATA frame (wrapped for the relay on the tunnel): a few header bytes,
+ * then the message's own buffer, lent to gRPC rather than copied. */
 static int send_data(remote_t *r, rpc_stream_t *st, const pend_t *e, cr_err_t *err, int64_t wait_ms)
 {
-    Corral__V1__ChFrame f = CORRAL__V1__CH_FRAME__INIT;
-    f.kind = CORRAL__V1__CH_FRAME__KIND__DATA;
-    f.channel = r->p->name;
-    f.producer = r->p->id;
-    f.seq = e->seq;
-    f.weight = e->weight;
-    f.data.data = e->data;
-    f.data.len = e->len;
-    if (!r->tunnel) return rpc_stream_send(st, &f.base, wait_ms, err);
-    Corral__V1__RelayFrame rf = CORRAL__V1__RELAY_FRAME__INIT;
-    rf.dst = r->dst;
-    rf.frame = &f;
-    return rpc_stream_send(st, &rf.base, wait_ms, err);
+    uint8_t head[CH_WIRE_HEAD_MAX];
+    size_t n = ch_wire_data_head(head, r->tunnel ? r->dst : NULL, r->p->name, r->p->id, e->seq, e->weight, e->len);
+    rpc_out_t *o = rpc_out_create();
+    if (!o) return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", r->p->name);
+    rpc_out_copy(o, head, n);
+    atomic_fetch_add(&e->buf->refs, 1); /* gRPC's, given back by rbuf_unref */
+    rpc_out_ref(o, e->buf->data, e->len, rbuf_unref, e->buf);
+    return rpc_stream_send_out(st, o, wait_ms, err);
 }
 
 static rpc_stream_t *open_stream(remote_t *r, stream_ctx_t *ctx, cr_err_t *err)
@@ -312,30 +330,47 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
-static int remote_put(ch_producer_t *p, uint64_t seq, const void *data, size_t len, double weight,
-                      int64_t deadline_ns, cr_err_t *err)
+static int remote_reserve(ch_producer_t *p, size_t len, void **buf, int64_t deadline_ns, cr_err_t *err)
 {
     remote_t *r = p->route;
-    uint8_t *copy = malloc(len ? len : 1);
-    if (!copy) return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory for %zu bytes", p->name, len);
-    if (len) memcpy(copy, data, len);
     pthread_mutex_lock(&r->mu);
     while (!r->fatal && r->n == p->window) {
         if (timed_wait(&r->cv, &r->mu, deadline_ns) == ETIMEDOUT) {
             pthread_mutex_unlock(&r->mu);
-            free(copy);
             return cr_err_set(err, CR_ETIMEDOUT, "channel %s: %zu messages unacknowledged (consumer "
                               "slow or unreachable)", p->name, p->window);
         }
     }
+    int code = r->fatal;
+    pthread_mutex_unlock(&r->mu);
+    if (code) return cr_err_set(err, code, "%s", r->fatal_msg);
+    /* Only this producer's thread adds to pend: the room stays until commit. */
+    r->resv = rbuf_new(len);
+    if (!r->resv) return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory for %zu bytes", p->name, len);
+    *buf = r->resv->data;
+    return 0;
+}
+
+static void remote_abort(ch_producer_t *p)
+{
+    remote_t *r = p->route;
+    rbuf_unref(r->resv);
+    r->resv = NULL;
+}
+
+static int remote_commit(ch_producer_t *p, uint64_t seq, size_t len, double weight, cr_err_t *err)
+{
+    remote_t *r = p->route;
+    pend_t e = {seq, weight, len, r->resv};
+    r->resv = NULL;
+    pthread_mutex_lock(&r->mu);
     if (r->fatal) {
         int code = r->fatal;
         pthread_mutex_unlock(&r->mu);
-        free(copy);
+        rbuf_unref(e.buf);
         return cr_err_set(err, code, "%s", r->fatal_msg);
     }
     if (r->n == 0) r->last_progress_ns = now();
-    pend_t e = {seq, weight, len, copy};
     r->pend[(r->first + r->n) % p->window] = e;
     r->n++;
     /* When the stream is up and idle, send from this thread (one hop less); never
@@ -390,14 +425,25 @@ static void remote_close(ch_producer_t *p)
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
     rpc_channel_destroy(r->rch);
-    for (size_t i = 0; i < r->n; i++) free(r->pend[(r->first + i) % p->window].data);
+    for (size_t i = 0; i < r->n; i++) rbuf_unref(r->pend[(r->first + i) % p->window].buf);
+    rbuf_unref(r->resv);
     free(r->pend);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
 
-static const ch_route_ops_t remote_ops = {remote_put, remote_flush, remote_unacked, remote_close};
+static int64_t remote_stalled_ns(ch_producer_t *p)
+{
+    remote_t *r = p->route;
+    pthread_mutex_lock(&r->mu);
+    int64_t s = r->n ? now() - r->last_progress_ns : 0;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+static const ch_route_ops_t remote_ops = {remote_reserve, remote_commit, remote_abort, remote_flush,
+                                          remote_unacked, remote_close, remote_stalled_ns};
 
 /* Options for every data-plane rpc channel: room for the largest message plus the
  * frame around it, fast reconnects, keepalive on (a dead peer shows in ~2 s). */
@@ -409,6 +455,7 @@ void ch_rpc_opts(rpc_opts_t *o, size_t max_msg, int64_t backoff_ms)
     o->backoff_initial_ms = (int)backoff_ms;
     o->backoff_max_ms = 2000;
     o->send_queue = 32;
+    o->bulk = 1;
 }
 
 int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err)

@@ -2,11 +2,12 @@
  *
  * Consumer side: each channel of a hub with shm on owns a ring in /dev/shm and a
  * drain thread that moves records from the ring into the channel's queue: small
- * ones as copies, large ones (>= 64 KiB) as views into the ring that the consumer
- * reads in place, so a 1 MiB message is copied once (by the producer) end to end.
- * A record is released from the ring only once the queue took its copy, or once
- * the consumer freed its view; so a full queue fills the ring and the writers
- * block: back-pressure crosses the process boundary.
+ * ones as copies, large ones (>= 64 KiB) as views into the ring. ch_get_view hands
+ * a view to the consumer, who reads in place, so a message written in place
+ * (ch_put_reserve) is never copied at all; ch_get copies it out then. A record is
+ * released from the ring only once the queue took its copy, or once its view was
+ * freed, and in ring order; so a full queue, or a view kept, fills the ring and
+ * the writers block: back-pressure crosses the process boundary.
  * Producer side: a message is written into the ring; it counts as acknowledged when
  * the ring's release position passes its end. */
 #include "channels/internal.h"
@@ -20,6 +21,7 @@
 /* Messages of at least this size are handed to the consumer as views into the
  * ring (no copy); smaller ones are copied, which costs less than the book-keeping. */
 #define VIEW_MIN (64u << 10)
+
 
 typedef struct pend_rec {
     uint64_t end;  /* ring position just past the record */
@@ -38,7 +40,6 @@ typedef struct shm_export {
     pthread_mutex_t mu;
     pend_rec_t *pend;
     size_t first, n, cap;
-    size_t view_bytes;
     int refs;
 } shm_export_t;
 
@@ -102,20 +103,19 @@ void ch_shm_view_free(ch_msg_t *m)
     shm_export_t *x = v->x;
     pthread_mutex_lock(&x->mu);
     pend_free(x, v->end);
-    x->view_bytes -= m->len;
     int last = --x->refs == 0;
     pthread_mutex_unlock(&x->mu);
     free(v);
     if (last) export_free(x);
 }
 
-/* The record as a message: a view into the ring when it is large and the ring has
- * room to spare, else a copy. NULL when out of memory. */
+/* The record as a message: a view into the ring when it is large, else a copy.
+ * NULL when out of memory. */
 static ch_msg_t *take_record(shm_export_t *x, const ch_ring_rec_t *r)
 {
     ch_msg_t *m = NULL;
+    int view = r->len >= VIEW_MIN;
     pthread_mutex_lock(&x->mu);
-    int view = r->len >= VIEW_MIN && x->view_bytes + r->len <= ch_ring_size(x->ring) / 4;
     if (pend_add(x, r->end, 0) == 0) {
         if (view) {
             shm_view_t *v = malloc(sizeof *v);
@@ -124,7 +124,6 @@ static ch_msg_t *take_record(shm_export_t *x, const ch_ring_rec_t *r)
                 v->end = r->end;
                 m = &v->m;
                 m->data = (void *)r->data;
-                x->view_bytes += r->len;
                 x->refs++;
             }
         } else {
@@ -232,13 +231,24 @@ static void prune(ch_producer_t *p, shm_route_t *s)
     }
 }
 
-static int shm_put(ch_producer_t *p, uint64_t seq, const void *data, size_t len, double weight,
-                   int64_t deadline_ns, cr_err_t *err)
+static int shm_reserve(ch_producer_t *p, size_t len, void **buf, int64_t deadline_ns, cr_err_t *err)
+{
+    shm_route_t *s = p->route;
+    int rc = ch_ring_reserve(s->ring, len, deadline_ns, buf, err);
+    return rc ? cr_err_wrap(err, "channel %s", p->name) : 0;
+}
+
+static void shm_abort(ch_producer_t *p)
+{
+    shm_route_t *s = p->route;
+    ch_ring_abort(s->ring);
+}
+
+static int shm_commit(ch_producer_t *p, uint64_t seq, size_t len, double weight, cr_err_t *err)
 {
     shm_route_t *s = p->route;
     uint64_t end;
-    int rc = ch_ring_write(s->ring, p->id, seq, weight, data, len, deadline_ns, &end, err);
-    if (rc) return cr_err_wrap(err, "channel %s", p->name);
+    ch_ring_commit(s->ring, p->id, seq, weight, len, &end);
     prune(p, s);
     if (s->n == p->window) { /* keep the newest marks; the oldest matter least */
         s->first = (s->first + 1) % p->window;
@@ -278,7 +288,7 @@ static void shm_close(ch_producer_t *p)
     free(s);
 }
 
-static const ch_route_ops_t shm_ops = {shm_put, shm_flush, shm_unacked, shm_close};
+static const ch_route_ops_t shm_ops = {shm_reserve, shm_commit, shm_abort, shm_flush, shm_unacked, shm_close, NULL};
 
 int ch_route_shm_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err)
 {

@@ -27,25 +27,14 @@ const char *ch_route_name(ch_route_kind_t k)
     case CH_ROUTE_SHM: return "shm";
     case CH_ROUTE_DIRECT: return "direct";
     case CH_ROUTE_TUNNEL: return "tunnel";
+    case CH_ROUTE_FANOUT: return "fanout";
     }
     return "unknown";
 }
 
-/* FNV-1a: stable across processes and builds, unlike a pointer or a seed. */
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; s && *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 int ch_replica_pick(const ch_where_t *replicas, size_t n, const char *producer_node)
 {
-    if (n == 0) return -1;
     for (size_t i = 0; i < n; i++)
         if (same_str(replicas[i].node, producer_node)) return (int)i;
-    return (int)(fnv1a(producer_node) % n);
+    return -1;
 }

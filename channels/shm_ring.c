@@ -10,7 +10,8 @@
  * Invariants: tail <= rpos <= head <= tail + size; writers advance head (release
  * order) only after the record is complete, so a writer killed mid-copy leaves no
  * partial record; the writers' lock is a robust process-shared mutex, so a writer
- * killed while holding it costs the next writer an EOWNERDEAD, not a hang. Every wait
+ * killed while holding it costs the next writer an EOWNERDEAD, not a hang. A writer
+ * that writes in place (reserve, then commit) holds the lock meanwhile. Every wait
  * is a futex wait with a time-out, and a writer waiting for room checks whether the
  * consumer process still exists, so a crashed peer never wedges the other side.
  * Liveness is judged by pid, so the processes sharing /dev/shm must share a pid
@@ -70,6 +71,8 @@ struct ch_ring {
     char path[128];
     int owner;
     uint64_t rpos; /* consumer only: the read cursor (tail <= rpos <= head) */
+    uint64_t resv_head; /* writer holding the lock: where its reserved record starts */
+    size_t resv_len;
 };
 
 static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
@@ -238,12 +241,13 @@ static int lock_writers(ch_ring_t *r, int64_t deadline_ns, cr_err_t *err)
         if (!peer_alive(r->h->owner_pid))
             return cr_err_set(err, CR_EUNAVAIL, "shm ring %s: consumer process %d is gone", r->path,
                               r->h->owner_pid);
-        if (s == 0) return cr_err_set(err, CR_ETIMEDOUT, "shm ring %s: writers' lock busy", r->path);
+        if (s == 0)
+            return cr_err_set(err, CR_ETIMEDOUT, "shm ring %s: another producer holds the ring (writing a "
+                              "message in place, or stalled)", r->path);
     }
 }
 
-int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, const void *data,
-                  size_t len, int64_t deadline_ns, uint64_t *end, cr_err_t *err)
+int ch_ring_reserve(ch_ring_t *r, size_t len, int64_t deadline_ns, void **buf, cr_err_t *err)
 {
     ring_hdr_t *h = r->h;
     size_t rec = align8(sizeof(rec_hdr_t) + len);
@@ -257,7 +261,7 @@ int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, 
     for (;;) {
         if (atomic_load(&h->closed)) {
             rc = cr_err_set(err, CR_ECLOSED, "shm ring %s: the consumer closed the channel", r->path);
-            goto out;
+            goto fail;
         }
         uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
         pos = head % h->size;
@@ -268,7 +272,7 @@ int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, 
         int64_t s = slice_ns(deadline_ns);
         if (s == 0) {
             rc = cr_err_set(err, CR_ETIMEDOUT, "shm ring %s: no room (the consumer is slow)", r->path);
-            goto out;
+            goto fail;
         }
         atomic_fetch_add(&h->space_waiters, 1);
         futex_wait(&h->space_ftx, v, s);
@@ -276,10 +280,10 @@ int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, 
         if (!peer_alive(h->owner_pid)) {
             rc = cr_err_set(err, CR_EUNAVAIL, "shm ring %s: consumer process %d is gone", r->path,
                             h->owner_pid);
-            goto out;
+            goto fail;
         }
     }
-    if (pad) {
+    if (pad) { /* written now, published with the record (head moves over both at once) */
         if (pad >= sizeof(rec_hdr_t)) {
             rec_hdr_t p = {.magic = REC_MAGIC, .kind = REC_PAD, .len = pad};
             memcpy(r->data + pos, &p, sizeof p);
@@ -287,17 +291,46 @@ int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, 
         head += pad;
         pos = 0;
     }
-    rec_hdr_t rh = {.magic = REC_MAGIC, .kind = REC_DATA, .len = len, .producer = producer,
-                    .seq = seq, .weight = weight};
-    memcpy(r->data + pos, &rh, sizeof rh);
-    if (len) memcpy(r->data + pos + sizeof rh, data, len);
-    atomic_store_explicit(&h->head, head + rec, memory_order_release);
-    *end = head + rec;
-    atomic_fetch_add(&h->data_ftx, 1);
-    if (atomic_load(&h->data_waiters)) futex_wake(&h->data_ftx);
-out:
+    r->resv_head = head;
+    r->resv_len = len;
+    *buf = r->data + pos + sizeof(rec_hdr_t);
+    return 0;
+fail:
     pthread_mutex_unlock(&h->wlock);
     return rc;
+}
+
+void ch_ring_commit(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, size_t n, uint64_t *end)
+{
+    ring_hdr_t *h = r->h;
+    if (n > r->resv_len) n = r->resv_len;
+    uint64_t head = r->resv_head;
+    rec_hdr_t rh = {.magic = REC_MAGIC, .kind = REC_DATA, .len = n, .producer = producer,
+                    .seq = seq, .weight = weight};
+    memcpy(r->data + head % h->size, &rh, sizeof rh);
+    uint64_t next = head + align8(sizeof rh + n);
+    /* Release order: a reader that sees the new head sees the whole record. */
+    atomic_store_explicit(&h->head, next, memory_order_release);
+    *end = next;
+    atomic_fetch_add(&h->data_ftx, 1);
+    if (atomic_load(&h->data_waiters)) futex_wake(&h->data_ftx);
+    pthread_mutex_unlock(&h->wlock);
+}
+
+void ch_ring_abort(ch_ring_t *r)
+{
+    pthread_mutex_unlock(&r->h->wlock); /* head never moved: nothing was published */
+}
+
+int ch_ring_write(ch_ring_t *r, uint64_t producer, uint64_t seq, double weight, const void *data,
+                  size_t len, int64_t deadline_ns, uint64_t *end, cr_err_t *err)
+{
+    void *buf;
+    int rc = ch_ring_reserve(r, len, deadline_ns, &buf, err);
+    if (rc) return rc;
+    if (len) memcpy(buf, data, len);
+    ch_ring_commit(r, producer, seq, weight, len, end);
+    return 0;
 }
 
 /* Skips everything written so far: a writer left bytes that are not a record. The

@@ -227,7 +227,7 @@ static int64_t rate_wait_ns(ch_wsync_pub_t *p, size_t len)
 }
 
 /* Sends the next chunk to u. 1 sent, 0 not now (cap or channel full), <0 error. */
-static int send_chunk(ch_wsync_pub_t *p, sub_state_t *u, uint8_t *buf, int64_t *wait_ns)
+static int send_chunk(ch_wsync_pub_t *p, sub_state_t *u, int64_t *wait_ns)
 {
     snapshot_t *s = u->snap;
     if (ch_producer_unacked(u->prod) >= p->o.max_inflight) return 0;
@@ -254,12 +254,18 @@ static int send_chunk(ch_wsync_pub_t *p, sub_state_t *u, uint8_t *buf, int64_t *
         if (*wait_ns == 0 || w < *wait_ns) *wait_ns = w;
         return 0;
     }
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, name, nl);
-    if (h.len) memcpy(buf + sizeof h + nl, src, h.len);
+    /* Written in place, into the ring or the buffer the route sends from. */
+    size_t total = sizeof h + nl + h.len;
+    uint8_t *buf;
     cr_err_t e = {0};
-    int rc = ch_put(u->prod, buf, sizeof h + nl + h.len, 1.0, 0, &e);
+    int rc = ch_put_reserve(u->prod, total, (void **)&buf, 0, &e);
     if (rc == CR_ETIMEDOUT) return 0;
+    if (rc == 0) {
+        memcpy(buf, &h, sizeof h);
+        memcpy(buf + sizeof h, name, nl);
+        if (h.len) memcpy(buf + sizeof h + nl, src, h.len);
+        rc = ch_put_commit(u->prod, total, 1.0, &e);
+    }
     if (rc) {
         CR_WARN("wsync", "version %llu: chunk not sent: %s", (unsigned long long)s->version, e.msg);
         return rc;
@@ -294,7 +300,7 @@ static void adopt_latest(ch_wsync_pub_t *p)
 }
 
 /* One round over the subscribers; returns whether anything was sent. */
-static int pub_round(ch_wsync_pub_t *p, uint8_t *buf, int64_t *wait_ns)
+static int pub_round(ch_wsync_pub_t *p, int64_t *wait_ns)
 {
     int sent = 0;
     snapshot_t *cur = p->current;
@@ -319,7 +325,7 @@ static int pub_round(ch_wsync_pub_t *p, uint8_t *buf, int64_t *wait_ns)
                 continue;
             }
         }
-        int rc = send_chunk(p, u, buf, wait_ns);
+        int rc = send_chunk(p, u, wait_ns);
         if (rc < 0) {
             u->retry_ns = cr_now_ns() + 100 * CR_NS_PER_MS;
             continue;
@@ -338,11 +344,6 @@ static int pub_round(ch_wsync_pub_t *p, uint8_t *buf, int64_t *wait_ns)
 static void *pub_main(void *arg)
 {
     ch_wsync_pub_t *p = arg;
-    uint8_t *buf = malloc(sizeof(chunk_hdr_t) + WS_NAME_MAX + p->o.chunk_bytes);
-    if (!buf) {
-        CR_ERROR("wsync", "publisher: out of memory for its chunk buffer");
-        return NULL;
-    }
     p->tokens_at = cr_now_ns();
     /* Background work: on a busy node the learner's own threads go first (Linux
      * nice values are per thread). Failing to lower it is harmless. */
@@ -355,7 +356,7 @@ static void *pub_main(void *arg)
         if (stop) break;
         adopt_latest(p);
         int64_t wait_ns = 0;
-        if (pub_round(p, buf, &wait_ns)) continue;
+        if (pub_round(p, &wait_ns)) continue;
         /* Nothing could go: wait for tokens, acks (polled) or a new version. */
         if (wait_ns == 0 || wait_ns > 2 * CR_NS_PER_MS) wait_ns = 2 * CR_NS_PER_MS;
         pthread_mutex_lock(&p->mu);
@@ -366,7 +367,6 @@ static void *pub_main(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
     }
-    free(buf);
     return NULL;
 }
 
@@ -608,7 +608,7 @@ static void *sub_main(void *arg)
         if (stop) break;
         ch_msg_t *m;
         cr_err_t e = {0};
-        int rc = ch_get(s->c, &m, 50, &e);
+        int rc = ch_get_view(s->c, &m, 50, &e); /* read in place, copied once into the version */
         if (rc == CR_ETIMEDOUT) continue;
         if (rc) break; /* channel closed */
         sub_chunk(s, m);

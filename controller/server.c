@@ -1,6 +1,7 @@
 /* server.c - the controller daemon's object: registry, liveness table and the
- * gRPC server carrying Registry, AgentLink and Experiments, started and stopped in the order
- * that lets every handler finish before what it uses goes away. */
+ * gRPC server carrying Registry, AgentLink, Experiments and the data plane's tunnel
+ * relay (Relay.Link, for nodes that accept no inbound connection), started and
+ * stopped in the order that lets every handler finish before what it uses goes away. */
 #include "controller/server_int.h"
 #include "common/log.h"
 
@@ -58,8 +59,12 @@ int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
     size_t n = ctl_service_methods(srv, srv->methods);
     ctl_agentlink_method(srv, &srv->methods[n++]);
     if ((rc = ctl_exphost_create(srv, srv->methods, &n, err))) goto fail;
+    if ((rc = ch_relay_create(NULL, &srv->relay, err))) goto fail;
+    ch_relay_method(srv->relay, &srv->methods[n++]);
     rpc_opts_t ro = opts->rpc;
-    if (ro.pool_threads == 0) ro.pool_threads = 2;
+    /* A relay forward may wait up to 5 s for a slow receiver on a handler thread:
+     * more of them, so tunnels never hold up Registry calls. */
+    if (ro.pool_threads == 0) ro.pool_threads = 6;
     rc = rpc_server_create(&srv->rpc, srv->listen, &ro, srv->methods, n, err);
     if (rc) {
         cr_err_wrap(err, "listen on %s", srv->listen);
@@ -115,6 +120,7 @@ void ctl_server_destroy(ctl_server_t *srv)
     ctl_liveness_destroy(srv->lv);
     srv->lv = NULL;
     rpc_server_destroy(srv->rpc);
+    ch_relay_destroy(srv->relay); /* after the server: its streams are gone */
     ctl_exphost_destroy(srv);
     ctl_registry_close(srv->reg);
     if (srv->lock_fd >= 0) close(srv->lock_fd);

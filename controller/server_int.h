@@ -3,6 +3,7 @@
 #ifndef CORRAL_CONTROLLER_SERVER_INT_H
 #define CORRAL_CONTROLLER_SERVER_INT_H
 
+#include "channels/relay.h"
 #include "controller/controller.h"
 #include "controller/expservice.h"
 #include "controller/liveness.h"
@@ -30,7 +31,8 @@ struct ctl_server {
     ctl_liveness_t *lv;
     ctl_workq_t *wq;          /* SQLite work handed off by AgentLink callbacks */
     rpc_server_t *rpc;
-    rpc_method_t methods[CTL_REGISTRY_METHODS + 1 + CTL_EXP_METHODS];
+    rpc_method_t methods[CTL_REGISTRY_METHODS + 1 + CTL_EXP_METHODS + 1];
+    ch_relay_t *relay;        /* the data plane's tunnel relay, on the same port */
     ctl_handler_t handlers[CTL_REGISTRY_METHODS];
     int started, stopped;
     int lock_fd;              /* DIR/controller.lock, flock'ed while we run */

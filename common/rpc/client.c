@@ -185,9 +185,14 @@ int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err)
     int64_t end = cr_now_ns() + (timeout_ms > 0 ? timeout_ms : 0) * CR_NS_PER_MS;
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_connectivity_state s = grpc_channel_check_connectivity_state(ch->gc, 1);
+    int attempted = 0; /* a connection attempt was seen under way during this wait */
     while (s != GRPC_CHANNEL_READY) {
         int64_t left = (end - cr_now_ns()) / CR_NS_PER_MS;
         if (left <= 0 || s == GRPC_CHANNEL_SHUTDOWN) break;
+        /* An attempt made while we waited failed (refused, unreachable, handshake):
+         * say so now rather than sit out the time-out until the next attempt. */
+        if (s == GRPC_CHANNEL_TRANSIENT_FAILURE && attempted) break;
+        if (s == GRPC_CHANNEL_CONNECTING) attempted = 1;
         int tag;
         grpc_channel_watch_connectivity_state(ch->gc, s, rpc_deadline(left), cq, &tag);
         grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -196,6 +201,9 @@ int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err)
     grpc_completion_queue_shutdown(cq);
     grpc_completion_queue_destroy(cq);
     if (s == GRPC_CHANNEL_READY) return 0;
+    if (s == GRPC_CHANNEL_TRANSIENT_FAILURE && attempted)
+        return cr_err_set(err, CR_EUNAVAIL, "%s: connection failed (refused, unreachable, or the handshake failed)",
+                          ch->target);
     return cr_err_set(err, CR_ETIMEDOUT, "%s: not connected after %lld ms", ch->target, (long long)timeout_ms);
 }
 
@@ -401,7 +409,13 @@ static void on_recv(rpc_stream_t *st, int ok)
     st->recv_bb = NULL;
     pthread_mutex_unlock(&st->mu);
     int more = 0;
-    if (bb && ok) {
+    if (bb && ok && st->cbs.on_raw) {
+        rpc_bytes_t *b = rpc_bytes_wrap(bb);   /* the callback owns it from here */
+        bb = NULL;
+        if (b) st->cbs.on_raw(st, b, st->cbs.user);
+        else grpc_call_cancel_with_status(st->gc, GRPC_STATUS_RESOURCE_EXHAUSTED, "client out of memory", NULL);
+        more = b != NULL;
+    } else if (bb && ok) {
         size_t len;
         ProtobufCMessage *msg = rpc_msg_unpack(bb, st->resp_desc, &len);
         if (!msg) {
@@ -519,10 +533,10 @@ int rpc_stream_open(rpc_channel_t *ch, rpc_stream_t **out, const char *method,
     return 0;
 }
 
-int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
+/* Queues a packed message (taking bb in every case), waiting for room as
+ * rpc_stream_send describes. */
+static int stream_queue(rpc_stream_t *st, grpc_byte_buffer *bb, int64_t timeout_ms, cr_err_t *err)
 {
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, NULL, st->ch->max_message, err);
-    if (!bb) return err ? err->code : CR_EINVAL;
     int64_t deadline = timeout_ms < 0 ? -1 : cr_now_ns() + timeout_ms * CR_NS_PER_MS;
     pthread_mutex_lock(&st->mu);
     for (;;) {
@@ -550,6 +564,24 @@ int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeo
     pump_locked(st);
     pthread_mutex_unlock(&st->mu);
     return 0;
+}
+
+int rpc_stream_send(rpc_stream_t *st, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
+{
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, NULL, st->ch->max_message, err);
+    if (!bb) return err ? err->code : CR_EINVAL;
+    return stream_queue(st, bb, timeout_ms, err);
+}
+
+int rpc_stream_send_out(rpc_stream_t *st, rpc_out_t *o, int64_t timeout_ms, cr_err_t *err)
+{
+    size_t n = rpc_out_len(o);
+    if (n > st->ch->max_message) {
+        rpc_out_destroy(o);
+        return cr_err_set(err, CR_ETOOBIG, "%s: message of %zu bytes exceeds the message limit of %zu bytes",
+                          st->method, n, st->ch->max_message);
+    }
+    return stream_queue(st, rpc_out_take(o), timeout_ms, err);
 }
 
 int rpc_stream_send_queued(const rpc_stream_t *st)

@@ -40,8 +40,14 @@ grpc_byte_buffer *rpc_msg_pack(const ProtobufCMessage *msg, const ProtobufCMessa
 ProtobufCMessage *rpc_msg_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
                                  size_t *len);
 
+/* bytes.c: the byte buffer of a caller-packed message (o is consumed), and a
+ * received byte buffer as the application's rpc_bytes_t (bb is consumed; NULL
+ * when out of memory). */
+grpc_byte_buffer *rpc_out_take(rpc_out_t *o);
+rpc_bytes_t *rpc_bytes_wrap(grpc_byte_buffer *bb);
+
 /* Channel arguments for one end, from opts (defaults filled in). */
-#define RPC_MAX_ARGS 24
+#define RPC_MAX_ARGS 32
 typedef struct rpc_args {
     grpc_arg arg[RPC_MAX_ARGS];
     grpc_channel_args set;

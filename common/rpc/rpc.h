@@ -2,7 +2,10 @@
  *
  * Messages are protobuf-c; the layer packs and unpacks them, so application code
  * never touches a grpc_byte_buffer. gRPC types do not appear here: a caller
- * includes this header and links corral_rpc.
+ * includes this header and links corral_rpc. For bulk data there is a second way
+ * in and out that copies nothing: a message the caller packed itself from pieces
+ * it lends (rpc_out_t), and a received message kept as the bytes gRPC read
+ * (rpc_bytes_t), for methods and streams that ask for it (on_raw).
  *
  * Server: the application passes a table of methods (full name, kind, message
  * descriptors, callbacks). Queue threads, each owning one completion queue, take
@@ -100,6 +103,9 @@ typedef struct rpc_opts {
     size_t max_message;            /* 0 = RPC_DEFAULT_MAX_MESSAGE */
     int keepalive_ms;              /* 0 = RPC_DEFAULT_KEEPALIVE_MS; <0 disables */
     int send_queue;                /* per-call queued sends; 0 = RPC_DEFAULT_SEND_QUEUE */
+    int bulk;                      /* 1: streams carry large messages at a high rate (the
+                                      data plane): fixed large HTTP/2 windows and large
+                                      socket reads (conn.c says why); costs memory */
     /* server only */
     int queue_threads;             /* completion-queue threads; 0 = 1 */
     int pool_threads;              /* handler threads; 0 = 2 */
@@ -114,6 +120,7 @@ typedef struct rpc_opts {
 
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;      /* one incoming call, as seen by its handlers */
+typedef struct rpc_bytes rpc_bytes_t;    /* a received message as bytes (see below) */
 
 typedef enum rpc_kind {
     RPC_UNARY = 0,          /* one request, one reply */
@@ -150,6 +157,11 @@ typedef struct rpc_method {
      * client cancelled, its deadline passed, or the connection died. Release
      * per-call state here. After it the layer drops its reference (rpc_call_ref). */
     void (*on_done)(rpc_call_t *call, rpc_code_t code);
+    /* Optional, instead of on_message: each request as the bytes received, not
+     * unpacked (input is then only documentation). The handler owns msg and frees
+     * it with rpc_bytes_free, now or later. Oversized requests still never get
+     * here; parsing, and refusing malformed bytes, is the handler's job. */
+    void (*on_raw)(rpc_call_t *call, rpc_bytes_t *msg);
 } rpc_method_t;
 
 /* Checks the method table and options and binds addr ("127.0.0.1:0" picks a free
@@ -233,7 +245,9 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_opts_t
  * must still be destroyed by their owners (before or after). */
 void rpc_channel_destroy(rpc_channel_t *ch);
 
-/* Connects now if idle and waits up to timeout_ms for READY: CR_ETIMEDOUT or 0. */
+/* Connects now if idle and waits up to timeout_ms for READY: 0; CR_EUNAVAIL as
+ * soon as a connection attempt fails (nothing listens there, unreachable, TLS
+ * handshake refused); CR_ETIMEDOUT when still connecting at the time-out. */
 int rpc_channel_wait_ready(rpc_channel_t *ch, int64_t timeout_ms, cr_err_t *err);
 
 /* Blocking unary call. On 0, *resp is a message of resp_desc owned by the caller:
@@ -260,6 +274,9 @@ typedef struct rpc_stream_cbs {
     /* The stream ended; called exactly once, last. details never NULL. */
     void (*on_close)(rpc_stream_t *st, rpc_code_t code, const char *details, void *user);
     void *user;
+    /* Optional, instead of on_message: each reply as the bytes received, owned by
+     * the callback (rpc_bytes_free); resp_desc then only documents the type. */
+    void (*on_raw)(rpc_stream_t *st, rpc_bytes_t *msg, void *user);
 } rpc_stream_cbs_t;
 
 /* Opens a stream of any kind (server-stream: send the one request, then
@@ -290,6 +307,39 @@ int rpc_stream_wait(rpc_stream_t *st, int64_t timeout_ms, rpc_code_t *code, cr_e
 
 /* Cancels if still open, waits for on_close, frees. NULL is a no-op. */
 void rpc_stream_destroy(rpc_stream_t *st);
+
+/* ---- messages as bytes: sending and keeping them without copies ----------- */
+
+/* An outgoing message the caller packed itself (protobuf wire format of the
+ * method's type), as a list of pieces sent in order. rpc_out_ref lends bytes: they
+ * are neither copied nor read until gRPC writes them, so they must stay unchanged
+ * until release(user) runs; it runs exactly once per piece, on any thread, when
+ * gRPC is done with them (after the write, or when the message is dropped because
+ * the call ended or a send failed), possibly after the send call returned.
+ * rpc_out_copy copies small pieces (headers). rpc_out_bytes takes a range of a
+ * received message by reference (forwarding without a copy). The add functions
+ * return 0 or CR_ENOMEM (rpc_out_ref calls release itself when it fails). */
+typedef struct rpc_out rpc_out_t;
+
+rpc_out_t *rpc_out_create(void);   /* NULL when out of memory */
+int rpc_out_copy(rpc_out_t *o, const void *data, size_t len);
+int rpc_out_ref(rpc_out_t *o, const void *data, size_t len, void (*release)(void *user), void *user);
+int rpc_out_bytes(rpc_out_t *o, const rpc_bytes_t *b, size_t off, size_t len);
+size_t rpc_out_len(const rpc_out_t *o);
+void rpc_out_destroy(rpc_out_t *o);   /* NULL is a no-op */
+
+/* Queue o like rpc_stream_send / rpc_call_send (same timeouts, codes and size
+ * limit). They take o in every case: it is destroyed on error and its pieces
+ * released once sent. The bytes are not checked against the method's type. */
+int rpc_stream_send_out(rpc_stream_t *st, rpc_out_t *o, int64_t timeout_ms, cr_err_t *err);
+int rpc_call_send_out(rpc_call_t *call, rpc_out_t *o, int64_t timeout_ms, cr_err_t *err);
+
+/* A received message kept as the slices gRPC read it into (no copy, not
+ * contiguous), for on_raw handlers; valid until rpc_bytes_free, on any thread. */
+size_t rpc_bytes_len(const rpc_bytes_t *b);
+/* Copies up to n bytes from offset off into dst; returns how many (fewer at the end). */
+size_t rpc_bytes_read(const rpc_bytes_t *b, size_t off, void *dst, size_t n);
+void rpc_bytes_free(rpc_bytes_t *b);   /* NULL is a no-op */
 
 /* ---- reconnect helper ---------------------------------------------------- */
 

@@ -258,6 +258,16 @@ static int deliver(rpc_call_t *c, grpc_byte_buffer *bb)
                         len, c->max_message);
         return -1;
     }
+    if (c->m->on_raw) {
+        rpc_bytes_t *b = rpc_bytes_wrap(bb);   /* the handler owns it from here */
+        if (!b) {
+            rpc_call_finish(c, RPC_RESOURCE_EXHAUSTED, "server out of memory");
+            return -1;
+        }
+        c->n_messages++;
+        c->m->on_raw(c, b);
+        return 0;
+    }
     ProtobufCMessage *msg = rpc_msg_unpack(bb, c->m->input, &len);
     grpc_byte_buffer_destroy(bb);
     if (!msg) {
@@ -349,13 +359,17 @@ static void on_close(rpc_call_t *c)
     if (c->cancelled) {
         int stopping = c->srv->stopping;
         int64_t left = rpc_deadline_left_ms(c->deadline);
+        /* A client ends a stream by cancelling it as often as by half-closing, so
+         * for streams this is routine (debug); a unary call that ends without its
+         * reply is worth a line. gRPC does not say which of the reasons it was. */
+        int routine = c->m && c->m->kind != RPC_UNARY;
         if (stopping)
             CR_INFO("rpc", "%s from %s: cancelled by server shutdown", call_name(c), c->peer.address);
         else
-            CR_WARN("rpc", "%s from %s: call ended early after %ld messages: %s", call_name(c),
-                    c->peer.address, c->n_messages,
-                    left == 0 ? "its deadline passed"
-                              : "the client cancelled, the connection was lost, or a message exceeded the size limit");
+            cr_log(routine ? CR_LOG_DEBUG : CR_LOG_INFO, "rpc", "%s from %s: call ended early after %ld messages: %s",
+                   call_name(c), c->peer.address, c->n_messages,
+                   left == 0 ? "its deadline passed"
+                             : "the client cancelled, the connection was lost, or a message exceeded the size limit");
     }
     pthread_cond_broadcast(&c->cv);
     int done = done_due_locked(c);
@@ -602,11 +616,10 @@ int rpc_call_send_queued(const rpc_call_t *c)
     return n;
 }
 
-int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
+/* Queues a packed message (taking bb in every case), waiting for room as
+ * rpc_call_send describes. */
+static int call_queue(rpc_call_t *c, grpc_byte_buffer *bb, int64_t timeout_ms, cr_err_t *err)
 {
-    if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
-    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->max_message, err);
-    if (!bb) return err ? err->code : CR_EINVAL;
     int64_t deadline = timeout_ms < 0 ? -1 : cr_now_ns() + timeout_ms * CR_NS_PER_MS;
     pthread_mutex_lock(&c->mu);
     for (;;) {
@@ -633,6 +646,26 @@ int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms
     pump_locked(c);
     pthread_mutex_unlock(&c->mu);
     return 0;
+}
+
+int rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg, int64_t timeout_ms, cr_err_t *err)
+{
+    if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
+    grpc_byte_buffer *bb = rpc_msg_pack(msg, c->m->output, c->max_message, err);
+    if (!bb) return err ? err->code : CR_EINVAL;
+    return call_queue(c, bb, timeout_ms, err);
+}
+
+int rpc_call_send_out(rpc_call_t *c, rpc_out_t *o, int64_t timeout_ms, cr_err_t *err)
+{
+    size_t n = rpc_out_len(o);
+    if (!c->m || n > c->max_message) {
+        rpc_out_destroy(o);
+        if (!c->m) return cr_err_set(err, CR_EINVAL, "call has no method");
+        return cr_err_set(err, CR_ETOOBIG, "%s: message of %zu bytes exceeds the message limit of %zu bytes",
+                          call_name(c), n, c->max_message);
+    }
+    return call_queue(c, rpc_out_take(o), timeout_ms, err);
 }
 
 int rpc_call_reply(rpc_call_t *c, const ProtobufCMessage *msg, cr_err_t *err)

@@ -10,7 +10,11 @@
  *   ch_netns_node produce NODE RELAY CHANNEL CNODE CID COUNT RATE
  *       puts COUNT messages of 4 KiB at RATE per second to CHANNEL of the hub CID on
  *       node CNODE (which accepts no inbound connection, so the route is the tunnel),
- *       then waits for every acknowledgement. */
+ *       then waits for every acknowledgement;
+ *   ch_netns_node replica NODE CHANNEL [PNODE PADDR PID]...
+ *       a replica of CHANNEL on NODE (listening on 127.0.0.1), replicated with the
+ *       peers given; prints "ADDR HUBID" on stdout, then consumes until killed (the
+ *       replica tests kill it to take its node away). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -148,6 +152,35 @@ static int run_produce(const char *node, const char *relay, const char *name, co
     return rc ? 1 : 0;
 }
 
+static int run_replica(const char *node, const char *name, char **peers, int npeers)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho = {.node = node, .shm = -1, .listen = "127.0.0.1:0", .reconnect_ms = 50};
+    ch_hub_t *h;
+    ch_channel_t *c;
+    ch_opts_t co = {.capacity = 4096};
+    if (ch_hub_create(&ho, &h, &e) || ch_channel_create(h, name, &co, &c, &e)) {
+        fprintf(stderr, "replica: %s\n", e.msg);
+        return 1;
+    }
+    ch_where_t w[MAX_PRODUCERS + 1];
+    ch_hub_where(h, &w[0]);
+    int n = 1;
+    for (int i = 0; i + 2 < npeers * 3 && n <= MAX_PRODUCERS; i += 3, n++) {
+        uint64_t id = strtoull(peers[i + 2], NULL, 16);
+        w[n] = (ch_where_t){.node = peers[i], .process = id, .addr = peers[i + 1], .inbound = 1};
+    }
+    if (ch_channel_replicate(c, w, (size_t)n, NULL, &e)) {
+        fprintf(stderr, "replica: %s\n", e.msg);
+        return 1;
+    }
+    printf("%s %016llx\n", w[0].addr, (unsigned long long)w[0].process);
+    for (;;) {
+        ch_msg_t *m;
+        if (ch_get(c, &m, 1000, &e) == 0) ch_msg_free(m);
+    }
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -156,7 +189,9 @@ int main(int argc, char **argv)
         return run_consume(argv[2], argv[3], argv[4], atoi(argv[5]), argv[6]);
     if (argc == 9 && strcmp(argv[1], "produce") == 0)
         return run_produce(argv[2], argv[3], argv[4], argv[5], argv[6], atoi(argv[7]), atoi(argv[8]));
+    if (argc >= 4 && (argc - 4) % 3 == 0 && strcmp(argv[1], "replica") == 0)
+        return run_replica(argv[2], argv[3], argv + 4, (argc - 4) / 3);
     fprintf(stderr, "usage: ch_netns_node relay ADDR | consume NODE RELAY CHANNEL COUNT IDFILE |"
-                    " produce NODE RELAY CHANNEL CNODE CID COUNT RATE\n");
+                    " produce NODE RELAY CHANNEL CNODE CID COUNT RATE | replica NODE CHANNEL [PNODE PADDR PID]...\n");
     return 1;
 }

@@ -1,8 +1,8 @@
 #!/bin/sh
 # channels_netns.sh - the data plane across nodes behind NAT, in network namespaces.
 #
-# Three namespaces joined by veth pairs: "cloud" (runs the relay, as the controller
-# does, and one producer) and two "edge" nodes whose firewall drops every inbound
+# Three namespaces joined by veth pairs: "cloud" (runs the controller, which hosts
+# the relay, and one producer) and two "edge" nodes whose firewall drops every inbound
 # connection (only replies to connections they opened get in). A consumer on edge1
 # receives from a producer on cloud and one on edge2; both routes are the tunnel
 # through the relay. Mid-transfer edge1's link is cut for 10 s; afterwards every
@@ -12,6 +12,7 @@
 set -u
 BUILD=${CORRAL_BUILD_DIR:-build}
 NODE=$BUILD/tests/ch_netns_node
+CORRAL=$BUILD/corral
 COUNT=${CH_NETNS_COUNT:-1500}   # per producer, 4 KiB each
 RATE=${CH_NETNS_RATE:-100}      # messages per second per producer
 CUT_AT=3
@@ -31,6 +32,7 @@ fail() {
 }
 
 [ -x "$NODE" ] || fail "$NODE is not built"
+[ -x "$CORRAL" ] || fail "$CORRAL is not built"
 [ "$(id -u)" = 0 ] || skip "creating network namespaces needs root (uid $(id -u))"
 command -v ip >/dev/null 2>&1 || skip "ip (iproute2) is not installed"
 command -v iptables >/dev/null 2>&1 || skip "iptables is not installed (deploy/install-deps.sh installs it)"
@@ -85,8 +87,9 @@ for ns in $NS_1 $NS_2; do
     x "$ns" iptables -A INPUT -j DROP
 done
 
+# The relay is the controller's: the real daemon, on its own port.
 RELAY_PORT=7741
-ip netns exec "$NS_C" "$NODE" relay 0.0.0.0:$RELAY_PORT 2>"$tmp/relay.log" &
+ip netns exec "$NS_C" "$CORRAL" controller --listen 0.0.0.0:$RELAY_PORT --state "$tmp/ctl" 2>"$tmp/relay.log" &
 pids="$pids $!"
 
 # Prove the firewall: a listener on edge1 cannot be reached from the cloud,
@@ -97,9 +100,14 @@ pids="$pids $probe"
 sleep 0.5
 tcp_ok() { x "$1" python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1.5); s.connect(('$2',$3))" 2>/dev/null; }
 if tcp_ok "$NS_C" 10.77.1.2 7742; then fail "edge1 accepted an inbound connection"; fi
-tcp_ok "$NS_1" 10.77.1.1 $RELAY_PORT || fail "edge1 cannot reach the relay"
+i=0
+until tcp_ok "$NS_1" 10.77.1.1 $RELAY_PORT; do
+    i=$((i + 1))
+    [ $i -lt 20 ] || fail "edge1 cannot reach the controller's relay: $(tail -5 "$tmp/relay.log")"
+    sleep 0.25
+done
 kill $probe 2>/dev/null
-echo "edge1 refuses inbound connections; the relay is reachable from it"
+echo "edge1 refuses inbound connections; the controller (the relay) is reachable from it"
 
 ip netns exec "$NS_1" "$NODE" consume edge1 10.77.1.1:$RELAY_PORT act "$COUNT" "$tmp/id" >"$tmp/consume.out" 2>"$tmp/consume.log" &
 cons=$!
@@ -131,9 +139,9 @@ if [ $r1 -ne 0 ] || [ $r2 -ne 0 ] || [ $rc -ne 0 ]; then
     echo "--- producer cloud"; tail -20 "$tmp/p1.log"
     echo "--- producer edge2"; tail -20 "$tmp/p2.log"
     echo "--- consumer"; tail -20 "$tmp/consume.log"
-    echo "--- relay"; tail -20 "$tmp/relay.log"
+    echo "--- controller (relay)"; tail -20 "$tmp/relay.log"
     fail "producers exited $r1 and $r2, consumer $rc"
 fi
 grep -q "reconnects=[1-9]" "$tmp/p1.out" "$tmp/p2.out" || fail "no producer had to reconnect: the cut did not bite"
-echo "  PASSED $SUITE: $COUNT x 2 messages through the tunnel across a ${CUT_FOR} s cut, none lost or duplicated"
+echo "  PASSED $SUITE: $COUNT x 2 messages through the controller's relay across a ${CUT_FOR} s cut, none lost or duplicated"
 result 1 0 0

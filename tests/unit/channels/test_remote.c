@@ -267,6 +267,17 @@ static void test_direct_bad_input(void)
     ASSERT_INT_EQ(code, RPC_INVALID_ARGUMENT);
     ASSERT_TRUE(strstr(e.msg, "producer") != NULL);
     rpc_stream_destroy(st);
+    /* A peer sending bytes that are no frame at all. */
+    ASSERT_OK(rpc_stream_open(rch, &st, "/corral.v1.Channel/Stream", &corral__v1__ch_frame__descriptor,
+                              &cbs, 10000, &e), &e);
+    rpc_out_t *junk = rpc_out_create();
+    static const uint8_t garbage[] = {0x12, 0x7f, 'x', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    rpc_out_copy(junk, garbage, sizeof garbage);
+    ASSERT_OK(rpc_stream_send_out(st, junk, 1000, &e), &e);
+    rpc_stream_wait(st, 10000, &code, &e);
+    ASSERT_INT_EQ(code, RPC_INVALID_ARGUMENT);
+    ASSERT_TRUE(strstr(e.msg, "malformed") != NULL || strstr(e.msg, "channel") != NULL);
+    rpc_stream_destroy(st);
     /* A peer that opens a stream and stalls holds nobody else up. */
     ASSERT_OK(rpc_stream_open(rch, &st, "/corral.v1.Channel/Stream", &corral__v1__ch_frame__descriptor,
                               &cbs, 0, &e), &e);
@@ -380,6 +391,26 @@ static void test_relay_refuses_bad_peers(void)
     longname[sizeof longname - 1] = 0;
     h.hello = longname;
     ASSERT_INT_EQ(relay_verdict(ch_relay_addr(r), &h, &e), RPC_INVALID_ARGUMENT);
+    /* Bytes that are no RelayFrame. */
+    {
+        rpc_opts_t ro = {0};
+        rpc_channel_t *rch;
+        ASSERT_OK(rpc_channel_create(&rch, ch_relay_addr(r), &ro, &e), &e);
+        rpc_stream_cbs_t cbs = {0};
+        rpc_stream_t *st;
+        ASSERT_OK(rpc_stream_open(rch, &st, "/corral.v1.Relay/Link", &corral__v1__relay_frame__descriptor,
+                                  &cbs, 10000, &e), &e);
+        rpc_out_t *junk = rpc_out_create();
+        static const uint8_t garbage[] = {0x0b, 0x22, 0xff}; /* a group start, then a cut-off field */
+        rpc_out_copy(junk, garbage, sizeof garbage);
+        ASSERT_OK(rpc_stream_send_out(st, junk, 1000, &e), &e);
+        rpc_code_t code = RPC_OK;
+        rpc_stream_wait(st, 10000, &code, &e);
+        ASSERT_INT_EQ(code, RPC_INVALID_ARGUMENT);
+        ASSERT_TRUE(strstr(e.msg, "malformed RelayFrame") != NULL);
+        rpc_stream_destroy(st);
+        rpc_channel_destroy(rch);
+    }
     /* The tunnel keeps working for everyone else. */
     ch_producer_t *p = producer(hp, hc, "act", CH_ROUTE_TUNNEL);
     put_n(p, 0, 20, 100);
@@ -418,6 +449,157 @@ static void test_tunnel_relay_restart(void)
     ch_msg_t *m;
     ASSERT_INT_EQ(ch_get(c, &m, 100, &e), CR_ETIMEDOUT);
     ASSERT_TRUE(ch_producer_reconnects(p) >= 1);
+    ch_producer_close(p);
+    ch_channel_destroy(c);
+    ch_hub_destroy(hp);
+    ch_hub_destroy(hc);
+    ch_relay_destroy(r);
+}
+
+/* Writes n messages in place through p: each reserved at 2 x len, committed at
+ * len, the first int the index. */
+static void put_in_place(ch_producer_t *p, int from, int to, size_t len)
+{
+    cr_err_t e = {0};
+    for (int i = from; i < to; i++) {
+        uint8_t *buf;
+        ASSERT_OK(ch_put_reserve(p, 2 * len, (void **)&buf, 10000, &e), &e);
+        memset(buf, (int)(i & 0xff), 2 * len);
+        memcpy(buf, &i, sizeof i);
+        ASSERT_OK(ch_put_commit(p, len, 1, &e), &e);
+    }
+}
+
+static void test_remote_in_place(void)
+{
+    /* Written in place on both remote routes: the bytes the route sends from and
+     * keeps for resending are the ones the producer wrote. */
+    ch_relay_t *r;
+    cr_err_t e = {0};
+    ASSERT_OK(ch_relay_create("127.0.0.1:0", &r, &e), &e);
+    ch_hub_t *hd = hub("gpu1", "127.0.0.1:0", NULL);
+    ch_hub_t *ht = hub("robot1", NULL, ch_relay_addr(r));
+    ch_hub_t *hp = hub("gpu2", NULL, ch_relay_addr(r));
+    ch_channel_t *cd, *ct;
+    ch_opts_t o = {.capacity = 64};
+    ASSERT_OK(ch_channel_create(hd, "img", &o, &cd, &e), &e);
+    ASSERT_OK(ch_channel_create(ht, "img", &o, &ct, &e), &e);
+    ch_producer_t *pd = producer(hp, hd, "img", CH_ROUTE_DIRECT);
+    ch_producer_t *pt = producer(hp, ht, "img", CH_ROUTE_TUNNEL);
+    put_in_place(pd, 0, 40, 150000);
+    put_in_place(pt, 0, 40, 150000);
+    /* An abandoned reservation sends nothing and uses no number. */
+    void *buf;
+    ASSERT_OK(ch_put_reserve(pd, 100, &buf, 1000, &e), &e);
+    ch_put_abort(pd);
+    put_in_place(pd, 40, 41, 150000);
+    ch_channel_t *cs[2] = {cd, ct};
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < (k ? 40 : 41); i++) {
+            ch_msg_t *m;
+            ASSERT_OK(ch_get_view(cs[k], &m, 10000, &e), &e);
+            int v;
+            memcpy(&v, m->data, sizeof v);
+            ASSERT_INT_EQ(v, i);
+            ASSERT_INT_EQ(m->seq, (uint64_t)i + 1);
+            ASSERT_INT_EQ(m->len, 150000);
+            ASSERT_INT_EQ(((uint8_t *)m->data)[m->len - 1], (uint8_t)(i & 0xff));
+            ch_msg_free(m);
+        }
+    }
+    ASSERT_OK(ch_producer_flush(pd, 10000, &e), &e);
+    ASSERT_OK(ch_producer_flush(pt, 10000, &e), &e);
+    ch_producer_close(pd);
+    ch_producer_close(pt);
+    ch_channel_destroy(cd);
+    ch_channel_destroy(ct);
+    ch_hub_destroy(hp);
+    ch_hub_destroy(ht);
+    ch_hub_destroy(hd);
+    ch_relay_destroy(r);
+}
+
+typedef struct errors_seen {
+    pthread_mutex_t mu;
+    int n;
+    char msg[256];
+} errors_seen_t;
+
+static void count_errors(rpc_stream_t *st, const ProtobufCMessage *msg, void *user)
+{
+    errors_seen_t *s = user;
+    const Corral__V1__RelayFrame *rf = (const Corral__V1__RelayFrame *)msg;
+    if (!rf->frame || rf->frame->kind != CORRAL__V1__CH_FRAME__KIND__ERROR) return;
+    pthread_mutex_lock(&s->mu);
+    s->n++;
+    snprintf(s->msg, sizeof s->msg, "%s", rf->frame->message ? rf->frame->message : "");
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void test_tunnel_bad_frame(void)
+{
+    /* A producer behind the relay sends a frame its consumer cannot read: the
+     * error comes back to that producer through the relay; the link stays up for
+     * the others. */
+    ch_relay_t *r;
+    cr_err_t e = {0};
+    ASSERT_OK(ch_relay_create("127.0.0.1:0", &r, &e), &e);
+    ch_hub_t *hc = hub("robot1", NULL, ch_relay_addr(r));
+    ch_hub_t *hp = hub("gpu1", NULL, ch_relay_addr(r));
+    ch_channel_t *c;
+    ASSERT_OK(ch_channel_create(hc, "act", NULL, &c, &e), &e);
+    ch_producer_t *p = producer(hp, hc, "act", CH_ROUTE_TUNNEL);
+    put_n(p, 0, 5, 100); /* the consumer's link is up once these arrive */
+    expect_seq(c, p, 5);
+    ch_where_t w;
+    ch_hub_where(hc, &w);
+    rpc_opts_t ro = {0};
+    rpc_channel_t *rch;
+    ASSERT_OK(rpc_channel_create(&rch, ch_relay_addr(r), &ro, &e), &e);
+    errors_seen_t seen = {PTHREAD_MUTEX_INITIALIZER, 0, ""};
+    rpc_stream_cbs_t cbs = {.on_message = count_errors, .user = &seen};
+    rpc_stream_t *st;
+    ASSERT_OK(rpc_stream_open(rch, &st, "/corral.v1.Relay/Link", &corral__v1__relay_frame__descriptor,
+                              &cbs, 20000, &e), &e);
+    Corral__V1__RelayFrame hello = CORRAL__V1__RELAY_FRAME__INIT;
+    hello.hello = "p-badpeer";
+    ASSERT_OK(rpc_stream_send(st, &hello.base, 1000, &e), &e);
+    char dst[40];
+    snprintf(dst, sizeof dst, "h-%016llx", (unsigned long long)w.process);
+    /* A RelayFrame {dst, frame = bytes that are no ChFrame}. */
+    uint8_t junk[64];
+    size_t n = 0;
+    junk[n++] = 3 << 3 | 2;
+    junk[n++] = (uint8_t)strlen(dst);
+    memcpy(junk + n, dst, strlen(dst));
+    n += strlen(dst);
+    junk[n++] = 4 << 3 | 2;
+    junk[n++] = 3;
+    junk[n++] = 0x22; /* producer (field 4) with the wrong wire type */
+    junk[n++] = 0x01;
+    junk[n++] = 'a';
+    rpc_out_t *o = rpc_out_create();
+    rpc_out_copy(o, junk, n);
+    ASSERT_OK(rpc_stream_send_out(st, o, 1000, &e), &e);
+    int64_t end = cr_now_ns() + 10 * CR_NS_PER_S;
+    int errors = 0;
+    while (!errors && cr_now_ns() < end) {
+        cr_sleep_ns(10 * CR_NS_PER_MS);
+        pthread_mutex_lock(&seen.mu);
+        errors = seen.n;
+        pthread_mutex_unlock(&seen.mu);
+    }
+    ASSERT_INT_EQ(errors, 1);
+    ASSERT_TRUE(strstr(seen.msg, "malformed ChFrame") != NULL);
+    rpc_stream_destroy(st);
+    rpc_channel_destroy(rch);
+    put_n(p, 5, 20, 100);
+    for (int i = 5; i < 20; i++) {
+        ch_msg_t *m;
+        ASSERT_OK(ch_get(c, &m, 10000, &e), &e);
+        ASSERT_INT_EQ(m->seq, (uint64_t)i + 1);
+        ch_msg_free(m);
+    }
     ch_producer_close(p);
     ch_channel_destroy(c);
     ch_hub_destroy(hp);
@@ -469,6 +651,8 @@ int main(int argc, char **argv)
         {"relay_refuses_bad_peers", test_relay_refuses_bad_peers},
         {"tunnel_relay_restart", test_tunnel_relay_restart},
         {"wsync_over_direct", test_wsync_over_direct},
+        {"remote_in_place", test_remote_in_place},
+        {"tunnel_bad_frame", test_tunnel_bad_frame},
         {NULL, NULL},
     };
     return test_main("channels_remote", cases, argc, argv);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/time.h"
 #include "fixture.h"
 #include "tests/harness.h"
@@ -22,6 +23,8 @@ static void test_client_vanishes(void)
     fx_server_t f;
     fx_server_start(&f, NULL, 0);
     fx_log_capture();
+    cr_log_level_t level = cr_log_get_level();
+    cr_log_set_level(CR_LOG_DEBUG); /* a stream ended by its client is routine: debug */
     pid_t pid = fx_peer_stream(f.target);
     long before = atomic_load(&f.echo.messages);
     ASSERT_TRUE(fx_wait_atomic(&f.echo.messages, before + 20, 5000));
@@ -37,6 +40,7 @@ static void test_client_vanishes(void)
     ASSERT_OK(fx_echo(ch, "others", 0, 0, 0, 2000, &st, NULL, 0, &err), &err);
     rpc_channel_destroy(ch);
     fx_log_release();
+    cr_log_set_level(level);
     ASSERT_TRUE(fx_log_has("/corral.v1.Echo/Collect from ipv4:127.0.0.1:"));
     ASSERT_TRUE(fx_log_has("call ended early after"));
     fx_server_stop(&f);
@@ -144,6 +148,26 @@ static void test_wait_for_ready(void)
     fx_peer_kill(pid);
 }
 
+static void test_wait_ready_refused(void)
+{
+    /* Nothing listens on the port: wait_ready says so at the first refused
+     * attempt instead of waiting out its whole time-out. */
+    int port;
+    pid_t pid = fx_peer_serve(0, NULL, &port);
+    fx_peer_kill(pid);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    rpc_channel_t *ch = fx_channel(target, NULL);
+    cr_err_t err = {0};
+    int64_t t0 = cr_now_ns();
+    ASSERT_INT_EQ(rpc_channel_wait_ready(ch, 10000, &err), CR_EUNAVAIL);
+    double ms = (double)(cr_now_ns() - t0) / CR_NS_PER_MS;
+    fprintf(stderr, "  refused connection reported after %.0f ms\n", ms);
+    ASSERT_TRUE(ms < 3000);
+    ASSERT_TRUE(strstr(err.msg, "connection failed") != NULL);
+    rpc_channel_destroy(ch);
+}
+
 /* A relay for one connection that holds it for delay_ms before passing bytes:
  * a server whose handshake is slow, as on a loaded host or a far-away one. */
 typedef struct slow_relay {
@@ -211,6 +235,7 @@ int main(int argc, char **argv)
         {"frozen_server", test_frozen_server},
         {"reconnect", test_reconnect},
         {"wait_for_ready", test_wait_for_ready},
+        {"wait_ready_refused", test_wait_ready_refused},
         {"slow_handshake", test_slow_handshake},
         {NULL, NULL}};
     return test_main("rpc.faults", cases, argc, argv);
