@@ -27,14 +27,16 @@ typedef struct figures {
     int ok;
 } figures_t;
 
-static figures_t run_corral(double seconds)
+static figures_t run_corral(double seconds, int threads)
 {
     figures_t f = {0};
-    corral_kv_t cfg[] = {{"hidden", "256,256"}, {"num_q", "2"}, {"num_min_q", "2"}, {"seed", "0"}};
+    char th[16];
+    snprintf(th, sizeof th, "%d", threads);
+    corral_kv_t cfg[] = {{"hidden", "256,256"}, {"num_q", "2"}, {"num_min_q", "2"}, {"seed", "0"}, {"threads", th}};
     corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = OBS, .act_dim = ACT};
     pol_algo_t a;
     cr_err_t err = {0};
-    if (pol_algo_create(&a, pol_builtin_find("sac", CORRAL_PLUGIN_ALGO), cfg, 4, &spec, &err) != 0) {
+    if (pol_algo_create(&a, pol_builtin_find("sac", CORRAL_PLUGIN_ALGO), cfg, 5, &spec, &err) != 0) {
         fprintf(stderr, "learner: %s\n", err.msg);
         return f;
     }
@@ -105,13 +107,14 @@ static figures_t run_peer(const char *script, int threads, double seconds, char 
 
 int main(int argc, char **argv)
 {
-    int json = 0, peer = 1, rounds = 2;
+    int json = 0, peer = 1, rounds = 2, threads = 2;
     double seconds = 3.0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--no-peer")) peer = 0;
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: learner [--json] [--seconds S] [--rounds N] [--no-peer]\n");
             return 1;
@@ -129,7 +132,7 @@ int main(int argc, char **argv)
     char version[64] = "?";
     double peer_t[2] = {0, 0};
     for (int round = 0; round < rounds; round++) {
-        figures_t cr = run_corral(seconds);
+        figures_t cr = run_corral(seconds, threads);
         if (!cr.ok) return 1;
         if (cr.updates_per_s > c.updates_per_s) c.updates_per_s = cr.updates_per_s;
         if (!c.forward_us || cr.forward_us < c.forward_us) c.forward_us = cr.forward_us;
@@ -149,8 +152,8 @@ int main(int argc, char **argv)
                        version, th, p.updates_per_s, p.forward_us);
         }
         if (!json)
-            printf("round %d corral (1 BLAS thread):          %8.1f updates/s, forward %7.1f us\n", round + 1,
-                   cr.updates_per_s, cr.forward_us);
+            printf("round %d corral, %d thread(s):               %8.1f updates/s, forward %7.1f us\n", round + 1,
+                   threads, cr.updates_per_s, cr.forward_us);
     }
     double ru = best.ok ? c.updates_per_s / best.updates_per_s : 0;
     double rf = best.ok ? best.forward_us / c.forward_us : 0;

@@ -27,7 +27,7 @@
 
 typedef struct sac_cfg {
     char hidden[SET_STR_MAX];
-    long num_q, num_min_q, utd, seed, encoder_feat, aug_pad;
+    long num_q, num_min_q, utd, seed, encoder_feat, aug_pad, threads;
     int layernorm, auto_alpha, backup_entropy;
     float gamma, tau, actor_lr, critic_lr, alpha_lr, init_alpha, target_entropy;
     float grad_clip, weight_decay;
@@ -57,6 +57,7 @@ static const pol_setting_t sac_settings[] = {
     {"encoder_feat", SET_INT, "50", 1, 4096, OFF(encoder_feat), "image features (image specs only)"},
     {"aug_pad", SET_INT, "4", 0, 64, OFF(aug_pad), "random-shift padding in pixels (0: off)"},
     {"backend", SET_STR, "cpu", 0, 0, OFF(backend), "cpu, cuda or auto"},
+    {"threads", SET_INT, "1", 1, 64, OFF(threads), "CPU threads per update (results do not depend on it)"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 #undef OFF
@@ -67,6 +68,7 @@ typedef struct sac {
     int hidden[POL_MLP_MAX_LAYERS], nhidden;
     corral_spec_t spec;
     const nn_backend_t *be;
+    nn_pool_t *pool;                 /* lanes for the critic heads and row blocks */
     int img, prop, in_dim;           /* image floats per obs, proprio dims, head input dims */
     pol_actor_t actor;
     pol_critic_t critic, target;
@@ -593,6 +595,7 @@ static void sac_destroy(void *self)
             nn_adam_destroy(&s->enc_opt, s->be);
         }
     }
+    nn_pool_destroy(s->pool);
     free(s);
 }
 
@@ -622,6 +625,14 @@ static int build(sac_t *s, cr_err_t *err)
                                 s->nhidden, s->cfg.layernorm, &s->rng, err)))
         return rc;
     nn_params_copy(&s->target.params, &s->critic.params, NULL);
+    /* Always a pool, of one lane when single-threaded: the row blocks are then the
+     * same at any thread count, and so are the results. Other backends run one
+     * lane: their ops queue on one device stream anyway. */
+    int lanes = s->be == nn_backend_cpu() ? (int)s->cfg.threads : 1;
+    if ((rc = nn_pool_create(&s->pool, lanes, err))) return rc;
+    pol_actor_set_pool(&s->actor, s->pool);
+    pol_critic_set_pool(&s->critic, s->pool);
+    pol_critic_set_pool(&s->target, s->pool);
     if ((rc = nn_adam_init(&s->actor_opt, &s->actor.params, s->cfg.actor_lr, s->cfg.weight_decay,
                            s->cfg.grad_clip, err)))
         return rc;

@@ -27,6 +27,7 @@ typedef struct pol_mlp {
     float *mean[POL_MLP_MAX_LAYERS], *rstd[POL_MLP_MAX_LAYERS];
     float *h[POL_MLP_MAX_LAYERS];    /* activations (inputs of layer l+1) */
     float *d0, *d1, *d2;             /* backward scratch [B][max width] */
+    nn_pool_t *pool;                 /* borrowed, may be NULL: see pol_mlp_set_pool */
 } pol_mlp_t;
 
 int pol_mlp_declare(pol_mlp_t *m, nn_params_t *p, const char *prefix, int in, const int *hidden,
@@ -41,6 +42,18 @@ const float *pol_mlp_forward(pol_mlp_t *m, const nn_params_t *p, const float *in
 void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const float *dout, int B,
                       int param_grads);
 void pol_mlp_destroy(pol_mlp_t *m);
+/* With a pool (borrowed; NULL: none), a forward of B >= 128 rows runs in
+ * pol_mlp_row_blocks(B) row blocks across its lanes, and a backward computes a
+ * large layer's weight and input gradients side by side. The row blocks depend
+ * on B only, so results do not depend on the lane count; they may differ in
+ * the last bits from a forward without a pool (BLAS results depend on the
+ * product's shape). */
+void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool);
+int pol_mlp_row_blocks(int B);
+/* Rows [r0, r1) of a forward over the input m->in (set by the caller): what
+ * pol_mlp_forward runs for each row block, for models that add per-row work
+ * of their own to the same tasks. */
+void pol_mlp_forward_rows(pol_mlp_t *m, const nn_params_t *p, int r0, int r1);
 
 /* ---- actor: obs -> MLP -> (mu, raw log std) -> tanh-squashed Gaussian ---- */
 typedef struct pol_actor {
@@ -62,6 +75,9 @@ int pol_actor_reserve(pol_actor_t *a, int B, cr_err_t *err);
 void pol_actor_forward(pol_actor_t *a, const float *obs, int B);
 /* daction [B][A] and dlogp [B] may be NULL; accumulates into a->params.grad. */
 void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B);
+/* Runs forward row blocks and backward products across the pool's lanes
+ * (borrowed; NULL: none); see pol_mlp_set_pool. */
+void pol_actor_set_pool(pol_actor_t *a, nn_pool_t *pool);
 
 /* ---- critic ensemble: N independent MLPs over [obs | action] -> Q ---- */
 #define POL_MAX_Q 16
@@ -70,7 +86,8 @@ typedef struct pol_critic {
     pol_mlp_t head[POL_MAX_Q];
     int n, obs_dim, act_dim;
     int cap;
-    float *x, *dx, *q;               /* x [B][obs+act], q [n][B] */
+    float *x, *dx, *q;               /* x [B][obs+act], dx [n][B][obs+act] per head, q [n][B] */
+    nn_pool_t *pool;                 /* borrowed, may be NULL */
 } pol_critic_t;
 
 int pol_critic_create(pol_critic_t *c, const nn_backend_t *be, int n, int obs_dim, int act_dim,
@@ -83,6 +100,10 @@ void pol_critic_forward(pol_critic_t *c, const float *obs, const float *act, int
  * gradients wrt the critic's inputs. */
 void pol_critic_backward(pol_critic_t *c, const float *dq, float *dobs, float *dact, int B,
                          int param_grads);
+/* Runs the heads across the pool's lanes (borrowed; NULL: none). Each head has
+ * its own scratch and gradient slice, and input gradients are summed over the
+ * heads in head order, so results do not depend on the lane count. */
+void pol_critic_set_pool(pol_critic_t *c, nn_pool_t *pool);
 
 /* ---- CNN encoder: image [B][C][H][W] -> conv/ReLU stack -> linear -> LayerNorm -> tanh ---- */
 #define POL_ENC_MAX_CONV 4

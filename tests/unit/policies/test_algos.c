@@ -151,6 +151,64 @@ static void test_bc_resume_exact(void)
     check_resume_exact("bc", cfg, 2, B);
 }
 
+/* One update on `threads` lanes must equal the same update on one: the heads,
+ * row blocks and gradient products that run side by side write disjoint memory.
+ * The batch is large enough that rows are split into blocks and each layer's
+ * weight and input gradients run as separate tasks. */
+static void threads_run(const char *algo, const corral_kv_t *cfg, size_t n, const char *threads, const char *out)
+{
+    enum { ROWS = 512 };
+    static float obs[ROWS * OBS], next[ROWS * OBS], act[ROWS * ACT], rew[ROWS], done[ROWS];
+    corral_kv_t c[16];
+    memcpy(c, cfg, n * sizeof *cfg);
+    c[n] = (corral_kv_t){"threads", threads};
+    pol_algo_t a;
+    create(&a, algo, c, n + 1);
+    nn_rng_t r;
+    cr_err_t err = {0};
+    for (int u = 0; u < 3; u++) {
+        nn_rng_seed(&r, 40 + (uint64_t)u);
+        for (int i = 0; i < ROWS * OBS; i++) { obs[i] = nn_rng_normal(&r); next[i] = nn_rng_normal(&r); }
+        for (int i = 0; i < ROWS * ACT; i++) act[i] = 2 * nn_rng_uniform(&r) - 1;
+        for (int i = 0; i < ROWS; i++) { rew[i] = -fabsf(obs[i * OBS]); done[i] = i % 17 == 0; }
+        corral_batch_t b = {.struct_size = sizeof b, .size = ROWS, .obs = obs, .action = act, .reward = rew,
+                            .next_obs = next, .done = done};
+        corral_metrics_t m = {0};
+        CHECK_OK(pol_algo_update(&a, &b, &m, &err), &err);
+        ASSERT_INT_EQ(pol_metric_get(&m, "skipped_nan"), 0);
+    }
+    CHECK_OK(pol_algo_save(&a, out, &err), &err);
+    pol_algo_destroy(&a);
+}
+
+static void check_threads_exact(const char *algo, const corral_kv_t *cfg, size_t n)
+{
+    char k1[4300], kn[4300];
+    snprintf(k1, sizeof k1, "%s/%s.t1", test_tmpdir(), algo);
+    threads_run(algo, cfg, n, "1", k1);
+    size_t l1, ln;
+    void *f1 = read_all(k1, &l1);
+    ASSERT_TRUE(f1 != NULL);
+    const char *counts[] = {"2", "3"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(kn, sizeof kn, "%s/%s.t%s", test_tmpdir(), algo, counts[i]);
+        threads_run(algo, cfg, n, counts[i], kn);
+        void *fn = read_all(kn, &ln);
+        ASSERT_TRUE(fn && ln == l1);
+        ASSERT_TRUE(memcmp(f1, fn, l1) == 0);
+        free(fn);
+    }
+    free(f1);
+}
+
+static void test_threads_exact(void)
+{
+    corral_kv_t sac[] = {{"hidden", "128,128"}, {"seed", "4"}};
+    check_threads_exact("sac", sac, 2);
+    corral_kv_t rlpd[] = {{"hidden", "128,128"}, {"seed", "5"}, {"utd", "2"}, {"num_q", "5"}};
+    check_threads_exact("rlpd", rlpd, 4);
+}
+
 static void test_nan_skipped(void)
 {
     corral_kv_t cfg[] = {{"hidden", "16,16"}};
@@ -416,6 +474,7 @@ int main(int argc, char **argv)
         {"sac_resume_exact", test_sac_resume_exact},
         {"rlpd_resume_exact", test_rlpd_resume_exact},
         {"bc_resume_exact", test_bc_resume_exact},
+        {"threads_exact", test_threads_exact},
         {"nan_skipped", test_nan_skipped},
         {"corrupt_checkpoint", test_corrupt_checkpoint},
         {"export_import", test_export_import},
