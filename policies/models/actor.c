@@ -93,11 +93,16 @@ void pol_actor_forward(pol_actor_t *a, const float *obs, int B)
                                      a->log_std_lo, a->log_std_hi);
 }
 
-void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B)
+void pol_actor_backward_obs(pol_actor_t *a, float *dobs, const float *daction, const float *dlogp, int B)
 {
     const nn_backend_t *be = a->params.be;
     be->fill(a->dhead, 0.0f, (size_t)B * 2 * a->act_dim);
     be->gauss_tanh_backward(a->dhead, daction, dlogp, a->head, a->eps, a->action, B, a->act_dim,
                             a->log_std_lo, a->log_std_hi);
-    pol_mlp_backward(&a->mlp, &a->params, NULL, a->dhead, B, 1);
+    pol_mlp_backward(&a->mlp, &a->params, dobs, a->dhead, B, 1);
+}
+
+void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B)
+{
+    pol_actor_backward_obs(a, NULL, daction, dlogp, B);
 }

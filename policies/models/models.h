@@ -75,6 +75,9 @@ int pol_actor_reserve(pol_actor_t *a, int B, cr_err_t *err);
 void pol_actor_forward(pol_actor_t *a, const float *obs, int B);
 /* daction [B][A] and dlogp [B] may be NULL; accumulates into a->params.grad. */
 void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B);
+/* The same, and dobs [B][obs_dim] (may be NULL) += the gradient wrt the
+ * observations of the last forward (an image encoder below the actor). */
+void pol_actor_backward_obs(pol_actor_t *a, float *dobs, const float *daction, const float *dlogp, int B);
 /* Runs forward row blocks and backward products across the pool's lanes
  * (borrowed; NULL: none); see pol_mlp_set_pool. */
 void pol_actor_set_pool(pol_actor_t *a, nn_pool_t *pool);
@@ -128,5 +131,28 @@ int pol_encoder_reserve(pol_encoder_t *e, int B, cr_err_t *err);
 const float *pol_encoder_forward(pol_encoder_t *e, const float *img, int B);
 void pol_encoder_backward(pol_encoder_t *e, float *dimg, const float *dout, int B);
 void pol_encoder_destroy(pol_encoder_t *e);
+
+/* ---- image observations: rows [image C*H*W | proprio P] -> head inputs [F | P] ----
+ * The image is shifted at random (DrQ, `pad` pixels, 0: off) when augmenting,
+ * encoded by a pol_encoder_t of F features, and concatenated with the
+ * proprioception. Scratch only; the encoders are the caller's. */
+typedef struct pol_imgobs {
+    const nn_backend_t *be;
+    int C, H, W, img, prop, feat, pad;
+    int cap;
+    float *img_buf, *img_aug, *prop_buf, *dfeat;
+    int32_t *shifts, *h_shifts;
+} pol_imgobs_t;
+
+int pol_imgobs_init(pol_imgobs_t *o, const nn_backend_t *be, int C, int H, int W, int obs_dim, int feat,
+                    int pad, cr_err_t *err);
+int pol_imgobs_reserve(pol_imgobs_t *o, int B, cr_err_t *err);
+/* out[B][F+P] for obs[B][obs_dim] (backend memory); with augment, draws 2B
+ * shift offsets from rng. Keeps enc's activations for pol_imgobs_backward. */
+const float *pol_imgobs_forward(pol_imgobs_t *o, pol_encoder_t *enc, const float *obs, int B, int augment,
+                                nn_rng_t *rng, float *out);
+/* dx[B][F+P]: accumulates enc's parameter gradients through its last forward. */
+void pol_imgobs_backward(pol_imgobs_t *o, pol_encoder_t *enc, const float *dx, int B);
+void pol_imgobs_destroy(pol_imgobs_t *o);
 
 #endif
