@@ -165,6 +165,29 @@ static void sample_noise(sac_t *s, int B, int deterministic)
 
 /* ---- the three steps ---- */
 
+typedef struct lerp_job {
+    const nn_backend_t *be;
+    float *dst;
+    const float *src;
+    float tau;
+    size_t n;
+    int parts;
+} lerp_job_t;
+
+static void lerp_task(void *arg, int i)
+{
+    lerp_job_t *j = arg;
+    size_t lo = j->n * (size_t)i / (size_t)j->parts, hi = j->n * (size_t)(i + 1) / (size_t)j->parts;
+    j->be->lerp(j->dst + lo, j->src + lo, j->tau, hi - lo);
+}
+
+/* Polyak averaging of the target critics, elementwise: split across the lanes */
+static void polyak(sac_t *s, float *dst, const float *src, size_t n)
+{
+    lerp_job_t j = {s->be, dst, src, s->cfg.tau, n, nn_pool_lanes(s->pool)};
+    nn_pool_run(s->pool, j.parts, lerp_task, &j);
+}
+
 static void critic_step(sac_t *s, int B, corral_metrics_t *m)
 {
     const nn_backend_t *be = s->be;
@@ -212,9 +235,9 @@ static void critic_step(sac_t *s, int B, corral_metrics_t *m)
         s->skipped_nan++;
         return;
     }
-    nn_adam_step(&s->critic_opt, &s->critic.params, NULL);
-    if (s->img) nn_adam_step(&s->enc_opt, &s->enc_p, NULL);
-    be->lerp(s->target.params.data, s->critic.params.data, s->cfg.tau, s->critic.params.numel);
+    nn_adam_step_norm(&s->critic_opt, &s->critic.params, gn, s->pool);
+    if (s->img) nn_adam_step_norm(&s->enc_opt, &s->enc_p, en, s->pool);
+    polyak(s, s->target.params.data, s->critic.params.data, s->critic.params.numel);
     if (s->img) be->lerp(s->enc_tp.data, s->enc_p.data, s->cfg.tau, s->enc_p.numel);
     s->critic_updates++;
 }
@@ -270,7 +293,7 @@ static void actor_step(sac_t *s, int B, corral_metrics_t *m)
         s->skipped_nan++;
         return;
     }
-    nn_adam_step(&s->actor_opt, &s->actor.params, NULL);
+    nn_adam_step_norm(&s->actor_opt, &s->actor.params, gn, s->pool);
 
     /* temperature: loss = -log_alpha (log pi + target_entropy), Adam on the host */
     if (s->cfg.auto_alpha) {
