@@ -61,7 +61,7 @@ int pol_actor_reserve(pol_actor_t *a, int B, cr_err_t *err)
     return 0;
 }
 
-void pol_actor_set_pool(pol_actor_t *a, nn_pool_t *pool) { pol_mlp_set_pool(&a->mlp, pool); }
+void pol_actor_set_pool(pol_actor_t *a, nn_pool_t *pool) { pol_mlp_set_pool(&a->mlp, pool, 1); }
 
 typedef struct fwd_job {
     pol_actor_t *a;

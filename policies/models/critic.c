@@ -74,7 +74,8 @@ int pol_critic_reserve(pol_critic_t *c, int B, cr_err_t *err)
 void pol_critic_set_pool(pol_critic_t *c, nn_pool_t *pool)
 {
     c->pool = pool;
-    for (int i = 0; i < c->n; i++) pol_mlp_set_pool(&c->head[i], pool);
+    /* the heads are the parallel tasks: their rows stay whole */
+    for (int i = 0; i < c->n; i++) pol_mlp_set_pool(&c->head[i], pool, 0);
 }
 
 typedef struct head_job {

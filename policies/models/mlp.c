@@ -104,7 +104,11 @@ int pol_mlp_reserve(pol_mlp_t *m, int B, cr_err_t *err)
     return 0;
 }
 
-void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool) { m->pool = pool; }
+void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool, int split_rows)
+{
+    m->pool = pool;
+    m->split_rows = split_rows;
+}
 
 /* 128-row blocks keep each product large enough to run at full BLAS speed */
 int pol_mlp_row_blocks(int B)
@@ -149,7 +153,7 @@ static void rows_task(void *arg, int i)
 const float *pol_mlp_forward(pol_mlp_t *m, const nn_params_t *p, const float *in, int B)
 {
     m->in = in;
-    if (!m->pool) {
+    if (!m->pool || !m->split_rows) {
         pol_mlp_forward_rows(m, p, 0, B);
     } else {
         rows_job_t j = {m, p, B, pol_mlp_row_blocks(B)};

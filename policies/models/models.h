@@ -28,6 +28,7 @@ typedef struct pol_mlp {
     float *h[POL_MLP_MAX_LAYERS];    /* activations (inputs of layer l+1) */
     float *d0, *d1, *d2;             /* backward scratch [B][max width] */
     nn_pool_t *pool;                 /* borrowed, may be NULL: see pol_mlp_set_pool */
+    int split_rows;
 } pol_mlp_t;
 
 int pol_mlp_declare(pol_mlp_t *m, nn_params_t *p, const char *prefix, int in, const int *hidden,
@@ -42,13 +43,13 @@ const float *pol_mlp_forward(pol_mlp_t *m, const nn_params_t *p, const float *in
 void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const float *dout, int B,
                       int param_grads);
 void pol_mlp_destroy(pol_mlp_t *m);
-/* With a pool (borrowed; NULL: none), a forward of B >= 128 rows runs in
- * pol_mlp_row_blocks(B) row blocks across its lanes, and a backward computes a
- * large layer's weight and input gradients side by side. The row blocks depend
- * on B only, so results do not depend on the lane count; they may differ in
- * the last bits from a forward without a pool (BLAS results depend on the
- * product's shape). */
-void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool);
+/* With a pool (borrowed; NULL: none), a backward computes a large layer's
+ * weight and input gradients side by side, and with split_rows a forward of
+ * B >= 256 rows runs in pol_mlp_row_blocks(B) row blocks across the lanes.
+ * The row blocks depend on B only, so results do not depend on the lane
+ * count; they may differ in the last bits from an unsplit forward (BLAS
+ * results depend on the product's shape). */
+void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool, int split_rows);
 int pol_mlp_row_blocks(int B);
 /* Rows [r0, r1) of a forward over the input m->in (set by the caller): what
  * pol_mlp_forward runs for each row block, for models that add per-row work
