@@ -1,14 +1,22 @@
 /* learner.c - learner throughput against a PyTorch peer, in one run: SAC updates
  * per second (batch 256, actor and twin critics 2x256, obs 17, act 6, Adam,
  * automatic temperature, Polyak targets) and the actor's forward latency at
- * batch 1, for corral and for bench/peers/sac_torch.py run by /usr/bin/python3
- * with 1 and 2 threads (its best kept). Both sides use one OpenBLAS thread
- * (OPENBLAS_NUM_THREADS=1), as FACTS.md explains. Prints the ratios and the
- * target lines; with --json, one JSON object on stdout instead.
+ * batch 1, for corral and for bench/peers/sac_torch.py run by /usr/bin/python3.
  *
- * The two sides alternate for --rounds rounds (2) and each keeps its best.
+ * Both sides run the same SAC update. corral runs on --threads lanes (2: the
+ * critic heads, row blocks and gradient products side by side, each product
+ * on one OpenBLAS thread); its single-lane figure is printed beside it. The
+ * peer is tried on one thread and on two, the two given either to PyTorch's
+ * intra-op pool or to OpenBLAS (as FACTS.md explains, letting both spin fights
+ * over the cores), and its best is kept. One difference in work, not in
+ * result: the peer's actor loss backpropagates through the critics with their
+ * weights still requiring gradients, so autograd computes critic weight
+ * gradients that SAC then discards; corral computes only the action gradient.
  *
- * usage: learner [--json] [--seconds S] [--rounds N] [--no-peer] */
+ * The sides alternate for --rounds rounds (2) and each keeps its best. Prints
+ * the ratios and the target lines; with --json, one JSON object instead.
+ *
+ * usage: learner [--json] [--seconds S] [--rounds N] [--threads N] [--no-peer] */
 #include "bench/benchutil.h"
 #include "common/time.h"
 #include "policies/policies.h"
@@ -27,14 +35,16 @@ typedef struct figures {
     int ok;
 } figures_t;
 
-static figures_t run_corral(double seconds)
+static figures_t run_corral(double seconds, int threads)
 {
     figures_t f = {0};
-    corral_kv_t cfg[] = {{"hidden", "256,256"}, {"num_q", "2"}, {"num_min_q", "2"}, {"seed", "0"}};
+    char th[16];
+    snprintf(th, sizeof th, "%d", threads);
+    corral_kv_t cfg[] = {{"hidden", "256,256"}, {"num_q", "2"}, {"num_min_q", "2"}, {"seed", "0"}, {"threads", th}};
     corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = OBS, .act_dim = ACT};
     pol_algo_t a;
     cr_err_t err = {0};
-    if (pol_algo_create(&a, pol_builtin_find("sac", CORRAL_PLUGIN_ALGO), cfg, 4, &spec, &err) != 0) {
+    if (pol_algo_create(&a, pol_builtin_find("sac", CORRAL_PLUGIN_ALGO), cfg, 5, &spec, &err) != 0) {
         fprintf(stderr, "learner: %s\n", err.msg);
         return f;
     }
@@ -80,12 +90,13 @@ static figures_t run_corral(double seconds)
     return f;
 }
 
-static figures_t run_peer(const char *script, int threads, double seconds, char *version, size_t vlen)
+static figures_t run_peer(const char *script, int torch_threads, int blas_threads, double seconds,
+                          char *version, size_t vlen)
 {
     figures_t f = {0};
     char cmd[8192], line[1024] = "";
-    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 /usr/bin/python3 '%s' --threads %d --seconds %.1f 2>&1",
-             script, threads, seconds);
+    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=%d /usr/bin/python3 '%s' --threads %d --seconds %.1f 2>&1",
+             blas_threads, script, torch_threads, seconds);
     FILE *p = popen(cmd, "r");
     if (!p) return f;
     char buf[1024];
@@ -103,21 +114,44 @@ static figures_t run_peer(const char *script, int threads, double seconds, char 
     return f;
 }
 
+/* the peer's thread settings: PyTorch intra-op threads, OpenBLAS threads */
+static const struct {
+    int torch, blas;
+    const char *label;
+} peer_cfg[] = {
+    {1, 1, "1 thread"},
+    {2, 1, "2 threads (torch)"},
+    {1, 2, "2 threads (BLAS)"},
+};
+#define NPEER (int)(sizeof peer_cfg / sizeof peer_cfg[0])
+
+static void keep_best(figures_t *best, const figures_t *f)
+{
+    if (f->updates_per_s > best->updates_per_s) best->updates_per_s = f->updates_per_s;
+    if (!best->forward_us || f->forward_us < best->forward_us) best->forward_us = f->forward_us;
+    best->ok = 1;
+}
+
 int main(int argc, char **argv)
 {
-    int json = 0, peer = 1, rounds = 2;
+    int json = 0, peer = 1, rounds = 2, threads = 2;
     double seconds = 3.0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--no-peer")) peer = 0;
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: learner [--json] [--seconds S] [--rounds N] [--no-peer]\n");
+            fprintf(stderr, "usage: learner [--json] [--seconds S] [--rounds N] [--threads N] [--no-peer]\n");
             return 1;
         }
     }
     if (rounds < 1) rounds = 1;
+    if (threads < 1 || threads > 64) {
+        fprintf(stderr, "learner: --threads %d (1..64)\n", threads);
+        return 1;
+    }
     nn_cpu_set_threads(1);
     const char *src = getenv("CORRAL_SOURCE_DIR");
     char script[4096];
@@ -125,54 +159,64 @@ int main(int argc, char **argv)
 
     /* The machine is shared: alternate corral and the peer over a few rounds and
      * keep each side's best, so a burst of load does not decide the ratio. */
-    figures_t c = {0}, best = {0};
+    figures_t c = {0}, c1 = {0}, best = {0}, per[NPEER] = {{0}};
     char version[64] = "?";
-    double peer_t[2] = {0, 0};
     for (int round = 0; round < rounds; round++) {
-        figures_t cr = run_corral(seconds);
+        figures_t cr = run_corral(seconds, threads);
         if (!cr.ok) return 1;
-        if (cr.updates_per_s > c.updates_per_s) c.updates_per_s = cr.updates_per_s;
-        if (!c.forward_us || cr.forward_us < c.forward_us) c.forward_us = cr.forward_us;
-        c.ok = 1;
-        for (int th = 1; peer && th <= 2; th++) {
-            figures_t p = run_peer(script, th, seconds, version, sizeof version);
+        keep_best(&c, &cr);
+        if (!json)
+            printf("round %d corral, %d thread(s):            %8.1f updates/s, forward %7.1f us\n", round + 1,
+                   threads, cr.updates_per_s, cr.forward_us);
+        if (threads != 1) {
+            figures_t one = run_corral(seconds, 1);
+            if (!one.ok) return 1;
+            keep_best(&c1, &one);
+            if (!json)
+                printf("round %d corral, 1 thread:                %8.1f updates/s\n", round + 1, one.updates_per_s);
+        }
+        for (int k = 0; peer && k < NPEER; k++) {
+            figures_t p = run_peer(script, peer_cfg[k].torch, peer_cfg[k].blas, seconds, version, sizeof version);
             if (!p.ok) {
-                fprintf(stderr, "peer: %s with %d thread(s) failed (python3-torch installed?)\n", script, th);
+                fprintf(stderr, "peer: %s with %s failed (python3-torch installed?)\n", script, peer_cfg[k].label);
                 continue;
             }
-            if (p.updates_per_s > peer_t[th - 1]) peer_t[th - 1] = p.updates_per_s;
-            if (p.updates_per_s > best.updates_per_s) best.updates_per_s = p.updates_per_s;
-            if (!best.forward_us || p.forward_us < best.forward_us) best.forward_us = p.forward_us;
-            best.ok = 1;
+            keep_best(&per[k], &p);
+            keep_best(&best, &p);
             if (!json)
-                printf("round %d peer  PyTorch %s, %d thread(s): %8.1f updates/s, forward %7.1f us\n", round + 1,
-                       version, th, p.updates_per_s, p.forward_us);
+                printf("round %d peer PyTorch %s, %-17s %8.1f updates/s, forward %7.1f us\n", round + 1, version,
+                       peer_cfg[k].label, p.updates_per_s, p.forward_us);
         }
-        if (!json)
-            printf("round %d corral (1 BLAS thread):          %8.1f updates/s, forward %7.1f us\n", round + 1,
-                   cr.updates_per_s, cr.forward_us);
     }
+    if (threads == 1) c1 = c;
+    double p2 = per[1].updates_per_s > per[2].updates_per_s ? per[1].updates_per_s : per[2].updates_per_s;
     double ru = best.ok ? c.updates_per_s / best.updates_per_s : 0;
     double rf = best.ok ? best.forward_us / c.forward_us : 0;
     if (json) {
         printf("{\"corral_updates_per_s\": %.2f, \"peer_updates_per_s\": %.2f, \"corral_forward_us\": %.3f, "
-               "\"peer_forward_us\": %.3f, \"peer_updates_per_s_1thread\": %.2f, "
-               "\"peer_updates_per_s_2threads\": %.2f, \"updates_ratio\": %.3f, \"forward_ratio\": %.3f, "
-               "\"updates_target\": 2.0, \"forward_target\": 10.0, \"batch\": %d, \"hidden\": 256, "
-               "\"obs\": %d, \"act\": %d}\n",
-               c.updates_per_s, best.updates_per_s, c.forward_us, best.forward_us, peer_t[0], peer_t[1], ru, rf,
-               BATCH, OBS, ACT);
+               "\"peer_forward_us\": %.3f, \"corral_threads\": %d, \"corral_updates_per_s_1thread\": %.2f, "
+               "\"peer_updates_per_s_1thread\": %.2f, \"peer_updates_per_s_2threads\": %.2f, "
+               "\"peer_updates_per_s_2threads_torch\": %.2f, \"peer_updates_per_s_2threads_blas\": %.2f, "
+               "\"updates_ratio\": %.3f, \"forward_ratio\": %.3f, \"updates_target\": 2.0, "
+               "\"forward_target\": 10.0, \"batch\": %d, \"hidden\": 256, \"obs\": %d, \"act\": %d}\n",
+               c.updates_per_s, best.updates_per_s, c.forward_us, best.forward_us, threads, c1.updates_per_s,
+               per[0].updates_per_s, p2, per[1].updates_per_s, per[2].updates_per_s, ru, rf, BATCH, OBS, ACT);
         return 0;
     }
-    printf("best  corral %.1f updates/s, %.1f us; peer %.1f updates/s (1 thread %.1f, 2 threads %.1f), %.1f us\n",
-           c.updates_per_s, c.forward_us, best.updates_per_s, peer_t[0], peer_t[1], best.forward_us);
+    printf("best  corral %.1f updates/s on %d thread(s) (%.1f on 1), %.1f us; peer %.1f updates/s (1 thread %.1f, "
+           "2 threads torch %.1f, 2 threads BLAS %.1f), %.1f us\n",
+           c.updates_per_s, threads, c1.updates_per_s, c.forward_us, best.updates_per_s, per[0].updates_per_s,
+           per[1].updates_per_s, per[2].updates_per_s, best.forward_us);
     if (!best.ok) {
         printf("peer unavailable: no ratios\n");
         bench_target("learner_updates_ratio", 0, ">=2.0");
         bench_target("learner_forward_ratio", 0, ">=10");
         return 0;
     }
-    printf("updates/s   corral / peer best:  %.2fx (target >= 2x)\n", ru);
+    printf("same SAC update on both sides; the peer's autograd also computes critic weight gradients in the actor\n"
+           "loss (discarded by SAC), corral only the action gradient\n");
+    printf("updates/s   corral (%d threads) / peer best:  %.2fx (target >= 2x); corral 1 thread / peer best: %.2fx\n",
+           threads, ru, c1.updates_per_s / best.updates_per_s);
     printf("forward b=1 peer best / corral:  %.2fx lower latency (target >= 10x)\n", rf);
     bench_target("learner_updates_ratio", ru, ">=2.0");
     bench_target("learner_forward_ratio", rf, ">=10");

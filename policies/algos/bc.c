@@ -7,8 +7,13 @@
  * weight 0. A batch with no such sample changes nothing and says so in the
  * metrics ("samples_used" = 0).
  *
- * State: the actor, its Adam moments and step count, the RNG, the counters; all
- * saved to and restored from one safetensors file. Vector observations only. */
+ * Image observations (spec img_c > 0: rows [image | proprio]) go through the
+ * same CNN encoder SAC uses, with DrQ random shifts while training; the encoder
+ * learns from the same loss, with its own Adam moments stepped together with
+ * the actor's (one step count for both).
+ *
+ * State: the actor (and encoder), their Adam moments and step count, the RNG,
+ * the counters; all saved to and restored from one safetensors file. */
 #include "policies/algos/algo.h"
 
 #include <math.h>
@@ -21,7 +26,7 @@
 typedef struct bc_cfg {
     char hidden[SET_STR_MAX], backend[SET_STR_MAX];
     float lr, weight_decay, grad_clip;
-    long seed;
+    long seed, encoder_feat, aug_pad;
 } bc_cfg_t;
 
 #define OFF(f) offsetof(bc_cfg_t, f)
@@ -32,6 +37,8 @@ static const pol_setting_t bc_settings[] = {
     {"grad_clip", SET_FLOAT, "0", 0, 1e9, OFF(grad_clip), "global gradient norm limit (0: off)"},
     {"seed", SET_INT, "0", 0, 9e15, OFF(seed), "random seed"},
     {"backend", SET_STR, "cpu", 0, 0, OFF(backend), "cpu, cuda or auto"},
+    {"encoder_feat", SET_INT, "50", 1, 4096, OFF(encoder_feat), "image features (image specs only)"},
+    {"aug_pad", SET_INT, "4", 0, 64, OFF(aug_pad), "random-shift padding in pixels (0: off)"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 #undef OFF
@@ -45,16 +52,22 @@ typedef struct bc {
     const nn_backend_t *be;
     pol_actor_t actor;
     nn_adam_t opt;
+    int img, in_dim;                  /* image floats per obs (0: vector obs), actor input dims */
+    nn_params_t enc_p;                /* image encoder (img > 0) */
+    pol_encoder_t enc;
+    pol_imgobs_t io;
+    nn_adam_t enc_opt;
     nn_rng_t rng;
     uint64_t updates, skipped_nan;
     int cap;
     float *obs, *target, *w, *daction, *h_w, *h_eps;
+    float *x, *dx;                    /* actor inputs and their gradient (img > 0) */
 } bc_t;
 
 static void free_scratch(bc_t *s)
 {
-    float **dev[] = {&s->obs, &s->target, &s->w, &s->daction};
-    for (int i = 0; i < 4; i++)
+    float **dev[] = {&s->obs, &s->target, &s->w, &s->daction, &s->x, &s->dx};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (*dev[i]) { s->be->free(*dev[i]); *dev[i] = NULL; }
     free(s->h_w);
     free(s->h_eps);
@@ -65,6 +78,8 @@ static void free_scratch(bc_t *s)
 static int reserve(bc_t *s, int B, cr_err_t *err)
 {
     int rc = pol_actor_reserve(&s->actor, B, err);
+    if (!rc && s->img) rc = pol_encoder_reserve(&s->enc, B, err);
+    if (!rc && s->img) rc = pol_imgobs_reserve(&s->io, B, err);
     if (rc || B <= s->cap) return rc;
     free_scratch(s);
     size_t f = sizeof(float), O = (size_t)s->spec.obs_dim, A = (size_t)s->spec.act_dim, b = (size_t)B;
@@ -74,6 +89,10 @@ static int reserve(bc_t *s, int B, cr_err_t *err)
     ok &= !!(s->daction = s->be->alloc(b * A * f));
     ok &= !!(s->h_w = malloc(b * A * f));
     ok &= !!(s->h_eps = calloc(b * A, f));
+    if (s->img) {
+        ok &= !!(s->x = s->be->alloc(b * s->in_dim * f));
+        ok &= !!(s->dx = s->be->alloc(b * s->in_dim * f));
+    }
     if (!ok) {
         free_scratch(s);
         return cr_err_set(err, CR_ENOMEM, "%s: cannot allocate scratch for batch %d", s->algo, B);
@@ -111,15 +130,26 @@ static int bc_update(void *self, const corral_batch_t *b, corral_metrics_t *m, c
     be->upload(s->target, b->action, (size_t)B * A * f);
     be->upload(s->w, s->h_w, (size_t)B * A * f);
     be->upload(s->actor.eps, s->h_eps, (size_t)B * A * f);   /* zero noise: the mode */
-    pol_actor_forward(&s->actor, s->obs, B);
+    const float *x = s->img ? pol_imgobs_forward(&s->io, &s->enc, s->obs, B, 1, &s->rng, s->x) : s->obs;
+    pol_actor_forward(&s->actor, x, B);
     size_t n = (size_t)B * A;
     double loss = be->mse_forward(s->actor.action, s->target, s->w, n) * (double)n / ((double)used * A);
     be->fill(s->daction, 0.0f, n);
     be->mse_backward(s->daction, s->actor.action, s->target, s->w, 1.0f / ((float)used * A), n);
     nn_params_zero_grad(&s->actor.params);
-    pol_actor_backward(&s->actor, s->daction, NULL, B);
-    double gn = 0.0;
-    int bad = !isfinite(loss) || nn_adam_step(&s->opt, &s->actor.params, &gn) != 0;
+    if (s->img) {
+        nn_params_zero_grad(&s->enc_p);
+        be->fill(s->dx, 0.0f, (size_t)B * s->in_dim);
+    }
+    pol_actor_backward_obs(&s->actor, s->img ? s->dx : NULL, s->daction, NULL, B);
+    if (s->img) pol_imgobs_backward(&s->io, &s->enc, s->dx, B);
+    /* both norms first: the actor and the encoder step together or not at all */
+    double gn = nn_grad_norm(&s->actor.params), en = s->img ? nn_grad_norm(&s->enc_p) : 0.0;
+    int bad = !isfinite(loss) || !isfinite(gn) || !isfinite(en);
+    if (!bad) {
+        nn_adam_step(&s->opt, &s->actor.params, NULL);
+        if (s->img) nn_adam_step(&s->enc_opt, &s->enc_p, NULL);
+    }
     if (bad) {
         s->skipped_nan++;
         pol_warn_skips(s->algo, s->skipped_nan - 1, s->skipped_nan);
@@ -147,11 +177,23 @@ static int bc_act(void *self, const float *obs, int deterministic, float *action
     for (int j = 0; j < A && j < 64; j++) eps[j] = deterministic ? 0.0f : nn_rng_normal(&s->rng);
     s->be->upload(s->obs, obs, (size_t)s->spec.obs_dim * sizeof(float));
     s->be->upload(s->actor.eps, eps, (size_t)(A < 64 ? A : 64) * sizeof(float));
-    pol_actor_forward(&s->actor, s->obs, 1);
+    const float *x = s->img ? pol_imgobs_forward(&s->io, &s->enc, s->obs, 1, 0, &s->rng, s->x) : s->obs;
+    pol_actor_forward(&s->actor, x, 1);
     s->be->download(action, s->actor.action, (size_t)A * sizeof(float));
     for (int j = 0; j < A; j++)
         if (!isfinite(action[j])) return cr_err_set(err, CR_EINVAL, "%s: non-finite action", s->algo);
     return 0;
+}
+
+/* "obs,act" for vector observations (as before images were supported), else
+ * "obs,act,C,H,W" */
+static void spec_string(const bc_t *s, char *buf, size_t len)
+{
+    if (s->img)
+        snprintf(buf, len, "%d,%d,%d,%d,%d", s->spec.obs_dim, s->spec.act_dim, s->spec.img_c, s->spec.img_h,
+                 s->spec.img_w);
+    else
+        snprintf(buf, len, "%d,%d", s->spec.obs_dim, s->spec.act_dim);
 }
 
 static void put_meta(const bc_t *s, nn_st_writer_t *w, const char *format)
@@ -161,7 +203,7 @@ static void put_meta(const bc_t *s, nn_st_writer_t *w, const char *format)
     nn_st_writer_meta(w, "version", BC_CKPT_VERSION, NULL);
     nn_st_writer_meta(w, "algo", s->algo, NULL);
     nn_st_writer_meta(w, "hidden", s->cfg.hidden, NULL);
-    snprintf(buf, sizeof buf, "%d,%d", s->spec.obs_dim, s->spec.act_dim);
+    spec_string(s, buf, sizeof buf);
     nn_st_writer_meta(w, "spec", buf, NULL);
 }
 
@@ -174,7 +216,7 @@ static int check_meta(const bc_t *s, const nn_st_t *st, const char *format, cr_e
         return cr_err_set(err, CR_EVERSION, "%s version '%s', this build reads %s", format, v ? v : "(none)",
                           BC_CKPT_VERSION);
     char want[64];
-    snprintf(want, sizeof want, "%d,%d", s->spec.obs_dim, s->spec.act_dim);
+    spec_string(s, want, sizeof want);
     if (!sp || strcmp(sp, want) || !h || strcmp(h, s->cfg.hidden))
         return cr_err_set(err, CR_EINVAL, "%s for spec %s hidden %s, this instance has %s hidden %s", format,
                           sp ? sp : "?", h ? h : "?", want, s->cfg.hidden);
@@ -188,11 +230,12 @@ static int bc_export(void *self, void *buf, size_t cap, size_t *len, corral_err_
     nn_st_writer_t *w = nn_st_writer_create();
     if (!w) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", s->algo);
     pol_io_keep_t keep = {0};
-    pol_io_arena_t a = {"policy", &s->actor.params};
+    pol_io_arena_t a = {"policy", &s->actor.params}, e = {"policy.encoder", &s->enc_p};
     void *blob = NULL;
     size_t n = 0;
     put_meta(s, w, "corral-policy");
     int rc = pol_io_add_arena(w, &keep, &a, err);
+    if (!rc && s->img) rc = pol_io_add_arena(w, &keep, &e, err);
     if (!rc) rc = nn_st_writer_to_mem(w, &blob, &n, err);
     pol_io_keep_free(&keep);
     nn_st_writer_destroy(w);
@@ -211,10 +254,12 @@ static int bc_import(void *self, const void *blob, size_t len, corral_err_t *cer
     nn_st_t *st;
     int rc = nn_st_parse(&st, blob, len, err);
     if (rc) return cr_err_wrap(err, "policy blob");
-    pol_io_arena_t a = {"policy", &s->actor.params};
+    pol_io_arena_t a = {"policy", &s->actor.params}, e = {"policy.encoder", &s->enc_p};
     rc = check_meta(s, st, "corral-policy", err);
-    if (!rc) rc = pol_io_read_arena(st, &a, 1, err);
-    if (!rc) rc = pol_io_read_arena(st, &a, 0, err);
+    for (int check = 1; check >= 0 && !rc; check--) {
+        rc = pol_io_read_arena(st, &a, check, err);
+        if (!rc && s->img) rc = pol_io_read_arena(st, &e, check, err);
+    }
     nn_st_free(st);
     return rc ? cr_err_wrap(err, "policy blob") : 0;
 }
@@ -226,8 +271,8 @@ static int bc_save(void *self, const char *path, corral_err_t *cerr)
     nn_st_writer_t *w = nn_st_writer_create();
     if (!w) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", s->algo);
     pol_io_keep_t keep = {0};
-    pol_io_arena_t a = {"actor", &s->actor.params};
-    pol_io_adam_t o = {"optim.actor", &s->opt};
+    pol_io_arena_t a = {"actor", &s->actor.params}, e = {"encoder", &s->enc_p};
+    pol_io_adam_t o = {"optim.actor", &s->opt}, eo = {"optim.encoder", &s->enc_opt};
     put_meta(s, w, "corral-checkpoint");
     char rng[80], state[256];
     pol_rng_format(&s->rng, rng, sizeof rng);
@@ -236,6 +281,8 @@ static int bc_save(void *self, const char *path, corral_err_t *cerr)
     int rc = nn_st_writer_meta(w, "state", state, err);
     if (!rc) rc = pol_io_add_arena(w, &keep, &a, err);
     if (!rc) rc = pol_io_add_adam(w, &keep, &o, s->be, err);
+    if (!rc && s->img) rc = pol_io_add_arena(w, &keep, &e, err);
+    if (!rc && s->img) rc = pol_io_add_adam(w, &keep, &eo, s->be, err);
     if (!rc) rc = nn_st_writer_to_file(w, path, err);
     pol_io_keep_free(&keep);
     nn_st_writer_destroy(w);
@@ -249,8 +296,8 @@ static int bc_load(void *self, const char *path, corral_err_t *cerr)
     nn_st_t *st;
     int rc = nn_st_read_file(&st, path, err);
     if (rc) return rc;
-    pol_io_arena_t a = {"actor", &s->actor.params};
-    pol_io_adam_t o = {"optim.actor", &s->opt};
+    pol_io_arena_t a = {"actor", &s->actor.params}, e = {"encoder", &s->enc_p};
+    pol_io_adam_t o = {"optim.actor", &s->opt}, eo = {"optim.encoder", &s->enc_opt};
     unsigned long long u, k;
     long t = -1;
     char rs[80];
@@ -263,12 +310,15 @@ static int bc_load(void *self, const char *path, corral_err_t *cerr)
     for (int check = 1; check >= 0 && !rc; check--) {
         rc = pol_io_read_arena(st, &a, check, err);
         if (!rc) rc = pol_io_read_adam(st, &o, s->be, check, err);
+        if (!rc && s->img) rc = pol_io_read_arena(st, &e, check, err);
+        if (!rc && s->img) rc = pol_io_read_adam(st, &eo, s->be, check, err);
     }
     nn_st_free(st);
     if (rc) return cr_err_wrap(err, "%s", path);
     s->updates = u;
     s->skipped_nan = k;
     s->opt.t = t;
+    s->enc_opt.t = t;
     s->rng = rng;
     return 0;
 }
@@ -281,8 +331,29 @@ static void bc_destroy(void *self)
         free_scratch(s);
         pol_actor_destroy(&s->actor);
         nn_adam_destroy(&s->opt, s->be);
+        if (s->img) {
+            pol_encoder_destroy(&s->enc);
+            pol_imgobs_destroy(&s->io);
+            nn_params_destroy(&s->enc_p);
+            nn_adam_destroy(&s->enc_opt, s->be);
+        }
     }
     free(s);
+}
+
+/* the encoder in its own arena, initialised after the actor (seeded order) */
+static int create_encoder(bc_t *s, cr_err_t *err)
+{
+    const corral_spec_t *sp = &s->spec;
+    int F = (int)s->cfg.encoder_feat, rc;
+    nn_params_init(&s->enc_p, s->be);
+    if ((rc = pol_encoder_declare(&s->enc, &s->enc_p, "enc", sp->img_c, sp->img_h, sp->img_w, F, err)) ||
+        (rc = nn_params_alloc(&s->enc_p, err)) ||
+        (rc = pol_imgobs_init(&s->io, s->be, sp->img_c, sp->img_h, sp->img_w, sp->obs_dim, F, (int)s->cfg.aug_pad,
+                              err)))
+        return rc;
+    pol_encoder_init(&s->enc, &s->rng);
+    return nn_adam_init(&s->enc_opt, &s->enc_p, s->cfg.lr, s->cfg.weight_decay, s->cfg.grad_clip, err);
 }
 
 static int create_common(const char *algo, int human_only, const corral_kv_t *cfg, size_t n,
@@ -293,7 +364,11 @@ static int create_common(const char *algo, int human_only, const corral_kv_t *cf
     if (!spec || spec->struct_size < sizeof(corral_spec_t) || spec->obs_dim <= 0 || spec->act_dim <= 0 ||
         spec->act_dim > 64)
         return cr_err_set(err, CR_EINVAL, "%s: spec needs obs_dim > 0 and act_dim in 1..64", algo);
-    if (spec->img_c > 0) return cr_err_set(err, CR_ENOTSUP, "%s: image observations are not supported", algo);
+    if (spec->img_c < 0 || spec->img_h < 0 || spec->img_w < 0 ||
+        (long)spec->img_c * spec->img_h * spec->img_w > spec->obs_dim ||
+        (spec->img_c > 0 && (spec->img_h < 8 || spec->img_w < 8)))
+        return cr_err_set(err, CR_EINVAL, "%s: spec image %dx%dx%d does not fit obs_dim %d (min 8x8)", algo,
+                          spec->img_c, spec->img_h, spec->img_w, spec->obs_dim);
     bc_t *s = calloc(1, sizeof *s);
     if (!s) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", algo);
     s->algo = algo;
@@ -307,9 +382,12 @@ static int create_common(const char *algo, int human_only, const corral_kv_t *cf
     }
     if (!rc) {
         nn_rng_seed(&s->rng, (uint64_t)s->cfg.seed);
-        rc = pol_actor_create(&s->actor, s->be, spec->obs_dim, spec->act_dim, s->hidden, s->nhidden, &s->rng, err);
+        s->img = spec->img_c > 0 ? spec->img_c * spec->img_h * spec->img_w : 0;
+        s->in_dim = s->img ? (int)s->cfg.encoder_feat + spec->obs_dim - s->img : spec->obs_dim;
+        rc = pol_actor_create(&s->actor, s->be, s->in_dim, spec->act_dim, s->hidden, s->nhidden, &s->rng, err);
     }
     if (!rc) rc = nn_adam_init(&s->opt, &s->actor.params, s->cfg.lr, s->cfg.weight_decay, s->cfg.grad_clip, err);
+    if (!rc && s->img) rc = create_encoder(s, err);
     if (rc) {
         cr_err_wrap(err, "%s", algo);
         bc_destroy(s);

@@ -27,7 +27,7 @@
 
 typedef struct sac_cfg {
     char hidden[SET_STR_MAX];
-    long num_q, num_min_q, utd, seed, encoder_feat, aug_pad;
+    long num_q, num_min_q, utd, seed, encoder_feat, aug_pad, threads;
     int layernorm, auto_alpha, backup_entropy;
     float gamma, tau, actor_lr, critic_lr, alpha_lr, init_alpha, target_entropy;
     float grad_clip, weight_decay;
@@ -57,6 +57,7 @@ static const pol_setting_t sac_settings[] = {
     {"encoder_feat", SET_INT, "50", 1, 4096, OFF(encoder_feat), "image features (image specs only)"},
     {"aug_pad", SET_INT, "4", 0, 64, OFF(aug_pad), "random-shift padding in pixels (0: off)"},
     {"backend", SET_STR, "cpu", 0, 0, OFF(backend), "cpu, cuda or auto"},
+    {"threads", SET_INT, "1", 1, 64, OFF(threads), "CPU threads per update (results do not depend on it)"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 #undef OFF
@@ -67,12 +68,14 @@ typedef struct sac {
     int hidden[POL_MLP_MAX_LAYERS], nhidden;
     corral_spec_t spec;
     const nn_backend_t *be;
+    nn_pool_t *pool;                 /* lanes for the critic heads and row blocks */
     int img, prop, in_dim;           /* image floats per obs, proprio dims, head input dims */
     pol_actor_t actor;
     pol_critic_t critic, target;
     nn_adam_t actor_opt, critic_opt;
     nn_params_t enc_p, enc_tp;       /* image encoder and its target (img > 0) */
     pol_encoder_t enc, enc_t;
+    pol_imgobs_t io;                 /* image rows -> head inputs, for enc and enc_t */
     nn_adam_t enc_opt;
     float log_alpha, alpha_m, alpha_v;
     long alpha_t;
@@ -81,10 +84,8 @@ typedef struct sac {
     /* scratch: backend memory for cap rows, host mirrors */
     int cap;
     float *obs, *act, *rew, *next, *done, *y, *qmin, *dq, *dact, *dlogp, *act_next, *logp_next;
-    float *x, *x_next, *dx, *img_buf, *img_aug, *prop_buf, *dfeat;
-    int32_t *shifts;
+    float *x, *x_next, *dx;
     float *h_eps, *h_q, *h_dq, *h_logp;
-    int32_t *h_shifts;
 } sac_t;
 
 static float alpha_of(const sac_t *s) { return expf(s->log_alpha); }
@@ -95,15 +96,11 @@ static void free_scratch(sac_t *s)
 {
     const nn_backend_t *be = s->be;
     float **dev[] = {&s->obs, &s->act, &s->rew, &s->next, &s->done, &s->y, &s->qmin, &s->dq, &s->dact,
-                     &s->dlogp, &s->act_next, &s->logp_next, &s->x, &s->x_next, &s->dx, &s->img_buf,
-                     &s->img_aug, &s->prop_buf, &s->dfeat};
+                     &s->dlogp, &s->act_next, &s->logp_next, &s->x, &s->x_next, &s->dx};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (*dev[i]) { be->free(*dev[i]); *dev[i] = NULL; }
-    if (s->shifts) be->free(s->shifts);
-    s->shifts = NULL;
-    free(s->h_eps); free(s->h_q); free(s->h_dq); free(s->h_logp); free(s->h_shifts);
+    free(s->h_eps); free(s->h_q); free(s->h_dq); free(s->h_logp);
     s->h_eps = s->h_q = s->h_dq = s->h_logp = NULL;
-    s->h_shifts = NULL;
     s->cap = 0;
 }
 
@@ -114,6 +111,7 @@ static int reserve(sac_t *s, int B, cr_err_t *err)
     if (!rc) rc = pol_critic_reserve(&s->target, B, err);
     if (!rc && s->img) rc = pol_encoder_reserve(&s->enc, B, err);
     if (!rc && s->img) rc = pol_encoder_reserve(&s->enc_t, B, err);
+    if (!rc && s->img) rc = pol_imgobs_reserve(&s->io, B, err);
     if (rc || B <= s->cap) return rc;
     free_scratch(s);
     const nn_backend_t *be = s->be;
@@ -140,12 +138,6 @@ static int reserve(sac_t *s, int B, cr_err_t *err)
         ok &= !!(s->x = be->alloc(b * I * f));
         ok &= !!(s->x_next = be->alloc(b * I * f));
         ok &= !!(s->dx = be->alloc(b * I * f));
-        ok &= !!(s->img_buf = be->alloc(b * s->img * f));
-        ok &= !!(s->img_aug = be->alloc(b * s->img * f));
-        ok &= !!(s->prop_buf = be->alloc(b * (s->prop ? s->prop : 1) * f));
-        ok &= !!(s->dfeat = be->alloc(b * s->cfg.encoder_feat * f));
-        ok &= !!(s->shifts = be->alloc(b * 2 * sizeof(int32_t)));
-        ok &= !!(s->h_shifts = malloc(b * 2 * sizeof(int32_t)));
     }
     if (!ok) {
         free_scratch(s);
@@ -157,29 +149,11 @@ static int reserve(sac_t *s, int B, cr_err_t *err)
 
 /* ---- observations to head inputs ---- */
 
-/* Head input [B][in_dim] for observations obs (backend memory). Without images
- * that is obs itself; with images, the (optionally shifted) image goes through
- * encoder enc and its features are concatenated with the proprioception. */
+/* Head input [B][in_dim] for observations obs (backend memory): obs itself, or
+ * with images the encoder's features (through enc) beside the proprioception. */
 static const float *features(sac_t *s, pol_encoder_t *enc, const float *obs, int B, int augment, float *out)
 {
-    if (!s->img) return obs;
-    const nn_backend_t *be = s->be;
-    int F = (int)s->cfg.encoder_feat;
-    be->fill(s->img_buf, 0.0f, (size_t)B * s->img);
-    if (s->prop) be->fill(s->prop_buf, 0.0f, (size_t)B * s->prop);
-    be->concat_backward(s->img_buf, s->prop ? s->prop_buf : NULL, obs, B, s->img, s->prop);
-    const float *img = s->img_buf;
-    if (augment && s->cfg.aug_pad > 0) {
-        int pad = (int)s->cfg.aug_pad;
-        for (int i = 0; i < 2 * B; i++) s->h_shifts[i] = (int32_t)nn_rng_below(&s->rng, 2 * pad + 1);
-        be->upload(s->shifts, s->h_shifts, (size_t)B * 2 * sizeof(int32_t));
-        be->random_shift(s->img_aug, s->img_buf, s->shifts, B, s->spec.img_c, s->spec.img_h,
-                         s->spec.img_w, pad);
-        img = s->img_aug;
-    }
-    const float *feat = pol_encoder_forward(enc, img, B);
-    be->concat_forward(out, feat, s->prop_buf, B, F, s->prop);
-    return out;
+    return s->img ? pol_imgobs_forward(&s->io, enc, obs, B, augment, &s->rng, out) : obs;
 }
 
 static void sample_noise(sac_t *s, int B, int deterministic)
@@ -190,6 +164,29 @@ static void sample_noise(sac_t *s, int B, int deterministic)
 }
 
 /* ---- the three steps ---- */
+
+typedef struct lerp_job {
+    const nn_backend_t *be;
+    float *dst;
+    const float *src;
+    float tau;
+    size_t n;
+    int parts;
+} lerp_job_t;
+
+static void lerp_task(void *arg, int i)
+{
+    lerp_job_t *j = arg;
+    size_t lo = j->n * (size_t)i / (size_t)j->parts, hi = j->n * (size_t)(i + 1) / (size_t)j->parts;
+    j->be->lerp(j->dst + lo, j->src + lo, j->tau, hi - lo);
+}
+
+/* Polyak averaging of the target critics, elementwise: split across the lanes */
+static void polyak(sac_t *s, float *dst, const float *src, size_t n)
+{
+    lerp_job_t j = {s->be, dst, src, s->cfg.tau, n, nn_pool_lanes(s->pool)};
+    nn_pool_run(s->pool, j.parts, lerp_task, &j);
+}
 
 static void critic_step(sac_t *s, int B, corral_metrics_t *m)
 {
@@ -228,12 +225,7 @@ static void critic_step(sac_t *s, int B, corral_metrics_t *m)
         be->fill(s->dx, 0.0f, (size_t)B * s->in_dim);
     }
     pol_critic_backward(&s->critic, s->dq, s->img ? s->dx : NULL, NULL, B, 1);
-    if (s->img) {
-        int F = (int)s->cfg.encoder_feat;
-        be->fill(s->dfeat, 0.0f, (size_t)B * F);
-        be->concat_backward(s->dfeat, NULL, s->dx, B, F, s->prop);
-        pol_encoder_backward(&s->enc, NULL, s->dfeat, B);
-    }
+    if (s->img) pol_imgobs_backward(&s->io, &s->enc, s->dx, B);
     double gn = nn_grad_norm(&s->critic.params);
     double en = s->img ? nn_grad_norm(&s->enc_p) : 0.0;
     pol_metric_set(m, "critic_loss", loss / N);
@@ -243,9 +235,9 @@ static void critic_step(sac_t *s, int B, corral_metrics_t *m)
         s->skipped_nan++;
         return;
     }
-    nn_adam_step(&s->critic_opt, &s->critic.params, NULL);
-    if (s->img) nn_adam_step(&s->enc_opt, &s->enc_p, NULL);
-    be->lerp(s->target.params.data, s->critic.params.data, s->cfg.tau, s->critic.params.numel);
+    nn_adam_step_norm(&s->critic_opt, &s->critic.params, gn, s->pool);
+    if (s->img) nn_adam_step_norm(&s->enc_opt, &s->enc_p, en, s->pool);
+    polyak(s, s->target.params.data, s->critic.params.data, s->critic.params.numel);
     if (s->img) be->lerp(s->enc_tp.data, s->enc_p.data, s->cfg.tau, s->enc_p.numel);
     s->critic_updates++;
 }
@@ -301,7 +293,7 @@ static void actor_step(sac_t *s, int B, corral_metrics_t *m)
         s->skipped_nan++;
         return;
     }
-    nn_adam_step(&s->actor_opt, &s->actor.params, NULL);
+    nn_adam_step_norm(&s->actor_opt, &s->actor.params, gn, s->pool);
 
     /* temperature: loss = -log_alpha (log pi + target_entropy), Adam on the host */
     if (s->cfg.auto_alpha) {
@@ -588,11 +580,13 @@ static void sac_destroy(void *self)
         if (s->img) {
             pol_encoder_destroy(&s->enc);
             pol_encoder_destroy(&s->enc_t);
+            pol_imgobs_destroy(&s->io);
             nn_params_destroy(&s->enc_p);
             nn_params_destroy(&s->enc_tp);
             nn_adam_destroy(&s->enc_opt, s->be);
         }
     }
+    nn_pool_destroy(s->pool);
     free(s);
 }
 
@@ -622,6 +616,14 @@ static int build(sac_t *s, cr_err_t *err)
                                 s->nhidden, s->cfg.layernorm, &s->rng, err)))
         return rc;
     nn_params_copy(&s->target.params, &s->critic.params, NULL);
+    /* Always a pool, of one lane when single-threaded: the row blocks are then the
+     * same at any thread count, and so are the results. Other backends run one
+     * lane: their ops queue on one device stream anyway. */
+    int lanes = s->be == nn_backend_cpu() ? (int)s->cfg.threads : 1;
+    if ((rc = nn_pool_create(&s->pool, lanes, err))) return rc;
+    pol_actor_set_pool(&s->actor, s->pool);
+    pol_critic_set_pool(&s->critic, s->pool);
+    pol_critic_set_pool(&s->target, s->pool);
     if ((rc = nn_adam_init(&s->actor_opt, &s->actor.params, s->cfg.actor_lr, s->cfg.weight_decay,
                            s->cfg.grad_clip, err)))
         return rc;
@@ -635,6 +637,9 @@ static int build(sac_t *s, cr_err_t *err)
         if ((rc = pol_encoder_declare(&s->enc, &s->enc_p, "enc", sp->img_c, sp->img_h, sp->img_w, F, err)) ||
             (rc = pol_encoder_declare(&s->enc_t, &s->enc_tp, "enc", sp->img_c, sp->img_h, sp->img_w, F, err)) ||
             (rc = nn_params_alloc(&s->enc_p, err)) || (rc = nn_params_alloc(&s->enc_tp, err)))
+            return rc;
+        if ((rc = pol_imgobs_init(&s->io, s->be, sp->img_c, sp->img_h, sp->img_w, sp->obs_dim, F,
+                                  (int)s->cfg.aug_pad, err)))
             return rc;
         pol_encoder_init(&s->enc, &s->rng);
         nn_params_copy(&s->enc_tp, &s->enc_p, NULL);

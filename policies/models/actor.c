@@ -61,18 +61,48 @@ int pol_actor_reserve(pol_actor_t *a, int B, cr_err_t *err)
     return 0;
 }
 
+void pol_actor_set_pool(pol_actor_t *a, nn_pool_t *pool) { pol_mlp_set_pool(&a->mlp, pool, 1); }
+
+typedef struct fwd_job {
+    pol_actor_t *a;
+    int B, nb;
+} fwd_job_t;
+
+/* one row block: the MLP and the squashed Gaussian of those rows */
+static void fwd_task(void *arg, int i)
+{
+    fwd_job_t *j = arg;
+    pol_actor_t *a = j->a;
+    int r0 = (int)((long)j->B * i / j->nb), r1 = (int)((long)j->B * (i + 1) / j->nb), A = a->act_dim;
+    pol_mlp_forward_rows(&a->mlp, &a->params, r0, r1);
+    a->params.be->gauss_tanh_forward(a->action + (size_t)r0 * A, a->logp + r0, a->head + (size_t)r0 * 2 * A,
+                                     a->eps + (size_t)r0 * A, r1 - r0, A, a->log_std_lo, a->log_std_hi);
+}
+
 void pol_actor_forward(pol_actor_t *a, const float *obs, int B)
 {
+    if (a->mlp.pool) {
+        a->mlp.in = obs;
+        a->head = a->mlp.pre[a->mlp.nl - 1];
+        fwd_job_t j = {a, B, pol_mlp_row_blocks(B)};
+        nn_pool_run(a->mlp.pool, j.nb, fwd_task, &j);
+        return;
+    }
     a->head = pol_mlp_forward(&a->mlp, &a->params, obs, B);
     a->params.be->gauss_tanh_forward(a->action, a->logp, a->head, a->eps, B, a->act_dim,
                                      a->log_std_lo, a->log_std_hi);
 }
 
-void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B)
+void pol_actor_backward_obs(pol_actor_t *a, float *dobs, const float *daction, const float *dlogp, int B)
 {
     const nn_backend_t *be = a->params.be;
     be->fill(a->dhead, 0.0f, (size_t)B * 2 * a->act_dim);
     be->gauss_tanh_backward(a->dhead, daction, dlogp, a->head, a->eps, a->action, B, a->act_dim,
                             a->log_std_lo, a->log_std_hi);
-    pol_mlp_backward(&a->mlp, &a->params, NULL, a->dhead, B, 1);
+    pol_mlp_backward(&a->mlp, &a->params, dobs, a->dhead, B, 1);
+}
+
+void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B)
+{
+    pol_actor_backward_obs(a, NULL, daction, dlogp, B);
 }

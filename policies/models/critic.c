@@ -61,7 +61,7 @@ int pol_critic_reserve(pol_critic_t *c, int B, cr_err_t *err)
     const nn_backend_t *be = c->params.be;
     size_t in = (size_t)(c->obs_dim + c->act_dim), f = sizeof(float);
     c->x = be->alloc(B * in * f);
-    c->dx = be->alloc(B * in * f);
+    c->dx = be->alloc((size_t)c->n * B * in * f);
     c->q = be->alloc((size_t)c->n * B * f);
     if (!c->x || !c->dx || !c->q) {
         free_bufs(c);
@@ -71,24 +71,51 @@ int pol_critic_reserve(pol_critic_t *c, int B, cr_err_t *err)
     return 0;
 }
 
+void pol_critic_set_pool(pol_critic_t *c, nn_pool_t *pool)
+{
+    c->pool = pool;
+    /* the heads are the parallel tasks: their rows stay whole */
+    for (int i = 0; i < c->n; i++) pol_mlp_set_pool(&c->head[i], pool, 0);
+}
+
+typedef struct head_job {
+    pol_critic_t *c;
+    const float *dq;
+    int B, want, param_grads;
+} head_job_t;
+
+static void fwd_task(void *arg, int i)
+{
+    head_job_t *j = arg;
+    pol_critic_t *c = j->c;
+    const float *q = pol_mlp_forward(&c->head[i], &c->params, c->x, j->B);
+    c->params.be->copy(c->q + (size_t)i * j->B, q, (size_t)j->B * sizeof(float));
+}
+
 void pol_critic_forward(pol_critic_t *c, const float *obs, const float *act, int B)
 {
-    const nn_backend_t *be = c->params.be;
-    be->concat_forward(c->x, obs, act, B, c->obs_dim, c->act_dim);
-    for (int i = 0; i < c->n; i++) {
-        const float *q = pol_mlp_forward(&c->head[i], &c->params, c->x, B);
-        be->copy(c->q + (size_t)i * B, q, (size_t)B * sizeof(float));
-    }
+    c->params.be->concat_forward(c->x, obs, act, B, c->obs_dim, c->act_dim);
+    head_job_t j = {c, NULL, B, 0, 0};
+    nn_pool_run(c->pool, c->n, fwd_task, &j);
+}
+
+static void bwd_task(void *arg, int i)
+{
+    head_job_t *j = arg;
+    pol_critic_t *c = j->c;
+    size_t nx = (size_t)j->B * (c->obs_dim + c->act_dim);
+    float *dx = j->want ? c->dx + i * nx : NULL;
+    if (dx) c->params.be->fill(dx, 0.0f, nx);
+    pol_mlp_backward(&c->head[i], &c->params, dx, j->dq + (size_t)i * j->B, j->B, j->param_grads);
 }
 
 void pol_critic_backward(pol_critic_t *c, const float *dq, float *dobs, float *dact, int B,
                          int param_grads)
 {
-    const nn_backend_t *be = c->params.be;
-    int want = dobs || dact;
-    if (want) be->fill(c->dx, 0.0f, (size_t)B * (c->obs_dim + c->act_dim));
+    head_job_t j = {c, dq, B, dobs || dact, param_grads};
+    nn_pool_run(c->pool, c->n, bwd_task, &j);
+    if (!j.want) return;
+    size_t nx = (size_t)B * (c->obs_dim + c->act_dim);
     for (int i = 0; i < c->n; i++)
-        pol_mlp_backward(&c->head[i], &c->params, want ? c->dx : NULL, dq + (size_t)i * B, B,
-                         param_grads);
-    if (want) be->concat_backward(dobs, dact, c->dx, B, c->obs_dim, c->act_dim);
+        c->params.be->concat_backward(dobs, dact, c->dx + i * nx, B, c->obs_dim, c->act_dim);
 }

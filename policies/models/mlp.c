@@ -104,26 +104,88 @@ int pol_mlp_reserve(pol_mlp_t *m, int B, cr_err_t *err)
     return 0;
 }
 
-const float *pol_mlp_forward(pol_mlp_t *m, const nn_params_t *p, const float *in, int B)
+void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool, int split_rows)
+{
+    m->pool = pool;
+    m->split_rows = split_rows;
+}
+
+/* 128-row blocks keep each product large enough to run at full BLAS speed */
+int pol_mlp_row_blocks(int B)
+{
+    int n = B / 128;
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
+void pol_mlp_forward_rows(pol_mlp_t *m, const nn_params_t *p, int r0, int r1)
 {
     const nn_backend_t *be = m->be;
-    m->in = in;
-    const float *x = in;
+    int R = r1 - r0;
+    const float *x = m->in + (size_t)r0 * m->width[0];
     for (int l = 0; l < m->nl; l++) {
         int C = m->width[l], OC = m->width[l + 1];
-        be->linear_forward(m->pre[l], x, nn_params_data(p, m->w[l]), nn_params_data(p, m->b[l]),
-                           B, C, OC);
+        size_t o = (size_t)r0 * OC;
+        be->linear_forward(m->pre[l] + o, x, nn_params_data(p, m->w[l]), nn_params_data(p, m->b[l]), R, C, OC);
         if (l == m->nl - 1) break;
-        const float *a = m->pre[l];
+        const float *a = m->pre[l] + o;
         if (m->layernorm) {
-            be->layernorm_forward(m->ln[l], m->mean[l], m->rstd[l], a, nn_params_data(p, m->lnw[l]),
-                                  nn_params_data(p, m->lnb[l]), B, OC);
-            a = m->ln[l];
+            be->layernorm_forward(m->ln[l] + o, m->mean[l] + r0, m->rstd[l] + r0, a,
+                                  nn_params_data(p, m->lnw[l]), nn_params_data(p, m->lnb[l]), R, OC);
+            a = m->ln[l] + o;
         }
-        be->act_forward(m->h[l], a, m->act, (size_t)B * OC);
-        x = m->h[l];
+        be->act_forward(m->h[l] + o, a, m->act, (size_t)R * OC);
+        x = m->h[l] + o;
+    }
+}
+
+typedef struct rows_job {
+    pol_mlp_t *m;
+    const nn_params_t *p;
+    int B, nb;
+} rows_job_t;
+
+static void rows_task(void *arg, int i)
+{
+    rows_job_t *j = arg;
+    pol_mlp_forward_rows(j->m, j->p, (int)((long)j->B * i / j->nb), (int)((long)j->B * (i + 1) / j->nb));
+}
+
+const float *pol_mlp_forward(pol_mlp_t *m, const nn_params_t *p, const float *in, int B)
+{
+    m->in = in;
+    if (!m->pool || !m->split_rows) {
+        pol_mlp_forward_rows(m, p, 0, B);
+    } else {
+        rows_job_t j = {m, p, B, pol_mlp_row_blocks(B)};
+        nn_pool_run(m->pool, j.nb, rows_task, &j);
     }
     return m->pre[m->nl - 1];
+}
+
+/* One layer's linear backward; with a pool and a large layer, the weight
+ * gradient and the input gradient (independent products) run side by side. */
+typedef struct lin_job {
+    const nn_backend_t *be;
+    float *dinp, *dw, *db;
+    const float *dout, *x, *w;
+    int B, C, OC;
+} lin_job_t;
+
+static void lin_task(void *arg, int i)
+{
+    lin_job_t *j = arg;
+    if (i == 0 && j->dw) j->be->linear_backward(NULL, j->dw, j->db, j->dout, j->x, j->w, j->B, j->C, j->OC);
+    else j->be->linear_backward(j->dinp, NULL, NULL, j->dout, j->x, j->w, j->B, j->C, j->OC);
+}
+
+#define SPLIT_MIN_MACS (1L << 22)   /* below this a fork costs more than it gains */
+
+static void linear_backward(pol_mlp_t *m, lin_job_t *j)
+{
+    if (m->pool && j->dw && j->dinp && (long)j->B * j->C * j->OC >= SPLIT_MIN_MACS)
+        nn_pool_run(m->pool, 2, lin_task, j);
+    else
+        j->be->linear_backward(j->dinp, j->dw, j->db, j->dout, j->x, j->w, j->B, j->C, j->OC);
 }
 
 void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const float *dout, int B,
@@ -140,10 +202,10 @@ void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const flo
         const float *x = l == 0 ? m->in : m->h[l - 1];
         int xi = di < 0 ? 0 : (di + 1) % 3;
         if (l > 0) be->fill(buf[xi], 0.0f, (size_t)B * C);
-        be->linear_backward(l == 0 ? dinp : buf[xi],
-                            param_grads ? nn_params_grad(p, m->w[l]) : NULL,
-                            param_grads ? nn_params_grad(p, m->b[l]) : NULL, d, x,
-                            nn_params_data(p, m->w[l]), B, C, OC);
+        lin_job_t j = {be, l == 0 ? dinp : buf[xi], param_grads ? nn_params_grad(p, m->w[l]) : NULL,
+                       param_grads ? nn_params_grad(p, m->b[l]) : NULL, d, x, nn_params_data(p, m->w[l]),
+                       B, C, OC};
+        linear_backward(m, &j);
         if (l == 0) break;
         /* buf[xi] is the gradient wrt h[k]; back through the activation and LayerNorm */
         int k = l - 1;

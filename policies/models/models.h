@@ -27,6 +27,8 @@ typedef struct pol_mlp {
     float *mean[POL_MLP_MAX_LAYERS], *rstd[POL_MLP_MAX_LAYERS];
     float *h[POL_MLP_MAX_LAYERS];    /* activations (inputs of layer l+1) */
     float *d0, *d1, *d2;             /* backward scratch [B][max width] */
+    nn_pool_t *pool;                 /* borrowed, may be NULL: see pol_mlp_set_pool */
+    int split_rows;
 } pol_mlp_t;
 
 int pol_mlp_declare(pol_mlp_t *m, nn_params_t *p, const char *prefix, int in, const int *hidden,
@@ -41,6 +43,18 @@ const float *pol_mlp_forward(pol_mlp_t *m, const nn_params_t *p, const float *in
 void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const float *dout, int B,
                       int param_grads);
 void pol_mlp_destroy(pol_mlp_t *m);
+/* With a pool (borrowed; NULL: none), a backward computes a large layer's
+ * weight and input gradients side by side, and with split_rows a forward of
+ * B >= 256 rows runs in pol_mlp_row_blocks(B) row blocks across the lanes.
+ * The row blocks depend on B only, so results do not depend on the lane
+ * count; they may differ in the last bits from an unsplit forward (BLAS
+ * results depend on the product's shape). */
+void pol_mlp_set_pool(pol_mlp_t *m, nn_pool_t *pool, int split_rows);
+int pol_mlp_row_blocks(int B);
+/* Rows [r0, r1) of a forward over the input m->in (set by the caller): what
+ * pol_mlp_forward runs for each row block, for models that add per-row work
+ * of their own to the same tasks. */
+void pol_mlp_forward_rows(pol_mlp_t *m, const nn_params_t *p, int r0, int r1);
 
 /* ---- actor: obs -> MLP -> (mu, raw log std) -> tanh-squashed Gaussian ---- */
 typedef struct pol_actor {
@@ -62,6 +76,12 @@ int pol_actor_reserve(pol_actor_t *a, int B, cr_err_t *err);
 void pol_actor_forward(pol_actor_t *a, const float *obs, int B);
 /* daction [B][A] and dlogp [B] may be NULL; accumulates into a->params.grad. */
 void pol_actor_backward(pol_actor_t *a, const float *daction, const float *dlogp, int B);
+/* The same, and dobs [B][obs_dim] (may be NULL) += the gradient wrt the
+ * observations of the last forward (an image encoder below the actor). */
+void pol_actor_backward_obs(pol_actor_t *a, float *dobs, const float *daction, const float *dlogp, int B);
+/* Runs forward row blocks and backward products across the pool's lanes
+ * (borrowed; NULL: none); see pol_mlp_set_pool. */
+void pol_actor_set_pool(pol_actor_t *a, nn_pool_t *pool);
 
 /* ---- critic ensemble: N independent MLPs over [obs | action] -> Q ---- */
 #define POL_MAX_Q 16
@@ -70,7 +90,8 @@ typedef struct pol_critic {
     pol_mlp_t head[POL_MAX_Q];
     int n, obs_dim, act_dim;
     int cap;
-    float *x, *dx, *q;               /* x [B][obs+act], q [n][B] */
+    float *x, *dx, *q;               /* x [B][obs+act], dx [n][B][obs+act] per head, q [n][B] */
+    nn_pool_t *pool;                 /* borrowed, may be NULL */
 } pol_critic_t;
 
 int pol_critic_create(pol_critic_t *c, const nn_backend_t *be, int n, int obs_dim, int act_dim,
@@ -83,6 +104,10 @@ void pol_critic_forward(pol_critic_t *c, const float *obs, const float *act, int
  * gradients wrt the critic's inputs. */
 void pol_critic_backward(pol_critic_t *c, const float *dq, float *dobs, float *dact, int B,
                          int param_grads);
+/* Runs the heads across the pool's lanes (borrowed; NULL: none). Each head has
+ * its own scratch and gradient slice, and input gradients are summed over the
+ * heads in head order, so results do not depend on the lane count. */
+void pol_critic_set_pool(pol_critic_t *c, nn_pool_t *pool);
 
 /* ---- CNN encoder: image [B][C][H][W] -> conv/ReLU stack -> linear -> LayerNorm -> tanh ---- */
 #define POL_ENC_MAX_CONV 4
@@ -107,5 +132,28 @@ int pol_encoder_reserve(pol_encoder_t *e, int B, cr_err_t *err);
 const float *pol_encoder_forward(pol_encoder_t *e, const float *img, int B);
 void pol_encoder_backward(pol_encoder_t *e, float *dimg, const float *dout, int B);
 void pol_encoder_destroy(pol_encoder_t *e);
+
+/* ---- image observations: rows [image C*H*W | proprio P] -> head inputs [F | P] ----
+ * The image is shifted at random (DrQ, `pad` pixels, 0: off) when augmenting,
+ * encoded by a pol_encoder_t of F features, and concatenated with the
+ * proprioception. Scratch only; the encoders are the caller's. */
+typedef struct pol_imgobs {
+    const nn_backend_t *be;
+    int C, H, W, img, prop, feat, pad;
+    int cap;
+    float *img_buf, *img_aug, *prop_buf, *dfeat;
+    int32_t *shifts, *h_shifts;
+} pol_imgobs_t;
+
+int pol_imgobs_init(pol_imgobs_t *o, const nn_backend_t *be, int C, int H, int W, int obs_dim, int feat,
+                    int pad, cr_err_t *err);
+int pol_imgobs_reserve(pol_imgobs_t *o, int B, cr_err_t *err);
+/* out[B][F+P] for obs[B][obs_dim] (backend memory); with augment, draws 2B
+ * shift offsets from rng. Keeps enc's activations for pol_imgobs_backward. */
+const float *pol_imgobs_forward(pol_imgobs_t *o, pol_encoder_t *enc, const float *obs, int B, int augment,
+                                nn_rng_t *rng, float *out);
+/* dx[B][F+P]: accumulates enc's parameter gradients through its last forward. */
+void pol_imgobs_backward(pol_imgobs_t *o, pol_encoder_t *enc, const float *dx, int B);
+void pol_imgobs_destroy(pol_imgobs_t *o);
 
 #endif

@@ -34,15 +34,37 @@ void nn_adam_destroy(nn_adam_t *o, const nn_backend_t *be)
 
 double nn_grad_norm(const nn_params_t *p) { return sqrt(p->be->sumsq(p->grad, p->numel)); }
 
-int nn_adam_step(nn_adam_t *o, nn_params_t *p, double *norm_out)
+typedef struct adam_job {
+    nn_adam_t *o;
+    nn_params_t *p;
+    float gs;
+    int n;
+} adam_job_t;
+
+/* one contiguous slice of the arena; the update is elementwise */
+static void adam_task(void *arg, int i)
 {
-    double norm = nn_grad_norm(p);
-    if (norm_out) *norm_out = norm;
+    adam_job_t *j = arg;
+    size_t lo = j->p->numel * (size_t)i / (size_t)j->n, hi = j->p->numel * (size_t)(i + 1) / (size_t)j->n;
+    nn_adam_t *o = j->o;
+    j->p->be->adam_update(j->p->data + lo, j->p->grad + lo, o->m + lo, o->v + lo, hi - lo, o->lr, o->beta1,
+                          o->beta2, o->eps, o->weight_decay, j->gs, o->t);
+}
+
+int nn_adam_step_norm(nn_adam_t *o, nn_params_t *p, double norm, nn_pool_t *pool)
+{
     if (!isfinite(norm)) return CR_EINVAL;
     float gs = 1.0f;
     if (o->clip_norm > 0.0f && norm > o->clip_norm) gs = (float)(o->clip_norm / norm);
     o->t++;
-    p->be->adam_update(p->data, p->grad, o->m, o->v, p->numel, o->lr, o->beta1, o->beta2,
-                       o->eps, o->weight_decay, gs, o->t);
+    adam_job_t j = {o, p, gs, nn_pool_lanes(pool)};
+    nn_pool_run(pool, j.n, adam_task, &j);
     return 0;
+}
+
+int nn_adam_step(nn_adam_t *o, nn_params_t *p, double *norm_out)
+{
+    double norm = nn_grad_norm(p);
+    if (norm_out) *norm_out = norm;
+    return nn_adam_step_norm(o, p, norm, NULL);
 }

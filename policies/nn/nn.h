@@ -220,4 +220,23 @@ double nn_grad_norm(const nn_params_t *p);
  * counts a skip). *norm_out (may be NULL) receives the pre-clipping norm. */
 int nn_adam_step(nn_adam_t *o, nn_params_t *p, double *norm_out);
 
+typedef struct nn_pool nn_pool_t;
+/* nn_adam_step for a gradient norm the caller already has (nn_grad_norm of p),
+ * its elementwise update split across the pool's lanes (NULL: none). */
+int nn_adam_step_norm(nn_adam_t *o, nn_params_t *p, double norm, nn_pool_t *pool);
+
+/* ---- CPU lanes: a fork-join pool for the independent pieces of one step ----
+ * nn_pool_run calls fn(arg, i) for i in [0, n) across `lanes` threads (the
+ * caller's included) and returns when all are done. Tasks must write disjoint
+ * memory; then the result does not depend on the lane count. A NULL pool, one
+ * lane, or a call from inside a task runs the tasks in order on the caller's
+ * thread. One caller at a time per pool. Each task runs its BLAS calls on one
+ * thread, so keep nn_cpu_set_threads(1) when lanes > 1. */
+typedef void (*nn_task_fn)(void *arg, int i);
+
+int nn_pool_create(nn_pool_t **out, int lanes, cr_err_t *err);
+void nn_pool_destroy(nn_pool_t *p);
+int nn_pool_lanes(const nn_pool_t *p);
+void nn_pool_run(nn_pool_t *p, int n, nn_task_fn fn, void *arg);
+
 #endif

@@ -151,6 +151,64 @@ static void test_bc_resume_exact(void)
     check_resume_exact("bc", cfg, 2, B);
 }
 
+/* One update on `threads` lanes must equal the same update on one: the heads,
+ * row blocks and gradient products that run side by side write disjoint memory.
+ * The batch is large enough that rows are split into blocks and each layer's
+ * weight and input gradients run as separate tasks. */
+static void threads_run(const char *algo, const corral_kv_t *cfg, size_t n, const char *threads, const char *out)
+{
+    enum { ROWS = 512 };
+    static float obs[ROWS * OBS], next[ROWS * OBS], act[ROWS * ACT], rew[ROWS], done[ROWS];
+    corral_kv_t c[16];
+    memcpy(c, cfg, n * sizeof *cfg);
+    c[n] = (corral_kv_t){"threads", threads};
+    pol_algo_t a;
+    create(&a, algo, c, n + 1);
+    nn_rng_t r;
+    cr_err_t err = {0};
+    for (int u = 0; u < 3; u++) {
+        nn_rng_seed(&r, 40 + (uint64_t)u);
+        for (int i = 0; i < ROWS * OBS; i++) { obs[i] = nn_rng_normal(&r); next[i] = nn_rng_normal(&r); }
+        for (int i = 0; i < ROWS * ACT; i++) act[i] = 2 * nn_rng_uniform(&r) - 1;
+        for (int i = 0; i < ROWS; i++) { rew[i] = -fabsf(obs[i * OBS]); done[i] = i % 17 == 0; }
+        corral_batch_t b = {.struct_size = sizeof b, .size = ROWS, .obs = obs, .action = act, .reward = rew,
+                            .next_obs = next, .done = done};
+        corral_metrics_t m = {0};
+        CHECK_OK(pol_algo_update(&a, &b, &m, &err), &err);
+        ASSERT_INT_EQ(pol_metric_get(&m, "skipped_nan"), 0);
+    }
+    CHECK_OK(pol_algo_save(&a, out, &err), &err);
+    pol_algo_destroy(&a);
+}
+
+static void check_threads_exact(const char *algo, const corral_kv_t *cfg, size_t n)
+{
+    char k1[4300], kn[4300];
+    snprintf(k1, sizeof k1, "%s/%s.t1", test_tmpdir(), algo);
+    threads_run(algo, cfg, n, "1", k1);
+    size_t l1, ln;
+    void *f1 = read_all(k1, &l1);
+    ASSERT_TRUE(f1 != NULL);
+    const char *counts[] = {"2", "3"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(kn, sizeof kn, "%s/%s.t%s", test_tmpdir(), algo, counts[i]);
+        threads_run(algo, cfg, n, counts[i], kn);
+        void *fn = read_all(kn, &ln);
+        ASSERT_TRUE(fn && ln == l1);
+        ASSERT_TRUE(memcmp(f1, fn, l1) == 0);
+        free(fn);
+    }
+    free(f1);
+}
+
+static void test_threads_exact(void)
+{
+    corral_kv_t sac[] = {{"hidden", "128,128"}, {"seed", "4"}};
+    check_threads_exact("sac", sac, 2);
+    corral_kv_t rlpd[] = {{"hidden", "128,128"}, {"seed", "5"}, {"utd", "2"}, {"num_q", "5"}};
+    check_threads_exact("rlpd", rlpd, 4);
+}
+
 static void test_nan_skipped(void)
 {
     corral_kv_t cfg[] = {{"hidden", "16,16"}};
@@ -381,8 +439,132 @@ static void test_image_sac(void)
     free(fa); free(fb); free(obs); free(next);
     pol_algo_destroy(&a);
     pol_algo_destroy(&b);
-    /* BC declines images with a clear error */
-    ASSERT_INT_EQ(pol_algo_create(&a, pol_builtin_find("bc", CORRAL_PLUGIN_ALGO), NULL, 0, &is, &err), CR_ENOTSUP);
+    /* an image that does not fit the observation is refused, naming both */
+    corral_spec_t bad = is;
+    bad.obs_dim = C * H * W - 1;
+    ASSERT_INT_EQ(pol_algo_create(&a, pol_builtin_find("bc", CORRAL_PLUGIN_ALGO), NULL, 0, &bad, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "3x12x12") && strstr(err.msg, "obs_dim 431"));
+}
+
+/* Image BC and HG-DAgger: the action is where a bright square sits in the image
+ * (the proprioception is noise), so only an encoder that learns can fit it. For
+ * HG-DAgger the robot's own samples carry the mirrored action and must be
+ * ignored. Then: exact resume with random shifts on, and the policy blob. */
+enum { IC = 1, IH = 12, IW = 12, IPROP = 2, IO_DIM = IC * IH * IW + IPROP, IB = 32 };
+
+static void square_obs(float *o, int r, int c, nn_rng_t *rng)
+{
+    memset(o, 0, IO_DIM * sizeof(float));
+    for (int y = r - 1; y <= r + 1; y++)
+        for (int x = c - 1; x <= c + 1; x++) o[y * IW + x] = 1.0f;
+    for (int j = 0; j < IPROP; j++) o[IC * IH * IW + j] = nn_rng_normal(rng);
+}
+
+static float square_act(int k) { return -0.7f + 1.4f * (float)(k - 1) / (IH - 3); }
+
+static void image_batch(float *obs, float *act, uint8_t *flags, int dagger, nn_rng_t *rng)
+{
+    for (int i = 0; i < IB; i++) {
+        int r = 1 + (int)nn_rng_below(rng, IH - 2), c = 1 + (int)nn_rng_below(rng, IW - 2);
+        int human = i % 4 == 0;
+        square_obs(obs + (size_t)i * IO_DIM, r, c, rng);
+        float sign = dagger && !human ? -1.0f : 1.0f;
+        act[i * ACT] = sign * square_act(c);
+        act[i * ACT + 1] = sign * square_act(r);
+        flags[i] = human ? CORRAL_SAMPLE_INTERVENTION : 0;
+    }
+}
+
+static void test_bc_dagger_images(void)
+{
+    corral_spec_t is = {.struct_size = sizeof is, .obs_dim = IO_DIM, .act_dim = ACT, .img_c = IC, .img_h = IH,
+                        .img_w = IW};
+    static float obs[IB * IO_DIM], act[IB * ACT], rew[IB], done[IB];
+    uint8_t flags[IB];
+    corral_batch_t bt = {.struct_size = sizeof bt, .size = IB, .obs = obs, .action = act, .reward = rew,
+                         .next_obs = obs, .done = done, .flags = flags};
+    cr_err_t err = {0};
+    for (int dagger = 0; dagger <= 1; dagger++) {
+        const corral_plugin_t *p = pol_builtin_find(dagger ? "hg-dagger" : "bc", CORRAL_PLUGIN_ALGO);
+        corral_kv_t cfg[] = {{"hidden", "64,64"}, {"lr", "2e-3"}, {"encoder_feat", "16"}, {"aug_pad", "0"}};
+        pol_algo_t a;
+        CHECK_OK(pol_algo_create(&a, p, cfg, 4, &is, &err), &err);
+        nn_rng_t rng;
+        nn_rng_seed(&rng, 9 + (uint64_t)dagger);
+        double first = -1, last = 0;
+        for (int it = 0; it < 250; it++) {
+            image_batch(obs, act, flags, dagger, &rng);
+            corral_metrics_t m = {0};
+            CHECK_OK(pol_algo_update(&a, &bt, &m, &err), &err);
+            if (dagger) ASSERT_INT_EQ(pol_metric_get(&m, "samples_used"), IB / 4);
+            if (first < 0) first = pol_metric_get(&m, "bc_loss");
+            last = pol_metric_get(&m, "bc_loss");
+        }
+        ASSERT_TRUE(last < first / 10);
+        /* fresh squares at the corners and the centre */
+        int pos[][2] = {{2, 2}, {2, 9}, {9, 2}, {9, 9}, {5, 6}};
+        for (int k = 0; k < 5; k++) {
+            float o[IO_DIM], out[ACT];
+            square_obs(o, pos[k][0], pos[k][1], &rng);
+            CHECK_OK(pol_algo_act(&a, o, 1, out, &err), &err);
+            ASSERT_NEAR(out[0], square_act(pos[k][1]), 0.1);
+            ASSERT_NEAR(out[1], square_act(pos[k][0]), 0.1);
+        }
+        pol_algo_destroy(&a);
+    }
+
+    /* exact resume with random shifts (RNG in the state), and the policy blob */
+    corral_kv_t cfg[] = {{"hidden", "16,16"}, {"encoder_feat", "8"}, {"aug_pad", "2"}};
+    const corral_plugin_t *p = pol_builtin_find("bc", CORRAL_PLUGIN_ALGO);
+    pol_algo_t a, b;
+    CHECK_OK(pol_algo_create(&a, p, cfg, 3, &is, &err), &err);
+    corral_kv_t other[] = {{"hidden", "16,16"}, {"encoder_feat", "8"}, {"aug_pad", "2"}, {"seed", "7"}};
+    CHECK_OK(pol_algo_create(&b, p, other, 4, &is, &err), &err);
+    char ck[4200], ka[4300], kb[4300];
+    snprintf(ck, sizeof ck, "%s/imgbc.ckpt", test_tmpdir());
+    snprintf(ka, sizeof ka, "%s/imgbc.a", test_tmpdir());
+    snprintf(kb, sizeof kb, "%s/imgbc.b", test_tmpdir());
+    nn_rng_t rng;
+    nn_rng_seed(&rng, 3);
+    image_batch(obs, act, flags, 0, &rng);
+    corral_metrics_t m = {0};
+    for (int i = 0; i < 3; i++) CHECK_OK(pol_algo_update(&a, &bt, &m, &err), &err);
+    CHECK_OK(pol_algo_save(&a, ck, &err), &err);
+    for (int i = 0; i < 2; i++) CHECK_OK(pol_algo_update(&a, &bt, &m, &err), &err);
+    CHECK_OK(pol_algo_save(&a, ka, &err), &err);
+    CHECK_OK(pol_algo_load(&b, ck, &err), &err);
+    for (int i = 0; i < 2; i++) CHECK_OK(pol_algo_update(&b, &bt, &m, &err), &err);
+    CHECK_OK(pol_algo_save(&b, kb, &err), &err);
+    size_t la, lb;
+    void *fa = read_all(ka, &la), *fb = read_all(kb, &lb);
+    ASSERT_TRUE(fa && fb && la == lb && memcmp(fa, fb, la) == 0);
+    free(fa);
+    free(fb);
+    /* the exported policy (actor and encoder) acts the same elsewhere */
+    void *blob, *vblob;
+    size_t n, vn;
+    CHECK_OK(pol_algo_export(&a, &blob, &n, &err), &err);
+    pol_algo_t c, v;
+    corral_kv_t cfg3[] = {{"hidden", "16,16"}, {"encoder_feat", "8"}, {"seed", "11"}};
+    CHECK_OK(pol_algo_create(&c, p, cfg3, 3, &is, &err), &err);
+    float oa[ACT], oc[ACT];
+    CHECK_OK(pol_algo_act(&a, obs, 1, oa, &err), &err);
+    CHECK_OK(pol_algo_act(&c, obs, 1, oc, &err), &err);
+    ASSERT_TRUE(memcmp(oa, oc, sizeof oa) != 0);
+    CHECK_OK(pol_algo_import(&c, blob, n, &err), &err);
+    CHECK_OK(pol_algo_act(&c, obs, 1, oc, &err), &err);
+    ASSERT_TRUE(memcmp(oa, oc, sizeof oa) == 0);
+    /* a vector-observation policy does not load into an image instance */
+    CHECK_OK(pol_algo_create(&v, p, cfg3, 3, &spec, &err), &err);
+    CHECK_OK(pol_algo_export(&v, &vblob, &vn, &err), &err);
+    ASSERT_INT_EQ(pol_algo_import(&c, vblob, vn, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "spec") != NULL);
+    free(vblob);
+    free(blob);
+    pol_algo_destroy(&v);
+    pol_algo_destroy(&c);
+    pol_algo_destroy(&a);
+    pol_algo_destroy(&b);
 }
 
 static void test_reward_builtin(void)
@@ -416,12 +598,14 @@ int main(int argc, char **argv)
         {"sac_resume_exact", test_sac_resume_exact},
         {"rlpd_resume_exact", test_rlpd_resume_exact},
         {"bc_resume_exact", test_bc_resume_exact},
+        {"threads_exact", test_threads_exact},
         {"nan_skipped", test_nan_skipped},
         {"corrupt_checkpoint", test_corrupt_checkpoint},
         {"export_import", test_export_import},
         {"rlpd", test_rlpd},
         {"bc_and_dagger", test_bc_and_dagger},
         {"image_sac", test_image_sac},
+        {"bc_dagger_images", test_bc_dagger_images},
         {"reward_builtin", test_reward_builtin},
         {NULL, NULL},
     };
