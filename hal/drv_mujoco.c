@@ -301,8 +301,10 @@ static int mujoco_joints(void *st, double *q, double *ee, cr_err_t *err)
     return 0;
 }
 
+static int mujoco_expert(void *st, float *action, cr_err_t *err) { return mj_task_expert(st, action, err); }
+
 const hal_driver_t hal_driver_mujoco = {
     .name = "mujoco", .open = mujoco_open, .close = mujoco_close, .describe = mujoco_describe,
     .reset = mujoco_reset, .observe = mujoco_observe, .act = mujoco_act, .estop = mujoco_estop,
-    .health = mujoco_health, .joints = mujoco_joints,
+    .health = mujoco_health, .joints = mujoco_joints, .expert = mujoco_expert,
 };

@@ -32,6 +32,7 @@
 #define HAL_MAX_CAMS   4
 #define HAL_MAX_DOF    32
 #define HAL_MAX_GPUS   64
+#define HAL_MAX_GOALS  8
 
 /* ---- device model --------------------------------------------------------- */
 
@@ -98,6 +99,11 @@ typedef struct hal_robot_desc {
     hal_obs_spec_t obs;
     hal_act_spec_t act;
     hal_limits_t limits;
+    /* A multi-target task names its targets ("red", "green", ...); each episode
+     * one of them is the goal (hal_obs_t.goal), the one an instruction names.
+     * 0 for a task with a single target. */
+    int n_goals;
+    char goals[HAL_MAX_GOALS][HAL_NAME_MAX];
 } hal_robot_desc_t;
 
 /* Caller-owned observation buffer. vec must hold desc.obs.vec_total floats; img
@@ -111,6 +117,7 @@ typedef struct hal_obs {
     int terminated;          /* task ended (failure or goal), not a time limit */
     int truncated;           /* episode_steps reached */
     int success;             /* task success test on the current state */
+    int goal;                /* this episode's goal: an index into desc.goals (0 when none) */
 } hal_obs_t;
 
 /* What a health call reports. */
@@ -167,6 +174,9 @@ typedef struct hal_driver {
      * left untouched when unknown) for the safety layer; cheap, no new I/O
      * required. */
     int (*joints)(void *state, double *q, double *ee, cr_err_t *err);
+    /* Optional (NULL: none): a scripted expert's action for the current state,
+     * desc.act.dim floats within the action bounds, for demonstrations. */
+    int (*expert)(void *state, float *action, cr_err_t *err);
 } hal_driver_t;
 
 /* Built-in drivers (and hal_driver_remote below), and a registry for more. */
@@ -209,6 +219,12 @@ int hal_robot_observe(hal_robot_t *r, hal_obs_t *obs, cr_err_t *err);
  * robot holds position. E-stop latched: CR_EBUSY. For simulated robots one act
  * advances one control period (paced to wall time when realtime=true). */
 int hal_robot_act(hal_robot_t *r, const float *action, cr_err_t *err);
+
+/* A scripted expert's action for the current state (desc.act.dim floats inside
+ * the action bounds), to record demonstrations: the simulated reach tasks move
+ * the end-effector straight at the episode's goal (inverse kinematics for
+ * joint-space control). CR_ENOTSUP when the driver or task has no expert. */
+int hal_robot_expert(hal_robot_t *r, float *action, cr_err_t *err);
 
 /* act then observe: the usual environment step. */
 int hal_robot_step(hal_robot_t *r, const float *action, hal_obs_t *obs, cr_err_t *err);

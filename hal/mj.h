@@ -39,6 +39,10 @@ typedef struct mj_robot {
     int key_home;
     int substeps;
     double target_radius[2];    /* reach2d style polar sampling when [1] > 0 */
+    int n_goals;                /* corral_targets: named mocap targets (0: the one "target") */
+    int mocap_goal[HAL_MAX_GOALS];
+    int goal;                   /* this episode's goal (index into desc.goals) */
+    double goal_separation;     /* m between the targets of a multi-target scene */
     double target_box[6], box_box[6];
     double qpos_noise;
     double success_dist;
@@ -56,6 +60,8 @@ typedef struct mj_robot {
 int mj_task_setup(mj_robot_t *r, cr_err_t *err);
 void mj_task_reset(mj_robot_t *r, uint64_t seed);
 void mj_task_observe(mj_robot_t *r, hal_obs_t *obs);
+/* The reach task's scripted expert (CR_ENOTSUP for push). */
+int mj_task_expert(mj_robot_t *r, float *action, cr_err_t *err);
 
 /* Headless rendering (EGL surfaceless, else OSMesa). */
 int mj_render_create(mj_robot_t *r, mj_render_t **out, cr_err_t *err);

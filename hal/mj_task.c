@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t splitmix(uint64_t *s)
@@ -104,6 +105,45 @@ static int setup_names(mj_robot_t *r, cr_err_t *err)
     return 0;
 }
 
+/* corral_targets: "name:body name:body ..." with mocap bodies. */
+static int setup_goals(mj_robot_t *r, cr_err_t *err)
+{
+    const char *spec = mj_custom_text(r->m, "targets");
+    r->n_goals = 0;
+    if (!spec) return 0;
+    if (r->task != MJ_TASK_REACH) return cr_err_set(err, CR_EINVAL, "corral_targets: only the reach task has named targets");
+    const char *p = spec;
+    while (*p) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        size_t n = strcspn(p, " ");
+        char item[2 * HAL_NAME_MAX];
+        if (n >= sizeof item) return cr_err_set(err, CR_EINVAL, "corral_targets: entry '%.*s' too long", (int)n, p);
+        memcpy(item, p, n);
+        item[n] = '\0';
+        p += n;
+        char *colon = strchr(item, ':');
+        if (!colon || colon == item || !colon[1])
+            return cr_err_set(err, CR_EINVAL, "corral_targets: entry '%s' is not NAME:BODY", item);
+        *colon = '\0';
+        if (r->n_goals == HAL_MAX_GOALS)
+            return cr_err_set(err, CR_EINVAL, "corral_targets: more than %d targets", HAL_MAX_GOALS);
+        int body = mj_name2id(r->m, mjOBJ_BODY, colon + 1);
+        if (body < 0 || r->m->body_mocapid[body] < 0)
+            return cr_err_set(err, CR_EINVAL, "corral_targets: target '%s': no mocap body named '%s'", item, colon + 1);
+        if (strlen(item) >= HAL_NAME_MAX)
+            return cr_err_set(err, CR_EINVAL, "corral_targets: name '%s' too long", item);
+        for (int i = 0; i < r->n_goals; i++)
+            if (!strcmp(r->desc.goals[i], item))
+                return cr_err_set(err, CR_EINVAL, "corral_targets: target '%s' listed twice", item);
+        snprintf(r->desc.goals[r->n_goals], HAL_NAME_MAX, "%s", item);
+        r->mocap_goal[r->n_goals++] = r->m->body_mocapid[body];
+    }
+    if (r->n_goals == 1) return cr_err_set(err, CR_EINVAL, "corral_targets: one target; list two or more or leave it out");
+    r->desc.n_goals = r->n_goals;
+    return 0;
+}
+
 static int setup_control(mj_robot_t *r, cr_err_t *err)
 {
     const mjModel *m = r->m;
@@ -154,7 +194,8 @@ static void setup_obs(mj_robot_t *r)
     drv_spec_vec(o, "joint_cos_sin", "1", 2 * r->n);
     drv_spec_vec(o, "joint_vel", "rad/s", r->n);
     drv_spec_vec(o, "ee_pos", "m", 3);
-    drv_spec_vec(o, "ee_to_target", "m", 3);
+    if (r->n_goals) drv_spec_vec(o, "ee_to_targets", "m", 3 * r->n_goals);
+    else drv_spec_vec(o, "ee_to_target", "m", 3);
     if (r->task == MJ_TASK_PUSH) {
         drv_spec_vec(o, "box_pos", "m", 3);
         drv_spec_vec(o, "ee_to_box", "m", 3);
@@ -180,6 +221,7 @@ int mj_task_setup(mj_robot_t *r, cr_err_t *err)
     else return cr_err_set(err, CR_EINVAL, "task '%s' is not reach or push", task);
     int rc = setup_actuators(r, err);
     if (!rc) rc = setup_names(r, err);
+    if (!rc) rc = setup_goals(r, err);
     if (!rc) rc = setup_control(r, err);
     if (rc) return rc;
     setup_obs(r);
@@ -188,6 +230,7 @@ int mj_task_setup(mj_robot_t *r, cr_err_t *err)
     r->reward_scale = r->cfg.reward_scale > 0 ? r->cfg.reward_scale : num_or(m, "reward_scale", 1);
     if (!(r->reward_scale > 0)) return cr_err_set(err, CR_EINVAL, "corral_reward_scale must be > 0");
     r->qpos_noise = num_or(m, "qpos_noise", 0.1);
+    r->goal_separation = num_or(m, "target_separation", 0.06);
     r->target_radius[1] = 0;
     get_vec(m, "target_radius", r->target_radius, 2);
     const double *p = m->body_pos + 3 * r->body_target;
@@ -206,6 +249,22 @@ static void sample_box(uint64_t *s, const double *box, double *out)
     for (int k = 0; k < 3; k++) out[k] = uniform(s, box[k], box[k + 3]);
 }
 
+static void sample_target(const mj_robot_t *r, uint64_t *s, double *t)
+{
+    if (r->target_radius[1] > 0) {
+        /* Uniform on the disc ring in the plane of the base. */
+        double rmin = r->target_radius[0], rmax = r->target_radius[1];
+        double rad = sqrt(uniform(s, rmin * rmin, rmax * rmax));
+        double ang = uniform(s, -M_PI, M_PI);
+        const double *p = r->m->body_pos + 3 * r->body_target;
+        t[0] = rad * cos(ang);
+        t[1] = rad * sin(ang);
+        t[2] = p[2];
+    } else {
+        sample_box(s, r->target_box, t);
+    }
+}
+
 void mj_task_reset(mj_robot_t *r, uint64_t seed)
 {
     const mjModel *m = r->m;
@@ -222,18 +281,7 @@ void mj_task_reset(mj_robot_t *r, uint64_t seed)
         d->ctrl[i] = r->desc.act.mode == HAL_CTRL_JOINT_VELOCITY ? 0 : q;
     }
     double t[3];
-    if (r->target_radius[1] > 0) {
-        /* Uniform on the disc ring in the plane of the base. */
-        double rmin = r->target_radius[0], rmax = r->target_radius[1];
-        double rad = sqrt(uniform(&s, rmin * rmin, rmax * rmax));
-        double ang = uniform(&s, -M_PI, M_PI);
-        const double *p = m->body_pos + 3 * r->body_target;
-        t[0] = rad * cos(ang);
-        t[1] = rad * sin(ang);
-        t[2] = p[2];
-    } else {
-        sample_box(&s, r->target_box, t);
-    }
+    sample_target(r, &s, t);
     if (r->task == MJ_TASK_PUSH) {
         double b[3];
         for (int tries = 0; tries < 50; tries++) {
@@ -246,6 +294,22 @@ void mj_task_reset(mj_robot_t *r, uint64_t seed)
         q[3] = 1; q[4] = q[5] = q[6] = 0;
     }
     memcpy(d->mocap_pos + 3 * r->mocap_target, t, sizeof t);
+    if (r->n_goals) {
+        /* every named target, apart from the others; then the goal */
+        double placed[HAL_MAX_GOALS][3];
+        for (int i = 0; i < r->n_goals; i++) {
+            for (int tries = 0; tries < 100; tries++) {
+                sample_target(r, &s, placed[i]);
+                int ok = 1;
+                for (int j = 0; j < i; j++)
+                    ok &= hypot(placed[i][0] - placed[j][0], placed[i][1] - placed[j][1]) > r->goal_separation;
+                if (ok) break;
+            }
+            memcpy(d->mocap_pos + 3 * r->mocap_goal[i], placed[i], sizeof placed[i]);
+        }
+        r->goal = (int)(splitmix(&s) % (uint64_t)r->n_goals);
+        r->mocap_target = r->mocap_goal[r->goal];
+    }
     mj_forward(m, d);
     r->step = 0;
     memset(r->last_cmd, 0, sizeof r->last_cmd);
@@ -275,6 +339,11 @@ void mj_task_observe(mj_robot_t *r, hal_obs_t *obs)
         p[k] = (float)ee[k];
         p[3 + k] = (float)(tg[k] - ee[k]);
     }
+    for (int i = 0; i < r->n_goals; i++) {
+        const double *gi = d->mocap_pos + 3 * r->mocap_goal[i];
+        for (int k = 0; k < 3; k++) p[3 + 3 * i + k] = (float)(gi[k] - ee[k]);
+    }
+    obs->goal = r->n_goals ? r->goal : 0;
     double pen = 0;
     for (int i = 0; i < r->desc.act.dim; i++) {
         double a = r->last_cmd[i] / r->desc.act.scale[i];
@@ -300,4 +369,56 @@ void mj_task_observe(mj_robot_t *r, hal_obs_t *obs)
     obs->truncated = r->desc.episode_steps > 0 && r->step >= r->desc.episode_steps;
     obs->step = r->step;
     obs->stamp_ns = (int64_t)(d->time * 1e9);
+}
+
+int mj_task_expert(mj_robot_t *r, float *action, cr_err_t *err)
+{
+    if (r->task != MJ_TASK_REACH) return cr_err_set(err, CR_ENOTSUP, "the push task has no scripted expert");
+    const mjModel *m = r->m;
+    const mjData *d = r->d;
+    const double *ee = d->site_xpos + 3 * r->site_ee, *tg = d->mocap_pos + 3 * r->mocap_target;
+    const hal_act_spec_t *a = &r->desc.act;
+    double e[3] = {tg[0] - ee[0], tg[1] - ee[1], tg[2] - ee[2]};
+    if (a->mode == HAL_CTRL_EE_DELTA) {
+        /* the whole displacement, shrunk (direction kept) to fit the bounds */
+        double k = 1;
+        for (int i = 0; i < a->dim; i++) {
+            double u = fabs(e[i] / a->scale[i]);
+            if (u * k > 1) k = 1 / u;
+        }
+        for (int i = 0; i < a->dim; i++) action[i] = (float)(k * e[i] / a->scale[i]);
+        return 0;
+    }
+    int nv = m->nv, n = r->n;
+    mjtNum *jac = malloc(sizeof(mjtNum) * 3 * (size_t)nv);
+    if (!jac) return cr_err_set(err, CR_ENOMEM, "out of memory");
+    mj_jacSite(m, d, jac, NULL, r->site_ee);
+    double J[3][HAL_MAX_DOF], M[3][3], y[3];
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < n; i++) J[k][i] = jac[k * nv + r->dadr[i]];
+    free(jac);
+    /* a planar arm's Jacobian has a zero z row: lambda keeps M invertible */
+    const double lambda2 = 0.03 * 0.03;
+    for (int p = 0; p < 3; p++)
+        for (int q = 0; q < 3; q++) {
+            double v = p == q ? lambda2 : 0;
+            for (int i = 0; i < n; i++) v += J[p][i] * J[q][i];
+            M[p][q] = v;
+        }
+    double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) - M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+                 M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+    double inv[3][3] = {
+        {M[1][1] * M[2][2] - M[1][2] * M[2][1], M[0][2] * M[2][1] - M[0][1] * M[2][2], M[0][1] * M[1][2] - M[0][2] * M[1][1]},
+        {M[1][2] * M[2][0] - M[1][0] * M[2][2], M[0][0] * M[2][2] - M[0][2] * M[2][0], M[0][2] * M[1][0] - M[0][0] * M[1][2]},
+        {M[1][0] * M[2][1] - M[1][1] * M[2][0], M[0][1] * M[2][0] - M[0][0] * M[2][1], M[0][0] * M[1][1] - M[0][1] * M[1][0]}};
+    for (int p = 0; p < 3; p++) y[p] = (inv[p][0] * e[0] + inv[p][1] * e[1] + inv[p][2] * e[2]) / det;
+    for (int i = 0; i < n && i < a->dim; i++) {
+        double dq = J[0][i] * y[0] + J[1][i] * y[1] + J[2][i] * y[2], u;
+        if (a->mode == HAL_CTRL_JOINT_VELOCITY)
+            u = 6.0 * dq / a->scale[i];               /* close the gap at 6 / s */
+        else
+            u = (d->qpos[r->qadr[i]] + 0.5 * dq) / a->scale[i];  /* half the gap per step */
+        action[i] = (float)(u < a->low[i] ? a->low[i] : u > a->high[i] ? a->high[i] : u);
+    }
+    return 0;
 }

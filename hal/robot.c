@@ -301,6 +301,16 @@ int hal_robot_observe(hal_robot_t *r, hal_obs_t *obs, cr_err_t *err)
     return named(r, rc, err);
 }
 
+int hal_robot_expert(hal_robot_t *r, float *action, cr_err_t *err)
+{
+    if (!r->drv->expert)
+        return named(r, cr_err_set(err, CR_ENOTSUP, "driver %s has no scripted expert", r->drv->name), err);
+    pthread_mutex_lock(&r->mu);
+    int rc = r->drv->expert(r->st, action, err);
+    pthread_mutex_unlock(&r->mu);
+    return named(r, rc, err);
+}
+
 int hal_robot_act(hal_robot_t *r, const float *action, cr_err_t *err)
 {
     pthread_mutex_lock(&r->mu);

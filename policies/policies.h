@@ -4,8 +4,9 @@
  * (policies/nn/nn.h) and the safetensors codec (policies/nn/safetensors.h) are
  * included for callers that handle weights directly.
  *
- * Built-in plugins: algorithms "sac", "rlpd", "bc", "hg-dagger"; reward
- * "reach-distance". User plugins are opened with pol_plugin_open. */
+ * Built-in plugins: algorithms "sac", "rlpd", "bc", "hg-dagger", "flow-bc",
+ * "flow-rl"; reward "reach-distance". User plugins are opened with
+ * pol_plugin_open. */
 #ifndef CORRAL_POLICIES_POLICIES_H
 #define CORRAL_POLICIES_POLICIES_H
 

@@ -6,7 +6,7 @@
  * compiled against, its kind (algorithm or reward), its name and its vtable.
  * corral refuses a plugin whose abi_version differs from its own, whose vtable is
  * smaller than it expects (struct_size) or which leaves a required function NULL.
- * The built-in algorithms (sac, rlpd, bc, hg-dagger) and rewards are registered
+ * The built-in algorithms (sac, rlpd, bc, hg-dagger, flow-bc, flow-rl, vla) and rewards are registered
  * through this same descriptor, so a user plugin is a peer of the built-ins.
  *
  * This header depends on the C standard library only: compile a plugin with

@@ -59,6 +59,45 @@ int pol_io_read_arena(const nn_st_t *st, const pol_io_arena_t *a, int check, cr_
 int pol_io_read_adam(const nn_st_t *st, const pol_io_adam_t *o, const nn_backend_t *be, int check,
                      cr_err_t *err);
 
+/* ---- an algorithm's whole state as safetensors (state.c) ----
+ * What the built-in algorithms share for export/import/save/load: the metadata
+ * (format, version, algo, shape), the policy arenas a blob carries, the arenas
+ * and optimiser moments a checkpoint carries, and a free-form "state" string of
+ * counters the algorithm formats and parses itself. Reading checks everything
+ * before it changes anything. */
+#define POL_STATE_MAX 12
+typedef struct pol_state {
+    const char *algo, *version;
+    const char *shape_names;         /* what shape lists, for errors ("obs,act,hidden") */
+    char shape[256];                 /* must be equal to load or import */
+    pol_io_arena_t policy[POL_STATE_MAX];
+    int npolicy;
+    pol_io_arena_t arenas[POL_STATE_MAX];
+    int narenas;
+    pol_io_adam_t adams[POL_STATE_MAX];
+    int nadams;
+    const nn_backend_t *be;
+} pol_state_t;
+
+/* A policy blob into buf[cap] (the plugin ABI's export_policy contract: ETOOBIG
+ * with *len set when cap is short); `extra` (may be NULL) goes in as metadata. */
+int pol_state_export(const pol_state_t *s, void *buf, size_t cap, size_t *len, const char *extra, cr_err_t *err);
+/* Reads a blob; *extra (cap bytes, may be NULL) receives its extra metadata ("" when none). */
+int pol_state_import(const pol_state_t *s, const void *blob, size_t len, char *extra, size_t cap, cr_err_t *err);
+/* Checkpoint with the state string; atomic. */
+int pol_state_save(const pol_state_t *s, const char *path, const char *state, cr_err_t *err);
+/* Loads a checkpoint; parse(ctx, state) validates and applies the state string
+ * (0, or CR_ECORRUPT) after every tensor checked and before any is copied. */
+int pol_state_load(const pol_state_t *s, const char *path, int (*parse)(void *ctx, const char *state), void *ctx,
+                   cr_err_t *err);
+
+/* The end of a gradient step every built-in shares: an optimiser step unless the
+ * loss or the gradient is not finite (then nothing changes and the skip is counted
+ * and logged), and the usual metrics (loss under loss_name, grad_norm, updates,
+ * skipped_nan, skipped_now). Returns 1 when the step was taken. */
+int pol_step_finish(const char *algo, double loss, nn_adam_t *opt, nn_params_t *p, uint64_t *updates,
+                    uint64_t *skipped, const char *loss_name, corral_metrics_t *m);
+
 /* rng <-> "hex,hex,hex,hex" */
 void pol_rng_format(const nn_rng_t *r, char *buf, size_t len);
 int pol_rng_parse(nn_rng_t *r, const char *s);
@@ -77,6 +116,7 @@ extern const corral_plugin_t pol_rlpd_plugin;
 extern const corral_plugin_t pol_bc_plugin;
 extern const corral_plugin_t pol_dagger_plugin;
 extern const corral_plugin_t pol_reach_reward_plugin;
-extern const corral_plugin_t pol_flow_bc_plugin;   /* flow_bc.c */
+extern const corral_plugin_t pol_flow_bc_plugin;   /* flow_algo.c */
+extern const corral_plugin_t pol_flow_rl_plugin;   /* flow_algo.c */
 
 #endif

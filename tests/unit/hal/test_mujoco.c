@@ -2,7 +2,9 @@
  * rewards and tests success; seeds reproduce episodes; a user's own MJCF file
  * loads by the documented convention; missing and malformed files, models that
  * break the convention and bad options are clear errors; camera images render
- * headless or the test says why it cannot. */
+ * headless or the test says why it cannot; the multi-target scene places every
+ * named target and draws the goal from the seed; the scripted expert reaches the
+ * goal with end-effector and with joint-velocity control. */
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"
 #include "tests/harness.h"
 #include "hal/hal.h"
@@ -376,6 +378,99 @@ static void test_camera_backends(void)
     hal_robot_t *r = open_model("reach2d", kv, 2, &err, &rc);
     ASSERT_TRUE(r == NULL && rc == CR_EINVAL);
     ASSERT_TRUE(strstr(err.msg, "gl='vulkan'") != NULL);
+/* reach2d_multi: three named targets, a goal per episode drawn from the seed,
+ * ee_to_targets instead of ee_to_target, reward measured to the goal. */
+static void test_multi_target(void)
+{
+    setup_env();
+    cr_err_t err = {0};
+    int rc;
+    hal_robot_t *r = open_model("reach2d_multi", NULL, 0, &err, &rc);
+    ASSERT_OK(rc, &err);
+    const hal_robot_desc_t *d = hal_robot_desc(r);
+    ASSERT_INT_EQ(d->n_goals, 3);
+    ASSERT_STR_EQ(d->goals[0], "red");
+    ASSERT_STR_EQ(d->goals[2], "blue");
+    hal_obs_t o;
+    ASSERT_OK(hal_obs_alloc(d, 0, &o, &err), &err);
+    ASSERT_TRUE(hal_obs_vec(d, &o, "ee_to_target") == NULL);
+    int seen[3] = {0};
+    for (uint64_t ep = 0; ep < 30; ep++) {
+        ASSERT_OK(hal_robot_reset(r, ep, &o, &err), &err);
+        ASSERT_TRUE(o.goal >= 0 && o.goal < 3);
+        seen[o.goal]++;
+        const float *e = hal_obs_vec(d, &o, "ee_to_targets");
+        ASSERT_TRUE(e != NULL);
+        /* the reward is minus the distance to the goal */
+        const float *g = e + 3 * o.goal;
+        ASSERT_NEAR(o.reward, -sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2]), 1e-5);
+        /* the targets are apart */
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < i; j++)
+                ASSERT_TRUE(hypot(e[3 * i] - e[3 * j], e[3 * i + 1] - e[3 * j + 1]) > 0.05);
+    }
+    ASSERT_TRUE(seen[0] && seen[1] && seen[2]);
+    int goal = o.goal;
+    ASSERT_OK(hal_robot_reset(r, 29, &o, &err), &err);
+    ASSERT_INT_EQ(o.goal, goal);   /* same seed, same goal */
+    hal_obs_free(&o);
+    hal_robot_close(r);
+
+    /* a malformed target list is named */
+    char path[4300];
+    snprintf(path, sizeof path, "%s/badtargets.xml", test_tmpdir());
+    write_file(path, "<mujoco><custom><text name='corral_targets' data='red:target green:nobody'/></custom>"
+               "<worldbody><body name='l'><joint name='j' axis='0 0 1'/><geom type='capsule' fromto='0 0 0 .1 0 0' "
+               "size='.01'/><site name='ee' pos='.1 0 0'/></body><body name='target' mocap='true'>"
+               "<geom type='sphere' size='.01'/></body></worldbody>"
+               "<actuator><velocity name='m' joint='j'/></actuator></mujoco>");
+    r = open_model(path, NULL, 0, &err, &rc);
+    ASSERT_INT_EQ(rc, CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "target 'green': no mocap body named 'nobody'") != NULL);
+}
+
+/* The scripted expert reaches the goal: end-effector control (reach2d) and
+ * joint-velocity control through inverse kinematics (reach2d_multi). */
+static void check_expert(const char *model, int min_wins)
+{
+    cr_err_t err = {0};
+    int rc;
+    hal_robot_t *r = open_model(model, NULL, 0, &err, &rc);
+    ASSERT_OK(rc, &err);
+    const hal_robot_desc_t *d = hal_robot_desc(r);
+    hal_obs_t o;
+    ASSERT_OK(hal_obs_alloc(d, 0, &o, &err), &err);
+    int wins = 0;
+    for (uint64_t ep = 0; ep < 20; ep++) {
+        ASSERT_OK(hal_robot_reset(r, 100 + ep, &o, &err), &err);
+        while (!o.truncated) {
+            float a[HAL_MAX_DOF];
+            ASSERT_OK(hal_robot_expert(r, a, &err), &err);
+            for (int i = 0; i < d->act.dim; i++) ASSERT_TRUE(a[i] >= d->act.low[i] && a[i] <= d->act.high[i]);
+            ASSERT_OK(hal_robot_step(r, a, &o, &err), &err);
+        }
+        wins += o.success;
+    }
+    fprintf(stderr, "  %s expert: %d/20\n", model, wins);
+    ASSERT_TRUE(wins >= min_wins);
+    hal_obs_free(&o);
+    hal_robot_close(r);
+}
+
+static void test_expert(void)
+{
+    setup_env();
+    check_expert("reach2d", 18);
+    check_expert("reach2d_multi", 18);
+    /* push has none: a clear refusal */
+    cr_err_t err = {0};
+    int rc;
+    hal_robot_t *r = open_model("push", NULL, 0, &err, &rc);
+    ASSERT_OK(rc, &err);
+    float a[3];
+    ASSERT_INT_EQ(hal_robot_expert(r, a, &err), CR_ENOTSUP);
+    ASSERT_TRUE(strstr(err.msg, "push task has no scripted expert") != NULL);
+    hal_robot_close(r);
 }
 
 static void test_camera(void)
@@ -427,6 +522,8 @@ int main(int argc, char **argv)
         {"nan_action_sim", test_nan_action_sim},
         {"diverged_physics", test_diverged_physics},
         {"camera", test_camera},
+        {"multi_target", test_multi_target},
+        {"expert", test_expert},
         {NULL, NULL},
     };
     return test_main("hal_mujoco", cases, argc, argv);
