@@ -378,6 +378,8 @@ static void test_camera_backends(void)
     hal_robot_t *r = open_model("reach2d", kv, 2, &err, &rc);
     ASSERT_TRUE(r == NULL && rc == CR_EINVAL);
     ASSERT_TRUE(strstr(err.msg, "gl='vulkan'") != NULL);
+}
+
 /* reach2d_multi: three named targets, a goal per episode drawn from the seed,
  * ee_to_targets instead of ee_to_target, reward measured to the goal. */
 static void test_multi_target(void)
