@@ -560,20 +560,20 @@ int main(int argc, char **argv)
     double direct = bench_percentile(di, ROUNDS, 50), tunnel = bench_percentile(tu, ROUNDS, 50);
     double rpcs = bench_percentile(rs, ROUNDS, 50);
     if (do_routes) {
-    printf("  (medians of %d interleaved rounds)\n", ROUNDS);
-    printf("  memcpy             %8.0f MB/s   (baseline)\n", memcpy_bw / 1e6);
-    printf("  in-process queue   %8.0f MB/s   %.2f x memcpy\n", inproc / 1e6, inproc / memcpy_bw);
-    printf("  shared memory      %8.0f MB/s   %.2f x memcpy   (two processes; ch_put copies in, ch_get out)\n",
-           shm / 1e6, shm / memcpy_bw);
-    printf("  shm zero-copy      %8.0f MB/s   %.2f x memcpy   (written in place, read as views: one memcpy,\n"
-           "                                                    the producer's own)\n",
-           shmz / 1e6, shmz / memcpy_bw);
-    printf("  TCP loopback       %8.0f MB/s   (baseline)\n", tcp / 1e6);
-    printf("  rpc stream alone   %8.0f MB/s   %.2f x TCP   (the rpc layer under the direct route, no channel)\n",
-           rpcs / 1e6, rpcs / tcp);
-    printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
-           direct / rpcs);
-    printf("  tunnel (relay)     %8.0f MB/s   %.2f x direct\n", tunnel / 1e6, tunnel / direct);
+        printf("  (medians of %d interleaved rounds)\n", ROUNDS);
+        printf("  memcpy             %8.0f MB/s   (baseline)\n", memcpy_bw / 1e6);
+        printf("  in-process queue   %8.0f MB/s   %.2f x memcpy\n", inproc / 1e6, inproc / memcpy_bw);
+        printf("  shared memory      %8.0f MB/s   %.2f x memcpy   (two processes; ch_put copies in, ch_get out)\n",
+               shm / 1e6, shm / memcpy_bw);
+        printf("  shm zero-copy      %8.0f MB/s   %.2f x memcpy   (written in place, read as views: one memcpy,\n"
+               "                                                    the producer's own)\n",
+               shmz / 1e6, shmz / memcpy_bw);
+        printf("  TCP loopback       %8.0f MB/s   (baseline)\n", tcp / 1e6);
+        printf("  rpc stream alone   %8.0f MB/s   %.2f x TCP   (the rpc layer under the direct route, no channel)\n",
+               rpcs / 1e6, rpcs / tcp);
+        printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
+               direct / rpcs);
+        printf("  tunnel (relay)     %8.0f MB/s   %.2f x direct\n", tunnel / 1e6, tunnel / direct);
     }
 
     double slowdown = do_wsync ? bench_wsync(&ah) : 0;
