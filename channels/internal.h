@@ -1,6 +1,7 @@
 /* internal.h - what the files of channels/ share and no one else sees: the hub's
- * registry, the one way every route hands a message to a channel, the producer and
- * its route vtable, and the shared-memory ring. */
+ * registry, the one way every route hands a message to a channel, the replica side
+ * of replicated channels, the producer and its route vtable, and the shared-memory
+ * ring. */
 #ifndef CORRAL_CHANNELS_INTERNAL_H
 #define CORRAL_CHANNELS_INTERNAL_H
 

@@ -3,10 +3,13 @@
  * (corral.v1.Relay/Link) through which tunnelled frames arrive when this node accepts
  * no inbound connection.
  *
- * Both hand each DATA frame to ch_channel_push and acknowledge it afterwards, so an
- * acknowledgement means "queued". A frame for an unknown channel, over the size
- * limit or malformed is refused to its sender only, with a message naming what was
- * wrong; other streams and channels go on. Handlers block while a channel is full:
+ * Both read each frame as the bytes gRPC received (wire.c finds the small fields),
+ * copy its data once into the message the consumer gets, hand it to the channel
+ * (ch_channel_push_remote: a replica does not forward what another node sent) and
+ * acknowledge it afterwards, so an acknowledgement means "queued". A frame for an
+ * unknown channel, over the size limit or malformed is refused to its sender only,
+ * with a message naming what was wrong; other streams and channels go on. Handlers
+ * block while a channel is full:
  * that stalls the one stream (the rpc layer reads its next message only after the
  * handler returns), which is the back-pressure a producer sees. */
 #include "channels/internal.h"

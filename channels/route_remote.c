@@ -446,7 +446,8 @@ static const ch_route_ops_t remote_ops = {remote_reserve, remote_commit, remote_
                                           remote_unacked, remote_close, remote_stalled_ns};
 
 /* Options for every data-plane rpc channel: room for the largest message plus the
- * frame around it, fast reconnects, keepalive on (a dead peer shows in ~2 s). */
+ * frame around it, fast reconnects, keepalive on (a dead peer shows in ~2 s), and
+ * bulk flow control (fixed large windows; common/rpc/conn.c says why). */
 void ch_rpc_opts(rpc_opts_t *o, size_t max_msg, int64_t backoff_ms)
 {
     memset(o, 0, sizeof *o);

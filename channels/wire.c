@@ -110,7 +110,8 @@ static int get_len(cur_t *c, size_t *len)
     return 0;
 }
 
-/* A string field into out (cap bytes with the NUL); -1 when longer. */
+/* A string field into out (cap bytes with the NUL); -1 when longer, or when it
+ * holds a NUL, unless truncate (free text: cut at cap, or at the NUL). */
 static int get_str(cur_t *c, char *out, size_t cap, int truncate)
 {
     size_t len;
@@ -119,7 +120,7 @@ static int get_str(cur_t *c, char *out, size_t cap, int truncate)
     size_t take = len < cap ? len : cap - 1;
     rpc_bytes_read(c->b, c->off, out, take);
     out[take] = 0;
-    if (memchr(out, 0, take)) return -1; /* a name with a NUL in it is not a name */
+    if (!truncate && memchr(out, 0, take)) return -1; /* a name with a NUL in it is not a name */
     c->off += len;
     return 0;
 }

@@ -128,3 +128,19 @@ void rpc_bytes_free(rpc_bytes_t *b)
     grpc_byte_buffer_destroy(b->bb);
     free(b);
 }
+
+rpc_bytes_t *rpc_bytes_from(const void *data, size_t len, size_t piece)
+{
+    if (piece == 0 || piece > len) piece = len ? len : 1;
+    size_t n = len ? (len + piece - 1) / piece : 0;
+    grpc_slice *s = malloc((n ? n : 1) * sizeof *s);
+    if (!s) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t take = len - i * piece < piece ? len - i * piece : piece;
+        s[i] = grpc_slice_from_copied_buffer((const char *)data + i * piece, take);
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(s, n);
+    for (size_t i = 0; i < n; i++) grpc_slice_unref(s[i]);
+    free(s);
+    return bb ? rpc_bytes_wrap(bb) : NULL;
+}

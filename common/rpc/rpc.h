@@ -340,6 +340,10 @@ size_t rpc_bytes_len(const rpc_bytes_t *b);
 /* Copies up to n bytes from offset off into dst; returns how many (fewer at the end). */
 size_t rpc_bytes_read(const rpc_bytes_t *b, size_t off, void *dst, size_t n);
 void rpc_bytes_free(rpc_bytes_t *b);   /* NULL is a no-op */
+/* A message as if received, made from len bytes copied out of data and cut into
+ * slices of piece bytes (0: one slice), for tests and fuzzers of on_raw parsers.
+ * NULL when out of memory. */
+rpc_bytes_t *rpc_bytes_from(const void *data, size_t len, size_t piece);
 
 /* ---- reconnect helper ---------------------------------------------------- */
 
