@@ -125,7 +125,15 @@ void pol_mlp_forward_rows(pol_mlp_t *m, const nn_params_t *p, int r0, int r1)
     for (int l = 0; l < m->nl; l++) {
         int C = m->width[l], OC = m->width[l + 1];
         size_t o = (size_t)r0 * OC;
-        be->linear_forward(m->pre[l] + o, x, nn_params_data(p, m->w[l]), nn_params_data(p, m->b[l]), R, C, OC);
+        const float *w = nn_params_data(p, m->w[l]), *bias = nn_params_data(p, m->b[l]);
+        if (l < m->nl - 1 && !m->layernorm && be->bias_act_forward) {
+            /* the product, then bias and activation in one pass */
+            be->linear_forward(m->pre[l] + o, x, w, NULL, R, C, OC);
+            be->bias_act_forward(m->h[l] + o, m->pre[l] + o, bias, m->act, R, OC);
+            x = m->h[l] + o;
+            continue;
+        }
+        be->linear_forward(m->pre[l] + o, x, w, bias, R, C, OC);
         if (l == m->nl - 1) break;
         const float *a = m->pre[l] + o;
         if (m->layernorm) {
@@ -169,12 +177,14 @@ typedef struct lin_job {
     float *dinp, *dw, *db;
     const float *dout, *x, *w;
     int B, C, OC;
+    int set;                   /* dinp is overwritten (linear_backward_input), not accumulated */
 } lin_job_t;
 
 static void lin_task(void *arg, int i)
 {
     lin_job_t *j = arg;
     if (i == 0 && j->dw) j->be->linear_backward(NULL, j->dw, j->db, j->dout, j->x, j->w, j->B, j->C, j->OC);
+    else if (j->set) j->be->linear_backward_input(j->dinp, j->dout, j->w, j->B, j->C, j->OC);
     else j->be->linear_backward(j->dinp, NULL, NULL, j->dout, j->x, j->w, j->B, j->C, j->OC);
 }
 
@@ -182,10 +192,14 @@ static void lin_task(void *arg, int i)
 
 static void linear_backward(pol_mlp_t *m, lin_job_t *j)
 {
-    if (m->pool && j->dw && j->dinp && (long)j->B * j->C * j->OC >= SPLIT_MIN_MACS)
+    if (m->pool && j->dw && j->dinp && (long)j->B * j->C * j->OC >= SPLIT_MIN_MACS) {
         nn_pool_run(m->pool, 2, lin_task, j);
-    else
+    } else if (j->set) {
+        lin_task(j, 0);
+        lin_task(j, 1);
+    } else {
         j->be->linear_backward(j->dinp, j->dw, j->db, j->dout, j->x, j->w, j->B, j->C, j->OC);
+    }
 }
 
 void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const float *dout, int B,
@@ -197,22 +211,31 @@ void pol_mlp_backward(pol_mlp_t *m, const nn_params_t *p, float *dinp, const flo
     float *buf[3] = {m->d0, m->d1, m->d2};
     const float *d = dout;     /* gradient wrt pre[l] */
     int di = -1;               /* index of d in buf, -1 for the caller's dout */
+    /* with the fused ops, hidden gradients are written, not cleared and added to */
+    int fused = be->linear_backward_input && be->act_backward_inplace;
     for (int l = m->nl - 1; l >= 0; l--) {
         int C = m->width[l], OC = m->width[l + 1];
         const float *x = l == 0 ? m->in : m->h[l - 1];
         int xi = di < 0 ? 0 : (di + 1) % 3;
-        if (l > 0) be->fill(buf[xi], 0.0f, (size_t)B * C);
+        if (l > 0 && !fused) be->fill(buf[xi], 0.0f, (size_t)B * C);
         lin_job_t j = {be, l == 0 ? dinp : buf[xi], param_grads ? nn_params_grad(p, m->w[l]) : NULL,
                        param_grads ? nn_params_grad(p, m->b[l]) : NULL, d, x, nn_params_data(p, m->w[l]),
-                       B, C, OC};
+                       B, C, OC, l > 0 && fused};
         linear_backward(m, &j);
         if (l == 0) break;
         /* buf[xi] is the gradient wrt h[k]; back through the activation and LayerNorm */
         int k = l - 1;
         size_t n = (size_t)B * C;
         int ai = (xi + 1) % 3;
-        be->fill(buf[ai], 0.0f, n);
-        be->act_backward(buf[ai], buf[xi], m->layernorm ? m->ln[k] : m->pre[k], m->h[k], m->act, n);
+        const float *ain = m->layernorm ? m->ln[k] : m->pre[k];
+        if (fused) {
+            be->act_backward_inplace(buf[xi], ain, m->h[k], m->act, n);
+            ai = xi;
+            xi = (ai + 1) % 3;
+        } else {
+            be->fill(buf[ai], 0.0f, n);
+            be->act_backward(buf[ai], buf[xi], ain, m->h[k], m->act, n);
+        }
         di = ai;
         if (m->layernorm) {
             be->fill(buf[xi], 0.0f, n);

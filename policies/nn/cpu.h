@@ -15,6 +15,9 @@ void cpu_bias_backward(float *dbias, const float *dout, int B, int C);
 void cpu_act_forward(float *out, const float *inp, nn_act_t act, size_t N);
 void cpu_act_backward(float *dinp, const float *dout, const float *inp, const float *out,
                       nn_act_t act, size_t N);
+void cpu_bias_act_forward(float *out, float *pre, const float *bias, nn_act_t act, int B, int C);
+void cpu_linear_backward_input(float *dinp, const float *dout, const float *w, int B, int C, int OC);
+void cpu_act_backward_inplace(float *d, const float *inp, const float *out, nn_act_t act, size_t N);
 
 /* cpu_norm.c */
 void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,

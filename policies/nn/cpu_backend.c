@@ -63,6 +63,9 @@ static const nn_backend_t cpu_backend = {
     .lerp = cpu_lerp,
     .random_shift = cpu_random_shift,
     .adam_update = cpu_adam_update,
+    .bias_act_forward = cpu_bias_act_forward,
+    .linear_backward_input = cpu_linear_backward_input,
+    .act_backward_inplace = cpu_act_backward_inplace,
 };
 
 const nn_backend_t *nn_backend_cpu(void) { return &cpu_backend; }

@@ -37,6 +37,12 @@ void cpu_linear_backward(float *dinp, float *dw, float *dbias, const float *dout
     if (dbias) cpu_bias_backward(dbias, dout, B, OC);
 }
 
+void cpu_linear_backward_input(float *dinp, const float *dout, const float *w, int B, int C, int OC)
+{
+    /* dinp[B][C] = dout[B][OC] . w[OC][C]: beta 0, so dinp needs no clearing */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, C, OC, 1.0f, dout, OC, w, C, 0.0f, dinp, C);
+}
+
 void cpu_bias_forward(float *out, const float *bias, int B, int C)
 {
     for (int b = 0; b < B; b++)
@@ -96,6 +102,45 @@ void cpu_act_backward(float *dinp, const float *dout, const float *inp, const fl
         for (size_t i = 0; i < N; i++) {
             float s = 1.0f / (1.0f + expf(-inp[i]));
             dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
+        }
+        break;
+    }
+}
+
+void cpu_bias_act_forward(float *out, float *pre, const float *bias, nn_act_t act, int B, int C)
+{
+    /* row by row, so the activation reads the row the bias pass just wrote while
+     * it is in L1 */
+    for (int b = 0; b < B; b++) {
+        float *p = pre + (size_t)b * C;
+        for (int c = 0; c < C; c++) p[c] += bias[c];
+        cpu_act_forward(out + (size_t)b * C, p, act, (size_t)C);
+    }
+}
+
+void cpu_act_backward_inplace(float *d, const float *inp, const float *out, nn_act_t act, size_t N)
+{
+    /* the same expressions as cpu_act_backward, so the results are the same bits */
+    switch (act) {
+    case NN_ACT_RELU:
+        for (size_t i = 0; i < N; i++) d[i] = inp[i] > 0.0f ? d[i] : 0.0f;
+        break;
+    case NN_ACT_TANH:
+        for (size_t i = 0; i < N; i++) d[i] = d[i] * (1.0f - out[i] * out[i]);
+        break;
+    case NN_ACT_GELU:
+        for (size_t i = 0; i < N; i++) {
+            float x = inp[i];
+            float u = GELU_K * (x + 0.044715f * x * x * x);
+            float t = tanhf(u);
+            float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+            d[i] = d[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+        }
+        break;
+    case NN_ACT_SILU:
+        for (size_t i = 0; i < N; i++) {
+            float sg = 1.0f / (1.0f + expf(-inp[i]));
+            d[i] = d[i] * sg * (1.0f + inp[i] * (1.0f - sg));
         }
         break;
     }

@@ -137,6 +137,17 @@ typedef struct nn_backend {
     void (*adam_update)(float *param, const float *grad, float *m, float *v, size_t N,
                         float lr, float beta1, float beta2, float eps, float wd,
                         float grad_scale, long t);
+
+    /* ---- fused passes of the MLP's hot path. Optional: NULL in a backend
+     * without them, and callers then use the plain ops above. Unlike those they
+     * overwrite their output instead of accumulating, which saves the clearing
+     * pass, and each makes one pass over memory where the plain ops make two. ---- */
+    /* pre[B][C] += bias[C]; out = act(pre) (pre comes from linear_forward without bias) */
+    void (*bias_act_forward)(float *out, float *pre, const float *bias, nn_act_t act, int B, int C);
+    /* dinp[B][C] = dout[B][OC] . w[OC][C] */
+    void (*linear_backward_input)(float *dinp, const float *dout, const float *w, int B, int C, int OC);
+    /* d[i] *= act'(x) for the forward input inp and output out (in place) */
+    void (*act_backward_inplace)(float *d, const float *inp, const float *out, nn_act_t act, size_t N);
 } nn_backend_t;
 
 /* The reference backend; always available. */

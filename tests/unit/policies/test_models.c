@@ -52,6 +52,72 @@ static void test_mlp_layernorm(void)
     nn_params_destroy(&p);
 }
 
+/* The MLP on a backend without the fused passes (a CUDA build, say) must give
+ * what it gives with them: the same bits forward and backward, with and
+ * without LayerNorm, for each activation, with a pool splitting the work. */
+static int same_floats(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == b[i])) return 0;
+    return 1;
+}
+
+static void test_mlp_fused_plain(void)
+{
+    const nn_backend_t *cpu = nn_backend_cpu();
+    nn_backend_t plain = *cpu;
+    plain.bias_act_forward = NULL;
+    plain.linear_backward_input = NULL;
+    plain.act_backward_inplace = NULL;
+    cr_err_t err = {0};
+    nn_pool_t *pool;
+    CHECK_OK(nn_pool_create(&pool, 2, &err), &err);
+    enum { B = 256, IN = 9, OUT = 4 };
+    int hidden[2] = {128, 128};   /* large enough for the side-by-side gradient products */
+    for (int ln = 0; ln <= 1; ln++)
+        for (int act = NN_ACT_RELU; act <= NN_ACT_SILU; act++) {
+            const nn_backend_t *bes[2] = {cpu, &plain};
+            nn_params_t p[2];
+            pol_mlp_t m[2];
+            float *y[2], *dx[2];
+            nn_rng_t rng;
+            for (int k = 0; k < 2; k++) {
+                nn_rng_seed(&rng, 5);
+                nn_params_init(&p[k], bes[k]);
+                CHECK_OK(pol_mlp_declare(&m[k], &p[k], "m", IN, hidden, 2, OUT, ln, &err), &err);
+                CHECK_OK(nn_params_alloc(&p[k], &err), &err);
+                pol_mlp_init(&m[k], &p[k], &rng);
+                gc_fill(&rng, p[k].data, p[k].numel, 0.3f);
+                m[k].act = (nn_act_t)act;
+                pol_mlp_set_pool(&m[k], pool, 1);
+                CHECK_OK(pol_mlp_reserve(&m[k], B, &err), &err);
+                float *x = gc_zeros((size_t)B * IN), *r = gc_zeros((size_t)B * OUT);
+                gc_fill(&rng, x, (size_t)B * IN, 1);
+                gc_fill(&rng, r, (size_t)B * OUT, 1);
+                y[k] = gc_zeros((size_t)B * OUT);
+                memcpy(y[k], pol_mlp_forward(&m[k], &p[k], x, B), (size_t)B * OUT * sizeof(float));
+                dx[k] = gc_zeros((size_t)B * IN);
+                nn_params_zero_grad(&p[k]);
+                pol_mlp_backward(&m[k], &p[k], dx[k], r, B, 1);
+                free(x);
+                free(r);
+            }
+            if (!same_floats(y[0], y[1], (size_t)B * OUT) || !same_floats(dx[0], dx[1], (size_t)B * IN) ||
+                !same_floats(p[0].grad, p[1].grad, p[0].numel))
+                fprintf(stderr, "  layernorm %d activation %d differs\n", ln, act);
+            ASSERT_TRUE(same_floats(y[0], y[1], (size_t)B * OUT));
+            ASSERT_TRUE(same_floats(dx[0], dx[1], (size_t)B * IN));
+            ASSERT_TRUE(same_floats(p[0].grad, p[1].grad, p[0].numel));
+            for (int k = 0; k < 2; k++) {
+                free(y[k]);
+                free(dx[k]);
+                pol_mlp_destroy(&m[k]);
+                nn_params_destroy(&p[k]);
+            }
+        }
+    nn_pool_destroy(pool);
+}
+
 typedef struct { pol_critic_t *c; float *obs, *act, *r; int B; } crit_ctx_t;
 static double crit_loss(void *v)
 {
@@ -155,6 +221,7 @@ int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"mlp_layernorm", test_mlp_layernorm},
+        {"mlp_fused_plain", test_mlp_fused_plain},
         {"critic_action_grad", test_critic_action_grad},
         {"actor_grad", test_actor_grad},
         {"encoder_grad", test_encoder_grad},

@@ -113,6 +113,42 @@ static void test_activations(void)
     ASSERT_NEAR(y[0], -0.26894142f, 1e-6);
 }
 
+/* ---- fused MLP passes: the same bits as the plain ops they replace, and they
+ * overwrite whatever their output held ---- */
+static void test_fused(void)
+{
+    setup();
+    int B = 9, C = 13, OC = 11;
+    size_t ni = (size_t)B * C, no = (size_t)B * OC;
+    float *x = gc_zeros(ni), *w = gc_zeros((size_t)OC * C), *b = gc_zeros(OC), *g = gc_zeros(no);
+    gc_fill(&rng, x, ni, 1); gc_fill(&rng, w, (size_t)OC * C, 0.5f); gc_fill(&rng, b, OC, 0.5f);
+    gc_fill(&rng, g, no, 1);
+    for (int a = NN_ACT_RELU; a <= NN_ACT_SILU; a++) {
+        /* plain: linear with bias, activation */
+        float *pre = gc_zeros(no), *h = gc_zeros(no), *pre2 = gc_zeros(no), *h2 = gc_zeros(no);
+        be->linear_forward(pre, x, w, b, B, C, OC);
+        be->act_forward(h, pre, (nn_act_t)a, no);
+        be->linear_forward(pre2, x, w, NULL, B, C, OC);
+        for (size_t i = 0; i < no; i++) h2[i] = 1e9f;   /* stale content is overwritten */
+        be->bias_act_forward(h2, pre2, b, (nn_act_t)a, B, OC);
+        ASSERT_TRUE(memcmp(pre, pre2, no * sizeof(float)) == 0);
+        ASSERT_TRUE(memcmp(h, h2, no * sizeof(float)) == 0);
+        /* plain: clear, accumulate; fused: in place */
+        float *d = gc_zeros(no), *d2 = gc_zeros(no);
+        be->act_backward(d, g, pre, h, (nn_act_t)a, no);
+        memcpy(d2, g, no * sizeof(float));
+        be->act_backward_inplace(d2, pre, h, (nn_act_t)a, no);
+        for (size_t i = 0; i < no; i++) ASSERT_TRUE(d[i] == d2[i]);
+        free(pre); free(h); free(pre2); free(h2); free(d); free(d2);
+    }
+    float *dx = gc_zeros(ni), *dx2 = gc_zeros(ni);
+    be->linear_backward(dx, NULL, NULL, g, x, w, B, C, OC);
+    for (size_t i = 0; i < ni; i++) dx2[i] = -7.0f;
+    be->linear_backward_input(dx2, g, w, B, C, OC);
+    ASSERT_TRUE(memcmp(dx, dx2, ni * sizeof(float)) == 0);
+    free(x); free(w); free(b); free(g); free(dx); free(dx2);
+}
+
 /* ---- layernorm ---- */
 typedef struct { float *out, *mean, *rstd, *inp, *w, *b, *r; int B, C; } ln_t;
 static double ln_loss(void *p)
@@ -458,6 +494,7 @@ int main(int argc, char **argv)
         {"linear", test_linear},
         {"bias", test_bias},
         {"activations", test_activations},
+        {"fused", test_fused},
         {"layernorm", test_layernorm},
         {"softmax", test_softmax},
         {"embedding", test_embedding},
