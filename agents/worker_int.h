@@ -30,6 +30,10 @@ typedef struct wk_task {
     char *reward;
     cfg_node_t *reward_params;
     cfg_node_t *obs_scale;
+    char *instruction;
+    int32_t instruction_tokens;
+    char *camera;
+    int32_t image_width, image_height;
 } wk_task_t;
 
 typedef struct wk_policy {
@@ -44,14 +48,25 @@ typedef struct wk_algorithm {
     int64_t batch_size;
     double lr, gamma, tau, utd;
     int64_t warmup_steps, max_staleness;
+    int64_t bc_updates;
     cfg_node_t *params;
 } wk_algorithm_t;
+
+typedef struct wk_scripted {
+    int32_t episodes;
+    double noise, ratio;
+} wk_scripted_t;
+
+enum { WK_SAMPLER_UNIFORM, WK_SAMPLER_RECENT };
 
 typedef struct wk_buffer {
     int64_t capacity;
     double online_ratio;
     wk_source_t *demos;
     size_t n_demos;
+    wk_scripted_t scripted;
+    int sampler;
+    int64_t recent_window;
 } wk_buffer_t;
 
 typedef struct wk_checkpoint {
@@ -107,6 +122,7 @@ enum { WK_MSG_HELLO = 1, WK_MSG_STEP = 2, WK_MSG_EVAL = 3, WK_MSG_ACK = 4 };
 #define WK_STR_MAX 128
 #define WK_MAX_OBS 4096
 #define WK_MAX_ACT 64
+#define WK_MAX_IMG (4u << 20)   /* bytes of one camera image in a STEP */
 
 typedef struct wk_hello {
     uint32_t index;           /* env worker index */
@@ -117,6 +133,7 @@ typedef struct wk_hello {
     int32_t inbound;
     int32_t obs_dim, act_dim;
     char node[WK_STR_MAX], addr[WK_STR_MAX], robot[WK_STR_MAX];
+    int32_t img_c, img_h, img_w;  /* the camera image every STEP carries (uint8 HWC); 0: none */
 } wk_hello_t;
 
 typedef struct wk_step {
@@ -127,6 +144,9 @@ typedef struct wk_step {
     int32_t obs_dim, act_dim;  /* act_dim 0 for a final row */
     const float *obs;          /* encode: borrowed; decode: into the caller's arrays */
     const float *action;
+    uint8_t demo;              /* the episode is a scripted demonstration */
+    uint32_t img_bytes;        /* camera image (uint8 HWC), 0 without one */
+    const uint8_t *image;      /* encode: borrowed; decode: points into the message */
 } wk_step_t;
 
 typedef struct wk_eval {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
+static const char *const samplers[] = {"uniform", "recent", NULL};
 
 static int is_plugin_path(const char *v)
 {
@@ -45,6 +46,11 @@ static const cfg_field_t task_fields[] = {
     {CFG_NODE(wk_task_t, reward_params, "parameters of the reward plugin; vector: NAME sets its offset "
                                         "and dims to that observation vector")},
     {CFG_NODE(wk_task_t, obs_scale, "factor per observation vector name, applied before the policy sees it")},
+    {CFG_STRING(wk_task_t, instruction, "", "instruction of each episode, {goal} replaced by the episode's goal")},
+    {CFG_INT(wk_task_t, instruction_tokens, "24", 2, 512, "tokens an instruction is padded to")},
+    {CFG_STRING(wk_task_t, camera, "", "robot camera rendered into each observation")},
+    {CFG_INT(wk_task_t, image_width, "32", 8, 1024, "camera image width, pixels")},
+    {CFG_INT(wk_task_t, image_height, "32", 8, 1024, "camera image height, pixels")},
 };
 static const cfg_table_t task_table = {CFG_TABLE(wk_task_t, task_fields)};
 
@@ -66,6 +72,7 @@ static const cfg_field_t algorithm_fields[] = {
     {CFG_DOUBLE(wk_algorithm_t, utd, "1", 0.01, 64, "learner updates per environment step")},
     {CFG_INT(wk_algorithm_t, warmup_steps, "1000", 0, 1000000000, "env steps before the first update")},
     {CFG_INT(wk_algorithm_t, max_staleness, "8", 0, 1000000, "policy versions an actor may lag the learner")},
+    {CFG_INT(wk_algorithm_t, bc_updates, "0", 0, 1000000000000LL, "behaviour-cloning updates before RL")},
     {CFG_NODE(wk_algorithm_t, params, "algorithm-specific parameters")},
 };
 static const cfg_table_t algorithm_table = {CFG_TABLE(wk_algorithm_t, algorithm_fields)};
@@ -76,10 +83,17 @@ static const cfg_field_t source_fields[] = {
 };
 static const cfg_table_t source_table = {CFG_TABLE(wk_source_t, source_fields)};
 
+static const cfg_field_t scripted_fields[] = {
+    {CFG_INT(wk_scripted_t, episodes, "0", 0, 1000000, "episodes recorded with the robot's scripted expert")},
+    {CFG_DOUBLE(wk_scripted_t, noise, "0.3", 0, 2, "std of the noise on the executed action")},
+    {CFG_DOUBLE(wk_scripted_t, ratio, "0", 0, 1, "share of each batch drawn from them")},
+};
+static const cfg_table_t scripted_table = {CFG_TABLE(wk_scripted_t, scripted_fields)};
+
 static int check_buffer(const void *obj, cr_err_t *err)
 {
     const wk_buffer_t *b = obj;
-    double sum = b->online_ratio;
+    double sum = b->online_ratio + b->scripted.ratio;
     for (size_t i = 0; i < b->n_demos; i++) sum += b->demos[i].ratio;
     if (fabs(sum - 1.0) > 1e-6)
         return cr_err_set(err, CR_EINVAL, "online_ratio plus the demo ratios is %g; it must be 1", sum);
@@ -90,6 +104,9 @@ static const cfg_field_t buffer_fields[] = {
     {CFG_INT(wk_buffer_t, capacity, "1000000", 1000, 4000000000LL, "transitions kept")},
     {CFG_DOUBLE(wk_buffer_t, online_ratio, "1", 0, 1, "share of each batch from online experience")},
     {CFG_STRUCT_LIST(wk_buffer_t, demos, n_demos, &source_table, "[]", 16, "demonstration sources")},
+    {CFG_STRUCT(wk_buffer_t, scripted, &scripted_table, "demonstrations recorded by the scripted expert")},
+    {CFG_ENUM(wk_buffer_t, sampler, "uniform", samplers, "uniform or recent")},
+    {CFG_INT(wk_buffer_t, recent_window, "100000", 1, 4000000000LL, "transitions the recent sampler draws from")},
 };
 static const cfg_table_t buffer_table = {CFG_TABLE(wk_buffer_t, buffer_fields), .check = check_buffer};
 
@@ -182,7 +199,8 @@ int wk_algo_cfg_make(const wk_spec_t *s, uint64_t seed, wk_algo_cfg_t *c, cr_err
         size_t n = strlen(h);
         snprintf(h + n, sizeof c->store[0] - n, "%s%d", i ? "," : "", (int)s->policy.hidden[i]);
     }
-    if (s->policy.n_hidden) rc = rc ? rc : add_kv(c, "hidden", h, err);
+    /* the VLA's size is its own (algorithm.params: dim, layers, ...), not MLP widths */
+    if (s->policy.n_hidden && strncmp(type, "vla", 3)) rc = rc ? rc : add_kv(c, "hidden", h, err);
     rc = rc ? rc : add_fmt(c, "seed", "%.0f", (double)seed, err);
     int sac_like = !strcmp(type, "sac") || !strcmp(type, "rlpd");
     if (sac_like) {
@@ -194,6 +212,14 @@ int wk_algo_cfg_make(const wk_spec_t *s, uint64_t seed, wk_algo_cfg_t *c, cr_err
     } else if (!is_plugin_path(type)) {
         rc = rc ? rc : add_fmt(c, "lr", "%.17g", s->algorithm.lr, err);
     }
+    /* the fine-tuning phase, the instruction's context and start weights of the
+     * generative policies */
+    int finetune = !strcmp(type, "flow-rl") || !strcmp(type, "vla"), vla = !strncmp(type, "vla", 3);
+    if (finetune || (is_plugin_path(type) && s->algorithm.bc_updates))
+        rc = rc ? rc : add_fmt(c, "bc_updates", "%.0f", (double)s->algorithm.bc_updates, err);
+    if (finetune) rc = rc ? rc : add_fmt(c, "gamma", "%.17g", s->algorithm.gamma, err);
+    if (vla) rc = rc ? rc : add_fmt(c, "ctx", "%.0f", (double)s->task.instruction_tokens, err);
+    if (vla && s->policy.init[0]) rc = rc ? rc : add_kv(c, "init", s->policy.init, err);
     const cfg_node_t *p = s->algorithm.params;
     if (!rc && p && p->kind == CFG_NODE_MAP) {
         for (size_t i = 0; i < p->count && !rc; i++) {
