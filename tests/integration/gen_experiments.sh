@@ -156,5 +156,26 @@ PY
         || bad "reach-vla: checkpoint contents"
 fi
 
+# --- bad input: an instruction longer than the context, an image of another size ---------------
+if [ -f "$T/reach-vla/buffer.db" ]; then
+    V=$SRC/configs/experiments/reach-vla.yaml
+    timeout 30 "$CORRAL" worker --role env --spec "$V" --dir "$T/bad-ctx" --robot "arm0:mujoco:reach2d_multi" \
+        --robot-set realtime=false --set task.instruction_tokens=12 >"$T/bad-ctx.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && grep -q "task.instruction for goal red ('reach the red target', task.instruction_tokens 12)" "$T/bad-ctx.log" \
+        && grep -q "instruction of 20 bytes needs 21 tokens with BOS, the context holds 12" "$T/bad-ctx.log" \
+        && ok "an instruction longer than the context: the env refuses to start, naming it and both lengths" \
+        || bad "long instruction: exit $rc, $(tail -n 2 "$T/bad-ctx.log")"
+    D=$T/reach-vla
+    "$CORRAL" worker --role learner --spec "$V" --dir "$D" --set stop.updates=1000000 >"$T/bad-img-learner.log" 2>&1 &
+    L_PID=$!
+    timeout 60 "$CORRAL" worker --role env --spec "$V" --dir "$D" --index 1 --robot "arm1:mujoco:reach2d_multi" \
+        --robot-set realtime=false --set task.image_width=16 >"$T/bad-img-env.log" 2>&1; rc=$?
+    kill -TERM "$L_PID"; wait "$L_PID" 2>/dev/null; L_PID=
+    [ $rc -ne 0 ] && grep -q "refused" "$T/bad-img-env.log" \
+        && grep -q "its camera image is 3x32x16 (CxHxW), the experiment's buffer holds 3x32x32" "$T/bad-img-learner.log" \
+        && ok "an env with images of another size is refused, both sizes named" \
+        || bad "wrong image size: env exit $rc; $(grep -h "refused" "$T/bad-img-learner.log" "$T/bad-img-env.log" | head -2)"
+fi
+
 echo "CORRAL-RESULT suite=integration.gen_experiments passed=$PASS failed=$FAIL skipped=$SKIP"
 [ "$FAIL" -eq 0 ]
