@@ -230,9 +230,9 @@ static inline int mt_demos(menv_t *e, int episodes, nn_rng_t *rng, mt_data_t *d)
  * instruction's colour word picks) forms abruptly, after a seed-dependent
  * plateau; a high rate shortens the plateau, and the decay then settles the
  * precision of the reach (3 cm). Measured with bench/vla_learn: seeds 21-26 reach
- * the named target in 93-100% of the episodes after 5,000 steps; seed 27 is still
- * on the plateau then (34%, 60% after 7,000), so the check's seed (21) is one of
- * the typical ones, not a guarantee for every seed. */
+ * the named target in 82-100% of the episodes after 5,000 steps (21: 100%); seed
+ * 27 is still on the plateau then (34%, 60% after 7,000), so the check's seed is
+ * one of the typical ones, not a guarantee for every seed. */
 #define MT_STEPS 5000
 #define MT_BATCH 32
 #define MT_LR 3e-3f
