@@ -18,6 +18,15 @@
  * `pending` reaches max_unacked the env stops stepping until ACKs come: a slow or
  * absent learner throttles collection instead of losing data.
  *
+ * Generative policies add three things (task.camera, task.instruction,
+ * buffer.scripted): a camera image rendered each step, sent as uint8 with the
+ * step and given to the policy as CHW floats in [0, 1] before the vector; an
+ * instruction naming the episode's goal on a multi-target robot, tokenized and
+ * appended to the observation vector (so the buffer stores it like any vector);
+ * and the first buffer.scripted.episodes episodes driven by the robot's scripted
+ * expert (noise on the executed action, the expert's action stored), sent as
+ * demonstrations.
+ *
  * Invariants: seqs in `pending` are consecutive, ascending, and all > acked;
  * pending[0 .. sent) went out on the current route; a HELLO precedes every resend. */
 #include "agents/worker_int.h"
@@ -56,6 +65,15 @@ typedef struct env {
     hal_obs_t obs;
     int od, ad;
     float scale[WK_MAX_OBS];
+    int ctx;                      /* instruction tokens appended to the vector (0: none) */
+    float *ids;                   /* [n_goals][ctx]: each goal's instruction */
+    int img_c, img_h, img_w;      /* the camera image, 0: none */
+    size_t img_bytes;
+    float *pobs;                  /* the policy's observation: image CHW floats, vector, tokens */
+    uint8_t *img_prev;            /* the image a step was taken from */
+    int pdim;
+    uint8_t *stepbuf;             /* one encoded STEP (image included) */
+    size_t stepcap;
     /* reward */
     int rkind;
     pol_plugin_t rplug;
@@ -149,7 +167,8 @@ static int send_hello(env_t *E, cr_err_t *err)
     ch_where_t w;
     ch_hub_where(E->hub, &w);
     wk_hello_t h = {.index = (uint32_t)E->o->index, .producer = E->producer, .version = (uint64_t)E->version,
-                    .acked = E->acked, .hub = w.process, .inbound = w.inbound, .obs_dim = E->od, .act_dim = E->ad};
+                    .acked = E->acked, .hub = w.process, .inbound = w.inbound, .obs_dim = E->od + E->ctx,
+                    .act_dim = E->ad, .img_c = E->img_c, .img_h = E->img_h, .img_w = E->img_w};
     snprintf(h.node, sizeof h.node, "%s", w.node);
     snprintf(h.addr, sizeof h.addr, "%s", w.addr ? w.addr : "");
     snprintf(h.robot, sizeof h.robot, "%s", E->desc->name);
@@ -316,7 +335,7 @@ static int vec_offset(const hal_robot_desc_t *d, const char *name, int *off, int
 static int open_robot(env_t *E, cr_err_t *err)
 {
     const agent_worker_opts_t *o = E->o;
-    hal_opt_t opts[AGENT_WORKER_MAX_ROBOT_OPTS + 4];
+    hal_opt_t opts[AGENT_WORKER_MAX_ROBOT_OPTS + 8];
     int n = 0, has_seed = 0;
     if (o->n_robot_opts > AGENT_WORKER_MAX_ROBOT_OPTS)
         return cr_err_set(err, CR_EINVAL, "at most %d robot options", AGENT_WORKER_MAX_ROBOT_OPTS);
@@ -324,7 +343,7 @@ static int open_robot(env_t *E, cr_err_t *err)
     if (rc) return rc;
     n = (int)o->n_robot_opts;
     for (int i = 0; i < n; i++) has_seed |= !strcmp(opts[i].key, "seed");
-    static char seed[32], steps[32], hz[32];
+    static char seed[32], steps[32], hz[32], iw[32], ih[32];
     if (!has_seed) {
         snprintf(seed, sizeof seed, "%lld", (long long)((E->s->seed * 1000 + o->index + 1) % 2147483647));
         opts[n++] = (hal_opt_t){"seed", seed};
@@ -337,6 +356,13 @@ static int open_robot(env_t *E, cr_err_t *err)
         snprintf(hz, sizeof hz, "%g", E->s->task.control_hz);
         opts[n++] = (hal_opt_t){"control_hz", hz};
     }
+    if (E->s->task.camera[0]) { /* room was kept: 4 above the user's options */
+        snprintf(iw, sizeof iw, "%d", (int)E->s->task.image_width);
+        snprintf(ih, sizeof ih, "%d", (int)E->s->task.image_height);
+        opts[n++] = (hal_opt_t){"camera", E->s->task.camera};
+        opts[n++] = (hal_opt_t){"image_width", iw};
+        opts[n++] = (hal_opt_t){"image_height", ih};
+    }
     rc = hal_robot_open(o->robot_name, o->robot_driver, o->robot_model, opts, n, &E->robot, err);
     if (rc) return rc;
     E->desc = hal_robot_desc(E->robot);
@@ -345,9 +371,19 @@ static int open_robot(env_t *E, cr_err_t *err)
     if (E->od > WK_MAX_OBS || E->ad > WK_MAX_ACT)
         return cr_err_set(err, CR_EINVAL, "robot %s: obs %d / act %d larger than the worker handles",
                           o->robot_name, E->od, E->ad);
-    if (E->desc->obs.n_cams)
-        CR_WARN(TAG, "robot %s has cameras: images are not sent by this worker yet", o->robot_name);
-    rc = hal_obs_alloc(E->desc, 0, &E->obs, err);
+    if (E->desc->obs.n_cams > 1)
+        CR_WARN(TAG, "robot %s has %d cameras: only the first (%s) is sent", o->robot_name, E->desc->obs.n_cams,
+                E->desc->obs.cams[0].name);
+    if (E->desc->obs.n_cams) {
+        E->img_c = 3;
+        E->img_h = E->desc->obs.cams[0].height;
+        E->img_w = E->desc->obs.cams[0].width;
+        E->img_bytes = (size_t)E->img_c * E->img_h * E->img_w;
+        if (E->img_bytes > WK_MAX_IMG)
+            return cr_err_set(err, CR_EINVAL, "robot %s: a %dx%d image is larger than a step carries (%u bytes)",
+                              o->robot_name, E->img_w, E->img_h, WK_MAX_IMG);
+    }
+    rc = hal_obs_alloc(E->desc, E->img_bytes > 0, &E->obs, err);
     if (rc) return rc;
     for (int i = 0; i < E->od; i++) E->scale[i] = 1.0f;
     const cfg_node_t *sc = E->s->task.obs_scale;
@@ -430,9 +466,38 @@ static float reward_of(env_t *E, const float *before, const float *act, cr_err_t
     return r;
 }
 
+/* The vector as the buffer stores it: scaled, then the episode's instruction. */
 static void scaled(const env_t *E, float *out)
 {
     for (int i = 0; i < E->od; i++) out[i] = E->obs.vec[i] * E->scale[i];
+    if (E->ctx) memcpy(out + E->od, E->ids + (size_t)E->obs.goal * E->ctx, sizeof(float) * (size_t)E->ctx);
+}
+
+/* The policy's observation: the image as CHW floats in [0, 1] (from the HAL's
+ * uint8 HWC), then the vector from scaled(). */
+static const float *policy_obs(env_t *E, const float *vec)
+{
+    float *p = E->pobs;
+    int H = E->img_h, W = E->img_w, C = E->img_c;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < C; c++)
+                p[((size_t)c * H + y) * W + x] = E->obs.img[((size_t)y * W + x) * C + c] / 255.0f;
+    memcpy(p + E->img_bytes, vec, sizeof(float) * (size_t)(E->od + E->ctx));
+    return p;
+}
+
+/* The scripted expert's action in the policy's [-1, 1] units. */
+static int expert_action(env_t *E, float *act, cr_err_t *err)
+{
+    float a[WK_MAX_ACT];
+    int rc = hal_robot_expert(E->robot, a, err);
+    if (rc) return cr_err_wrap(err, "buffer.scripted");
+    for (int i = 0; i < E->ad; i++) {
+        float lo = E->desc->act.low[i], hi = E->desc->act.high[i];
+        act[i] = hi > lo ? 2.0f * (a[i] - lo) / (hi - lo) - 1.0f : 0.0f;
+    }
+    return 0;
 }
 
 /* The policy's action in [-1, 1] onto the robot's action bounds. */
@@ -461,20 +526,24 @@ static void take_weights(env_t *E)
 
 static int enqueue(env_t *E, const wk_step_t *st, cr_err_t *err)
 {
-    size_t n = wk_step_encode(st, E->msgbuf, sizeof E->msgbuf);
+    size_t n = wk_step_encode(st, E->stepbuf, E->stepcap);
     if (!n) return cr_err_set(err, CR_EINTERNAL, "step does not fit the message buffer");
-    int rc = pend_push(E, st->seq, E->msgbuf, n, err);
+    int rc = pend_push(E, st->seq, E->stepbuf, n, err);
     if (rc) return rc;
     E->next_seq++;
     pump(E);
     return 0;
 }
 
-/* One training episode: every step and the final observation are queued. */
+/* One training episode: every step and the final observation are queued. The
+ * first buffer.scripted.episodes episodes are the scripted expert's: it acts with
+ * noise on the executed action, its own action is stored, and the episode is
+ * sent as a demonstration. */
 static int run_episode(env_t *E, cr_err_t *err)
 {
-    float obs[WK_MAX_OBS], raw[WK_MAX_OBS], act[WK_MAX_ACT], cmd[WK_MAX_ACT];
+    float obs[WK_MAX_OBS], raw[WK_MAX_OBS], act[WK_MAX_ACT], cmd[WK_MAX_ACT], run[WK_MAX_ACT];
     uint64_t ep = (uint64_t)E->episodes + 1;
+    int demo = E->episodes < (int64_t)E->s->buffer.scripted.episodes;
     int rc = hal_robot_reset(E->robot, ep, &E->obs, err);
     if (rc) return rc;
     int end = 0;
@@ -488,20 +557,26 @@ static int run_episode(env_t *E, cr_err_t *err)
         if (*E->stop) return CR_ECANCELLED;
         scaled(E, obs);
         memcpy(raw, E->obs.vec, sizeof(float) * (size_t)E->od);
-        if (E->version == 0) {
+        if (E->img_bytes) memcpy(E->img_prev, E->obs.img, E->img_bytes);   /* the step's image, before it moves */
+        if (demo) {
+            if ((rc = expert_action(E, act, err)) != 0) return rc;
+        } else if (E->version == 0) {
             for (int i = 0; i < E->ad; i++) act[i] = 2.0f * nn_rng_uniform(&E->rng) - 1.0f;
-        } else if ((rc = pol_algo_act(&E->algo, obs, 0, act, err)) != 0) {
+        } else if ((rc = pol_algo_act(&E->algo, policy_obs(E, obs), 0, act, err)) != 0) {
             return rc;
         }
-        to_robot(E, act, cmd);
+        memcpy(run, act, sizeof(float) * (size_t)E->ad);
+        for (int i = 0; demo && i < E->ad; i++) run[i] += (float)E->s->buffer.scripted.noise * nn_rng_normal(&E->rng);
+        to_robot(E, run, cmd);
         rc = hal_robot_step(E->robot, cmd, &E->obs, err);
         if (rc) return rc;
         float r = reward_of(E, raw, cmd, err, &rc);
         if (rc) return rc;
         end = E->obs.terminated || E->obs.truncated;
         wk_step_t st = {.producer = E->producer, .seq = E->next_seq, .episode = ep, .policy_version = E->version,
-                        .reward = r, .done = (uint8_t)E->obs.terminated, .obs_dim = E->od, .act_dim = E->ad,
-                        .obs = obs, .action = act};
+                        .reward = r, .done = (uint8_t)E->obs.terminated, .obs_dim = E->od + E->ctx, .act_dim = E->ad,
+                        .obs = obs, .action = act, .demo = (uint8_t)demo, .img_bytes = (uint32_t)E->img_bytes,
+                        .image = E->img_prev};
         if ((rc = enqueue(E, &st, err)) != 0) return rc;
         E->steps++;
         poll_ctl(E, 0);
@@ -510,7 +585,8 @@ static int run_episode(env_t *E, cr_err_t *err)
     scaled(E, obs);
     wk_step_t fin = {.producer = E->producer, .seq = E->next_seq, .episode = ep, .policy_version = E->version,
                      .final = 1, .done = (uint8_t)E->obs.terminated, .success = (uint8_t)E->obs.success,
-                     .truncated = (uint8_t)(E->obs.truncated && !E->obs.terminated), .obs_dim = E->od, .obs = obs};
+                     .truncated = (uint8_t)(E->obs.truncated && !E->obs.terminated), .obs_dim = E->od + E->ctx,
+                     .obs = obs, .demo = (uint8_t)demo, .img_bytes = (uint32_t)E->img_bytes, .image = E->obs.img};
     if ((rc = enqueue(E, &fin, err)) != 0) return rc;
     E->episodes++;
     E->recent[E->recent_at] = (uint8_t)E->obs.success;
@@ -534,7 +610,7 @@ static int evaluate(env_t *E, uint64_t round, cr_err_t *err)
             float raw[WK_MAX_OBS];
             memcpy(raw, E->obs.vec, sizeof(float) * (size_t)E->od);
             scaled(E, obs);
-            if ((rc = pol_algo_act(&E->algo, obs, 1, act, err)) != 0) return rc;
+            if ((rc = pol_algo_act(&E->algo, policy_obs(E, obs), 1, act, err)) != 0) return rc;
             to_robot(E, act, cmd);
             if ((rc = hal_robot_step(E->robot, cmd, &E->obs, err)) != 0) return rc;
             ret += reward_of(E, raw, cmd, err, &rc);
@@ -611,6 +687,33 @@ static int boundary(env_t *E, cr_err_t *err)
     return 0;
 }
 
+/* Each goal's instruction, tokenized once: every one must fit the context. */
+static int open_instruction(env_t *E, cr_err_t *err)
+{
+    const char *tmpl = E->s->task.instruction;
+    if (!tmpl || !tmpl[0]) return 0;
+    const hal_robot_desc_t *d = E->desc;
+    if (d->n_goals < 1)
+        return cr_err_set(err, CR_EINVAL, "task.instruction: robot %s (%s) has no named targets to instruct",
+                          d->name, d->model);
+    E->ctx = (int)E->s->task.instruction_tokens;
+    if (E->od + E->ctx > WK_MAX_OBS)
+        return cr_err_set(err, CR_EINVAL, "task.instruction_tokens %d: with %d observation floats more than %d",
+                          E->ctx, E->od, WK_MAX_OBS);
+    E->ids = calloc((size_t)d->n_goals * E->ctx, sizeof(float));
+    if (!E->ids) return cr_err_set(err, CR_ENOMEM, "out of memory");
+    for (int g = 0; g < d->n_goals; g++) {
+        char text[1024];
+        const char *at = strstr(tmpl, "{goal}");
+        if (!at) return cr_err_set(err, CR_EINVAL, "task.instruction '%s' has no {goal}", tmpl);
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - tmpl), tmpl, d->goals[g], at + 6);
+        int rc = pol_instruction_tokens(text, E->ids + (size_t)g * E->ctx, E->ctx, err);
+        if (rc) return cr_err_wrap(err, "task.instruction for goal %s ('%s', task.instruction_tokens %d)",
+                                   d->goals[g], text, E->ctx);
+    }
+    return 0;
+}
+
 /* ---- set-up and the run ----------------------------------------------------------- */
 
 static int setup(env_t *E, cr_err_t *err)
@@ -624,9 +727,17 @@ static int setup(env_t *E, cr_err_t *err)
         return cr_err_set(err, CR_EINVAL, "the env role needs --robot NAME:DRIVER[:MODEL]");
     if ((rc = open_robot(E, err)) != 0) return rc;
     if ((rc = open_reward(E, err)) != 0) return rc;
+    if ((rc = open_instruction(E, err)) != 0) return rc;
+    E->pdim = (int)(E->img_bytes + (size_t)E->od + (size_t)E->ctx);
+    E->stepcap = 256 + sizeof(float) * ((size_t)E->od + E->ctx + WK_MAX_ACT) + E->img_bytes;
+    E->pobs = malloc(sizeof(float) * (size_t)E->pdim);
+    E->stepbuf = malloc(E->stepcap);
+    E->img_prev = malloc(E->img_bytes + 1);
+    if (!E->pobs || !E->stepbuf || !E->img_prev) return cr_err_set(err, CR_ENOMEM, "out of memory");
     uint64_t seed = (uint64_t)E->s->seed + 1000ULL * (uint64_t)(o->index + 1);
     if ((rc = wk_algo_cfg_make(E->s, seed, &E->acfg, err)) != 0) return rc;
-    corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = E->od, .act_dim = E->ad};
+    corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = E->pdim, .act_dim = E->ad, .img_c = E->img_c,
+                          .img_h = E->img_h, .img_w = E->img_w};
     rc = pol_algo_create(&E->algo, E->acfg.plugin.desc, E->acfg.kv, E->acfg.nkv, &spec, err);
     if (rc) return cr_err_wrap(err, "algorithm %s", E->s->algorithm.type);
     E->have_algo = 1;
@@ -662,6 +773,10 @@ static void teardown(env_t *E)
     if (E->rplug.dl) pol_plugin_close(&E->rplug);
     if (E->obs.vec) hal_obs_free(&E->obs);
     if (E->robot) hal_robot_close(E->robot);
+    free(E->ids);
+    free(E->pobs);
+    free(E->stepbuf);
+    free(E->img_prev);
 }
 
 int wk_env_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop, cr_err_t *err)

@@ -45,6 +45,7 @@ enum { WK_MSG_HELLO = 1, WK_MSG_STEP = 2, WK_MSG_EVAL = 3, WK_MSG_ACK = 4 };
 #define WK_STR_MAX 128
 #define WK_MAX_OBS 4096
 #define WK_MAX_ACT 64
+#define WK_MAX_IMG (4u << 20)   /* bytes of one camera image in a STEP */
 
 typedef struct wk_hello {
     uint32_t index;           /* env worker index */
@@ -55,6 +56,7 @@ typedef struct wk_hello {
     int32_t inbound;
     int32_t obs_dim, act_dim;
     char node[WK_STR_MAX], addr[WK_STR_MAX], robot[WK_STR_MAX];
+    int32_t img_c, img_h, img_w;  /* the camera image every STEP carries (uint8 HWC); 0: none */
 } wk_hello_t;
 
 typedef struct wk_step {
@@ -65,6 +67,9 @@ typedef struct wk_step {
     int32_t obs_dim, act_dim;  /* act_dim 0 for a final row */
     const float *obs;          /* encode: borrowed; decode: into the caller's arrays */
     const float *action;
+    uint8_t demo;              /* the episode is a scripted demonstration */
+    uint32_t img_bytes;        /* camera image (uint8 HWC), 0 without one */
+    const uint8_t *image;      /* encode: borrowed; decode: points into the message */
 } wk_step_t;
 
 typedef struct wk_eval {

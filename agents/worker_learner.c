@@ -13,6 +13,11 @@
  * every checkpoint.every_updates, evaluates the stop conditions and writes the
  * status file.
  *
+ * Camera images arrive with each step (uint8 HWC, as the buffer stores them);
+ * the algorithm sees each sampled row as the image in CHW floats in [0, 1]
+ * followed by the vector. Steps of scripted demonstrations go into the buffer as
+ * demonstration episodes (buffer.scripted.ratio of each batch).
+ *
  * Invariants:
  *  - for every env slot, committed only grows, and every seq <= committed of that
  *    producer is in buffer.db (puts of one producer are queued in seq order with no
@@ -75,6 +80,9 @@ typedef struct learner {
     buf_t *buf;
     buf_layout_t layout;
     int obs_dim, act_dim;
+    int img_c, img_h, img_w;      /* the camera image of every step, 0: none */
+    size_t img_bytes;
+    float *pobs, *pnext;          /* [batch][img + obs]: rows as the algorithm sees them */
     wk_algo_cfg_t acfg;
     pol_algo_t algo;
     int have_algo;
@@ -224,6 +232,13 @@ static void on_hello(learner_t *L, const wk_hello_t *h)
         refuse(L, h, why);
         return;
     }
+    if (h->img_c != L->img_c || h->img_h != L->img_h || h->img_w != L->img_w) {
+        char why[200];
+        snprintf(why, sizeof why, "its camera image is %dx%dx%d (CxHxW), the experiment's buffer holds %dx%dx%d",
+                 h->img_c, h->img_h, h->img_w, L->img_c, L->img_h, L->img_w);
+        refuse(L, h, why);
+        return;
+    }
     pthread_mutex_lock(&L->mu);
     slot_t *sl = slot_find(L, h->producer);
     for (int i = 0; i < L->nslots; i++) /* an older instance of the same env is gone */
@@ -298,8 +313,8 @@ static void on_step(learner_t *L, const ch_msg_t *m)
     cr_err_t e = {0};
     wk_step_t st;
     if (wk_step_decode(m->data, m->len, &st, L->obs, L->obs_dim, L->act, L->act_dim, &e) != 0 ||
-        st.obs_dim != L->obs_dim || (!st.final && st.act_dim != L->act_dim)) {
-        CR_WARN(TAG, "transition refused: %s", e.code ? e.msg : "dimensions do not match the buffer");
+        st.obs_dim != L->obs_dim || (!st.final && st.act_dim != L->act_dim) || st.img_bytes != L->img_bytes) {
+        CR_WARN(TAG, "transition refused: %s", e.code ? e.msg : "dimensions (or image size) do not match the buffer");
         return;
     }
     slot_t *sl = slot_find(L, st.producer);
@@ -313,7 +328,8 @@ static void on_step(learner_t *L, const ch_msg_t *m)
         return;
     }
     buf_step_t bs = {.producer = st.producer, .seq = st.seq, .episode = st.episode, .robot = sl->robot,
-                     .source = BUF_SRC_ONLINE, .proprio = st.obs, .action = st.action, .reward = st.reward,
+                     .source = st.demo ? BUF_SRC_DEMO : BUF_SRC_ONLINE, .image = {st.image},
+                     .proprio = st.obs, .action = st.action, .reward = st.reward,
                      .done = st.done, .policy_version = st.policy_version, .success = st.success,
                      .truncated = st.truncated};
     for (;;) {
@@ -550,10 +566,15 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     cfg.seed = (uint64_t)s->seed * 7919u + 17u;
     cfg.cache_bytes = 64u << 20;
     cfg.capacity = s->buffer.capacity;
-    cfg.ratio[BUF_SRC_ONLINE] = s->buffer.n_demos ? s->buffer.online_ratio : 0;
-    if (s->buffer.n_demos) {
-        cfg.ratio[BUF_SRC_DEMO] = 0;
+    int demos = s->buffer.n_demos || s->buffer.scripted.ratio > 0;
+    cfg.ratio[BUF_SRC_ONLINE] = demos ? s->buffer.online_ratio : 0;
+    if (demos) {
+        cfg.ratio[BUF_SRC_DEMO] = s->buffer.scripted.ratio;
         for (size_t i = 0; i < s->buffer.n_demos; i++) cfg.ratio[BUF_SRC_DEMO] += s->buffer.demos[i].ratio;
+    }
+    if (s->buffer.sampler == EXP_SAMPLER_RECENT) {
+        cfg.sampler = BUF_SAMPLE_RECENT;
+        cfg.recent_window = s->buffer.recent_window;
     }
     const buf_layout_t *lay = NULL;
     buf_layout_t want = {0};
@@ -564,6 +585,12 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
         want.n_proprio = 1;
         want.proprio_dim[0] = h.obs_dim;
         want.act_dim = h.act_dim;
+        if (h.img_c) {
+            want.n_cams = 1;
+            want.cam_c[0] = h.img_c;
+            want.cam_h[0] = h.img_h;
+            want.cam_w[0] = h.img_w;
+        }
         lay = &want;
     }
     int rc = buf_open(path, lay, &cfg, &L->buf, err);
@@ -571,8 +598,14 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     L->layout = *buf_layout(L->buf);
     L->obs_dim = buf_layout_obs_dim(&L->layout);
     L->act_dim = L->layout.act_dim;
-    if (L->layout.n_cams)
-        return cr_err_set(err, CR_ENOTSUP, "%s: camera observations are not handled by the worker yet", path);
+    if (L->layout.n_cams > 1)
+        return cr_err_set(err, CR_ENOTSUP, "%s: %d cameras; the worker handles one", path, L->layout.n_cams);
+    if (L->layout.n_cams) {
+        L->img_c = L->layout.cam_c[0];
+        L->img_h = L->layout.cam_h[0];
+        L->img_w = L->layout.cam_w[0];
+        L->img_bytes = buf_layout_cam_bytes(&L->layout, 0);
+    }
     if (L->obs_dim > WK_MAX_OBS || L->act_dim > WK_MAX_ACT)
         return cr_err_set(err, CR_EINVAL, "%s: obs %d / act %d larger than the worker handles", path, L->obs_dim,
                           L->act_dim);
@@ -615,7 +648,13 @@ static int setup(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     if (rc) return rc;
     rc = wk_algo_cfg_make(L->s, (uint64_t)L->s->seed, &L->acfg, err);
     if (rc) return rc;
-    corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = L->obs_dim, .act_dim = L->act_dim};
+    corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = (int)L->img_bytes + L->obs_dim, .act_dim = L->act_dim,
+                          .img_c = L->img_c, .img_h = L->img_h, .img_w = L->img_w};
+    for (size_t i = 0; i < L->acfg.nkv; i++)   /* chunks need consecutive rows; the buffer samples transitions */
+        if (!strcmp(L->acfg.kv[i].key, "horizon") && atoi(L->acfg.kv[i].value) > 1)
+            return cr_err_set(err, CR_ENOTSUP, "algorithm.params.horizon %s: the learner's buffer samples single "
+                              "transitions, so chunks of more than one action cannot be cloned here (use 1)",
+                              L->acfg.kv[i].value);
     rc = pol_algo_create(&L->algo, L->acfg.plugin.desc, L->acfg.kv, L->acfg.nkv, &spec, err);
     if (rc) return cr_err_wrap(err, "algorithm %s", L->s->algorithm.type);
     L->have_algo = 1;
@@ -648,7 +687,24 @@ static void teardown(learner_t *L)
     if (L->have_algo) pol_algo_destroy(&L->algo);
     wk_algo_cfg_free(&L->acfg);
     free(L->pending_hello);
+    free(L->pobs);
+    free(L->pnext);
     pthread_mutex_destroy(&L->mu);
+}
+
+/* Rows as the algorithm sees them: image CHW floats in [0, 1], then the vector. */
+static void with_images(const learner_t *L, const buf_batch_t *b, int next, float *out)
+{
+    int H = L->img_h, W = L->img_w, C = L->img_c, O = L->obs_dim;
+    size_t row = L->img_bytes + (size_t)O;
+    for (int i = 0; i < b->size; i++) {
+        const uint8_t *img = (next ? b->next_image[0] : b->image[0]) + (size_t)i * L->img_bytes;
+        float *o = out + (size_t)i * row;
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                for (int c = 0; c < C; c++) o[((size_t)c * H + y) * W + x] = img[((size_t)y * W + x) * C + c] / 255.0f;
+        memcpy(o + L->img_bytes, (next ? b->next_obs : b->obs) + (size_t)i * O, sizeof(float) * O);
+    }
 }
 
 /* One update from one batch. */
@@ -661,6 +717,12 @@ static int train_step(learner_t *L, buf_batch_t *b, uint8_t *flags, cr_err_t *er
                  : b->source[i] == BUF_SRC_INTERVENTION ? CORRAL_SAMPLE_INTERVENTION : 0;
     corral_batch_t cb = {.struct_size = sizeof cb, .size = b->size, .obs = b->obs, .action = b->action,
                          .reward = b->reward, .next_obs = b->next_obs, .done = b->done, .flags = flags};
+    if (L->img_bytes) {
+        with_images(L, b, 0, L->pobs);
+        with_images(L, b, 1, L->pnext);
+        cb.obs = L->pobs;
+        cb.next_obs = L->pnext;
+    }
     corral_metrics_t m = {0};
     rc = pol_algo_update(&L->algo, &cb, &m, err);
     if (rc) return rc;
@@ -697,6 +759,12 @@ int wk_learner_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile s
     uint8_t *flags = malloc((size_t)s->algorithm.batch_size);
     rc = buf_batch_create(L->buf, (int)s->algorithm.batch_size, &batch, err);
     if (!flags && rc == 0) rc = cr_err_set(err, CR_ENOMEM, "out of memory");
+    if (rc == 0 && L->img_bytes) {
+        size_t n = (size_t)s->algorithm.batch_size * (L->img_bytes + (size_t)L->obs_dim);
+        L->pobs = malloc(n * sizeof(float));
+        L->pnext = malloc(n * sizeof(float));
+        if (!L->pobs || !L->pnext) rc = cr_err_set(err, CR_ENOMEM, "out of memory for image batches");
+    }
     while (rc == 0 && !*stop && !atomic_load(&L->fatal)) {
         int64_t now = cr_now_ns();
         if (now - last_status >= status_ns) {

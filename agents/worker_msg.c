@@ -130,6 +130,9 @@ size_t wk_hello_encode(const wk_hello_t *m, void *buf, size_t cap)
     put_str(&w, m->node);
     put_str(&w, m->addr);
     put_str(&w, m->robot);
+    put_u32(&w, (uint32_t)m->img_c);
+    put_u32(&w, (uint32_t)m->img_h);
+    put_u32(&w, (uint32_t)m->img_w);
     return done(&w);
 }
 
@@ -150,12 +153,20 @@ int wk_hello_decode(const void *buf, size_t len, wk_hello_t *m, cr_err_t *err)
     get_str(&r, m->node);
     get_str(&r, m->addr);
     get_str(&r, m->robot);
+    m->img_c = (int32_t)get_u32(&r);
+    m->img_h = (int32_t)get_u32(&r);
+    m->img_w = (int32_t)get_u32(&r);
     rc = close_rd(&r, "HELLO", err);
     if (rc) return rc;
     if (m->producer == 0) return cr_err_set(err, CR_EPROTO, "worker message HELLO: producer id 0");
     if (m->obs_dim <= 0 || m->obs_dim > WK_MAX_OBS || m->act_dim <= 0 || m->act_dim > WK_MAX_ACT)
         return cr_err_set(err, CR_EPROTO, "worker message HELLO: dimensions obs %d act %d out of range",
                           m->obs_dim, m->act_dim);
+    int noimg = !m->img_c && !m->img_h && !m->img_w;
+    if (!noimg && (m->img_c < 1 || m->img_c > 4 || m->img_h < 1 || m->img_w < 1 ||
+                   (uint64_t)m->img_c * (uint64_t)m->img_h * (uint64_t)m->img_w > WK_MAX_IMG))
+        return cr_err_set(err, CR_EPROTO, "worker message HELLO: image %dx%dx%d (CxHxW) out of range", m->img_c,
+                          m->img_h, m->img_w);
     return 0;
 }
 
@@ -176,6 +187,9 @@ size_t wk_step_encode(const wk_step_t *m, void *buf, size_t cap)
     put_u32(&w, (uint32_t)m->act_dim);
     put(&w, m->obs, sizeof(float) * (size_t)m->obs_dim);
     if (m->act_dim) put(&w, m->action, sizeof(float) * (size_t)m->act_dim);
+    put_u8(&w, m->demo);
+    put_u32(&w, m->img_bytes);
+    if (m->img_bytes) put(&w, m->image, m->img_bytes);
     return done(&w);
 }
 
@@ -204,6 +218,13 @@ int wk_step_decode(const void *buf, size_t len, wk_step_t *m, float *obs, int ma
                           m->obs_dim, m->act_dim, m->final);
     get(&r, obs, sizeof(float) * (size_t)m->obs_dim);
     if (m->act_dim) get(&r, act, sizeof(float) * (size_t)m->act_dim);
+    m->demo = get_u8(&r);
+    m->img_bytes = get_u32(&r);
+    if (!r.bad && (m->img_bytes > WK_MAX_IMG || r.len - r.n < m->img_bytes)) r.bad = 1;
+    if (!r.bad && m->img_bytes) {
+        m->image = r.p + r.n;   /* borrowed from the message */
+        r.n += m->img_bytes;
+    }
     rc = close_rd(&r, "STEP", err);
     if (rc) return rc;
     if (m->producer == 0 || m->seq == 0)

@@ -63,7 +63,8 @@ int wk_algo_cfg_make(const exp_spec_t *s, uint64_t seed, wk_algo_cfg_t *c, cr_er
         size_t n = strlen(h);
         snprintf(h + n, sizeof c->store[0] - n, "%s%d", i ? "," : "", (int)s->policy.hidden[i]);
     }
-    if (s->policy.n_hidden) rc = rc ? rc : add_kv(c, "hidden", h, err);
+    /* the VLA's size is its own (algorithm.params: dim, layers, ...), not MLP widths */
+    if (s->policy.n_hidden && strncmp(type, "vla", 3)) rc = rc ? rc : add_kv(c, "hidden", h, err);
     rc = rc ? rc : add_fmt(c, "seed", "%.0f", (double)seed, err);
     int sac_like = !strcmp(type, "sac") || !strcmp(type, "rlpd");
     if (sac_like) {
@@ -75,6 +76,14 @@ int wk_algo_cfg_make(const exp_spec_t *s, uint64_t seed, wk_algo_cfg_t *c, cr_er
     } else if (!is_plugin_path(type)) {
         rc = rc ? rc : add_fmt(c, "lr", "%.17g", s->algorithm.lr, err);
     }
+    /* the fine-tuning phase, the instruction's context and start weights of the
+     * generative policies */
+    int finetune = !strcmp(type, "flow-rl") || !strcmp(type, "vla"), vla = !strncmp(type, "vla", 3);
+    if (finetune || (is_plugin_path(type) && s->algorithm.bc_updates))
+        rc = rc ? rc : add_fmt(c, "bc_updates", "%.0f", (double)s->algorithm.bc_updates, err);
+    if (finetune) rc = rc ? rc : add_fmt(c, "gamma", "%.17g", s->algorithm.gamma, err);
+    if (vla) rc = rc ? rc : add_fmt(c, "ctx", "%.0f", (double)s->task.instruction_tokens, err);
+    if (vla && s->policy.init[0]) rc = rc ? rc : add_kv(c, "init", s->policy.init, err);
     const cfg_node_t *p = s->algorithm.params;
     if (!rc && p && p->kind == CFG_NODE_MAP) {
         for (size_t i = 0; i < p->count && !rc; i++) {

@@ -5,8 +5,8 @@
  * included for callers that handle weights directly.
  *
  * Built-in plugins: algorithms "sac", "rlpd", "bc", "hg-dagger", "flow-bc",
- * "flow-rl"; reward "reach-distance". User plugins are opened with
- * pol_plugin_open. */
+ * "flow-rl", "vla-bc", "vla"; reward "reach-distance". User plugins are opened
+ * with pol_plugin_open. */
 #ifndef CORRAL_POLICIES_POLICIES_H
 #define CORRAL_POLICIES_POLICIES_H
 
@@ -56,6 +56,13 @@ int pol_algo_import(pol_algo_t *a, const void *blob, size_t len, cr_err_t *err);
 int pol_algo_save(pol_algo_t *a, const char *path, cr_err_t *err);
 int pol_algo_load(pol_algo_t *a, const char *path, cr_err_t *err);
 void pol_algo_destroy(pol_algo_t *a);
+
+/* ---- instructions ---- */
+/* A language instruction as the VLA algorithms read it: ctx byte-level token ids
+ * (0 PAD, 1 BOS, 2 + byte) written as floats into ids[ctx], appended by an env
+ * worker to the robot's observation vector. An instruction that does not fit is
+ * CR_EINVAL naming both lengths; nothing is cut. */
+int pol_instruction_tokens(const char *text, float *ids, int ctx, cr_err_t *err);
 
 /* ---- metrics ---- */
 /* Sets (or adds) a metric; silently ignores overflow past CORRAL_METRICS_MAX. */

@@ -18,7 +18,7 @@ _Static_assert((int)CORRAL_EINVAL == (int)CR_EINVAL && (int)CORRAL_ENOENT == (in
 
 static const corral_plugin_t *const builtins[] = {
     &pol_sac_plugin, &pol_rlpd_plugin, &pol_bc_plugin, &pol_dagger_plugin, &pol_reach_reward_plugin,
-    &pol_flow_bc_plugin, &pol_flow_rl_plugin,
+    &pol_flow_bc_plugin, &pol_flow_rl_plugin, &pol_vla_bc_plugin, &pol_vla_plugin,
 };
 #define NBUILTIN ((int)(sizeof builtins / sizeof builtins[0]))
 

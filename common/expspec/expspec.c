@@ -69,9 +69,20 @@ static int check_builtin_or_plugin(const char *s, const char *const *builtins, c
 }
 
 static const char *const rewards[] = {"task", "sparse", "reach-distance", NULL};
-static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", "flow-bc", NULL};
+static const char *const algorithms[] = {"sac", "rlpd", "bc", "hg-dagger", "flow-bc", "flow-rl", "vla-bc", "vla",
+                                         NULL};
+static const char *const samplers[] = {"uniform", "recent", NULL};
 static const char *const policies[] = {"mlp", "cnn", "flow", "vla", NULL};
 static const char *const actor_modes[] = {"auto", "cpu", NULL};
+
+static int check_instruction(const void *v, cr_err_t *err)
+{
+    const char *s = *(char *const *)v;
+    if (s && *s && !strstr(s, "{goal}"))
+        return cr_err_set(err, CR_EINVAL, "instruction '%s' does not name the goal: put {goal} where the episode's "
+                          "target goes", s);
+    return 0;
+}
 
 static int check_reward(const void *v, cr_err_t *err)
 {
@@ -127,6 +138,16 @@ static const cfg_field_t task_fields[] = {
      .check = check_reward},
     {CFG_NODE(exp_task_t, reward_params, "parameters passed to a reward plugin")},
     {CFG_NODE(exp_task_t, obs_scale, "factor per observation vector name, applied before the policy sees it")},
+    {CFG_STRING(exp_task_t, instruction, "", "instruction of each episode on a multi-target robot, {goal} "
+                                             "replaced by the episode's goal (\"reach the {goal} target\"); its "
+                                             "tokens end each observation (for vla, vla-bc)"),
+     .check = check_instruction},
+    {CFG_INT(exp_task_t, instruction_tokens, "24", 2, 512, "tokens an instruction is padded to (the VLA's "
+                                                           "context; a longer instruction is refused)")},
+    {CFG_STRING(exp_task_t, camera, "", "robot camera rendered into each observation, stored as uint8 "
+                                        "images in the buffer (\"\": none)")},
+    {CFG_INT(exp_task_t, image_width, "32", 8, 1024, "camera image width, pixels")},
+    {CFG_INT(exp_task_t, image_height, "32", 8, 1024, "camera image height, pixels")},
 };
 static const cfg_table_t task_table = {CFG_TABLE(exp_task_t, task_fields)};
 
@@ -139,7 +160,8 @@ static const cfg_field_t policy_fields[] = {
 static const cfg_table_t policy_table = {CFG_TABLE(exp_policy_t, policy_fields)};
 
 static const cfg_field_t algorithm_fields[] = {
-    {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, flow-bc, or a plugin path *.so"),
+    {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, flow-bc, flow-rl, vla-bc, vla, or a "
+                                              "plugin path *.so"),
      .check = check_algorithm},
     {CFG_INT(exp_algorithm_t, batch_size, "256", 1, 65536, "samples per update")},
     {CFG_DOUBLE(exp_algorithm_t, lr, "3e-4", 1e-8, 1, "learning rate")},
@@ -148,9 +170,21 @@ static const cfg_field_t algorithm_fields[] = {
     {CFG_DOUBLE(exp_algorithm_t, utd, "1", 0.01, 64, "learner updates per environment step (update-to-data ratio)")},
     {CFG_INT(exp_algorithm_t, warmup_steps, "1000", 0, 1000000000, "env steps before the first update")},
     {CFG_INT(exp_algorithm_t, max_staleness, "8", 0, 1000000, "policy versions an actor may lag the learner")},
+    {CFG_INT(exp_algorithm_t, bc_updates, "0", 0, 1000000000000LL, "flow-rl, vla: behaviour-cloning updates on "
+                                                                      "the demonstrations before RL fine-tuning")},
     {CFG_NODE(exp_algorithm_t, params, "algorithm-specific parameters (critic_ratio, alpha, ...)")},
 };
-static const cfg_table_t algorithm_table = {CFG_TABLE(exp_algorithm_t, algorithm_fields)};
+
+static int check_algorithm_section(const void *obj, cr_err_t *err)
+{
+    const exp_algorithm_t *a = obj;
+    if (a->bc_updates && !exp_spec_is_plugin(a->type) && strcmp(a->type, "flow-rl") && strcmp(a->type, "vla"))
+        return cr_err_set(err, CR_EINVAL, "bc_updates is for an algorithm with a fine-tuning phase (flow-rl, vla), "
+                          "not %s", a->type);
+    return 0;
+}
+static const cfg_table_t algorithm_table = {CFG_TABLE(exp_algorithm_t, algorithm_fields),
+                                            .check = check_algorithm_section};
 
 /* ---- buffer ------------------------------------------------------------------------ */
 
@@ -160,10 +194,28 @@ static const cfg_field_t source_fields[] = {
 };
 static const cfg_table_t source_table = {CFG_TABLE(exp_source_t, source_fields)};
 
+static int check_scripted(const void *obj, cr_err_t *err)
+{
+    const exp_scripted_t *s = obj;
+    if ((s->episodes > 0) != (s->ratio > 0))
+        return cr_err_set(err, CR_EINVAL, "episodes %d with ratio %g: set both to record scripted demonstrations "
+                          "and sample them, or neither", (int)s->episodes, s->ratio);
+    return 0;
+}
+
+static const cfg_field_t scripted_fields[] = {
+    {CFG_INT(exp_scripted_t, episodes, "0", 0, 1000000, "episodes each env worker records with the robot's "
+                                                       "scripted expert before its policy acts")},
+    {CFG_DOUBLE(exp_scripted_t, noise, "0.3", 0, 2, "std of the noise added to the executed action (DART); the "
+                                                    "expert's own action is stored")},
+    {CFG_DOUBLE(exp_scripted_t, ratio, "0", 0, 1, "share of each batch drawn from them")},
+};
+static const cfg_table_t scripted_table = {CFG_TABLE(exp_scripted_t, scripted_fields), .check = check_scripted};
+
 static int check_buffer(const void *obj, cr_err_t *err)
 {
     const exp_buffer_t *b = obj;
-    double sum = b->online_ratio;
+    double sum = b->online_ratio + b->scripted.ratio;
     for (size_t i = 0; i < b->n_demos; i++) sum += b->demos[i].ratio;
     if (fabs(sum - 1.0) > 1e-6)
         return cr_err_set(err, CR_EINVAL, "online_ratio plus the demo ratios is %g; it must be 1", sum);
@@ -174,6 +226,11 @@ static const cfg_field_t buffer_fields[] = {
     {CFG_INT(exp_buffer_t, capacity, "1000000", 1000, 4000000000LL, "transitions kept")},
     {CFG_DOUBLE(exp_buffer_t, online_ratio, "1", 0, 1, "share of each batch from online experience")},
     {CFG_STRUCT_LIST(exp_buffer_t, demos, n_demos, &source_table, "[]", 16, "demonstration sources")},
+    {CFG_STRUCT(exp_buffer_t, scripted, &scripted_table, "demonstrations recorded by the robot's scripted expert")},
+    {CFG_ENUM(exp_buffer_t, sampler, "uniform", samplers, "uniform over everything kept, or recent: uniform over "
+                                                         "the newest recent_window of each source")},
+    {CFG_INT(exp_buffer_t, recent_window, "100000", 1, 4000000000LL, "transitions of each source the recent "
+                                                                     "sampler draws from")},
 };
 static const cfg_table_t buffer_table = {CFG_TABLE(exp_buffer_t, buffer_fields), .check = check_buffer};
 

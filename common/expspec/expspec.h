@@ -10,7 +10,8 @@
  * What the table cannot check alone (cross-field rules, names) is in
  * exp_spec_check, run by the loader: robots by name or by count, ratios that sum
  * to 1, at least one stop condition, reward and algorithm either a built-in name
- * or a plugin path ending in .so.
+ * or a plugin path ending in .so, scripted demonstrations with both episodes and
+ * a ratio, bc_updates only for an algorithm with a fine-tuning phase.
  *
  * Ownership: exp_spec_load_* fill a caller-owned exp_spec_t, which then owns its
  * strings and lists until exp_spec_free. */
@@ -40,6 +41,10 @@ typedef struct exp_task {
     char *reward;           /* built-in ("task", "reach-distance") or a plugin path ending in .so */
     cfg_node_t *reward_params; /* free-form, passed to the reward plugin */
     cfg_node_t *obs_scale;     /* free-form, vector name -> factor, read by the workers */
+    char *instruction;      /* "" or a text with {goal}: each episode's instruction for a multi-target robot */
+    int32_t instruction_tokens; /* the instruction's tokens (the VLA's context) */
+    char *camera;           /* "" or the robot camera rendered into each observation */
+    int32_t image_width, image_height;
 } exp_task_t;
 
 enum { EXP_POLICY_MLP, EXP_POLICY_CNN, EXP_POLICY_FLOW, EXP_POLICY_VLA };
@@ -52,12 +57,14 @@ typedef struct exp_policy {
 } exp_policy_t;
 
 typedef struct exp_algorithm {
-    char *type;             /* built-in ("sac", "rlpd", "bc", "hg-dagger", "flow-bc") or a plugin path */
+    char *type;             /* built-in ("sac", "rlpd", "bc", "hg-dagger", "flow-bc", "flow-rl", "vla-bc",
+                               "vla") or a plugin path */
     int64_t batch_size;
     double lr, gamma, tau;
     double utd;             /* updates per environment step (update-to-data ratio) */
     int64_t warmup_steps;   /* env steps collected before the first update */
     int64_t max_staleness;  /* policy versions an actor may lag the learner */
+    int64_t bc_updates;     /* flow-rl, vla: behaviour-cloning updates before RL fine-tuning */
     cfg_node_t *params;     /* free-form, passed to the algorithm plugin */
 } exp_algorithm_t;
 
@@ -66,11 +73,23 @@ typedef struct exp_source {
     double ratio;           /* share of each batch */
 } exp_source_t;
 
+/* Demonstrations the env workers record with the robot's scripted expert. */
+typedef struct exp_scripted {
+    int32_t episodes;       /* per env worker, before its policy acts; 0: none */
+    double noise;           /* std of the noise on the executed action (DART); the expert's is stored */
+    double ratio;           /* share of each batch drawn from them */
+} exp_scripted_t;
+
+enum { EXP_SAMPLER_UNIFORM, EXP_SAMPLER_RECENT };
+
 typedef struct exp_buffer {
     int64_t capacity;       /* transitions kept */
     double online_ratio;    /* share of each batch from online experience */
     exp_source_t *demos;
     size_t n_demos;
+    exp_scripted_t scripted;
+    int sampler;            /* EXP_SAMPLER_* */
+    int64_t recent_window;  /* recent: transitions of each source drawn from */
 } exp_buffer_t;
 
 enum { EXP_ACTOR_AUTO, EXP_ACTOR_CPU };

@@ -118,5 +118,7 @@ extern const corral_plugin_t pol_dagger_plugin;
 extern const corral_plugin_t pol_reach_reward_plugin;
 extern const corral_plugin_t pol_flow_bc_plugin;   /* flow_algo.c */
 extern const corral_plugin_t pol_flow_rl_plugin;   /* flow_algo.c */
+extern const corral_plugin_t pol_vla_bc_plugin;    /* vla_algo.c */
+extern const corral_plugin_t pol_vla_plugin;       /* vla_algo.c */
 
 #endif

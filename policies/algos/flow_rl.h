@@ -2,7 +2,9 @@
  * exact likelihood of its noisy denoising chain (flow_rl.c explains the method).
  * Private to policies/ and its tests: the plugin ABI carries one action per
  * transition, while this on-policy method needs the whole chain x_0..x_K of each
- * step, so rollouts go through pol_rollout_t instead of corral_batch_t.
+ * step, so rollouts go through pol_rollout_t instead of corral_batch_t. (The
+ * flow-rl and vla algorithms fine-tune through the ABI with the last-step
+ * variant in gen_rl.c, whose likelihood needs only the executed action.)
  *
  * Use: create over a BC-trained pol_flow_t that has the noise tensor (borrowed,
  * must outlive the PPO object); for each environment step call

@@ -5,6 +5,7 @@
  * error, never silently cut, since a truncated instruction can name another
  * target. */
 #include "policies/models/gen.h"
+#include "policies/policies.h"
 
 #include <string.h>
 
@@ -32,4 +33,14 @@ int pol_detokenize(const int32_t *ids, int ctx, char *buf, size_t cap)
     }
     if (cap) buf[o < cap ? o : cap - 1] = '\0';
     return (int)o;
+}
+
+int pol_instruction_tokens(const char *text, float *ids, int ctx, cr_err_t *err)
+{
+    int32_t tmp[512];
+    if (ctx > 512) return cr_err_set(err, CR_EINVAL, "tokenizer: context %d longer than 512", ctx);
+    int rc = pol_tokenize(text, tmp, ctx, err);
+    if (rc) return rc;
+    for (int i = 0; i < ctx; i++) ids[i] = (float)tmp[i];
+    return 0;
 }

@@ -155,6 +155,39 @@ static void test_mistakes_are_explained(void)
     ASSERT_TRUE(!exp_spec_is_plugin(".so"));
 }
 
+/* The generative-policy fields: instructions, cameras, scripted demonstrations,
+ * the fine-tuning phase, the recent sampler; and their mistakes. */
+static void test_generative_fields(void)
+{
+    exp_spec_t s;
+    cr_err_t err = {0};
+    ASSERT_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-vla.yaml"), NULL, 0, &err), &err);
+    ASSERT_STR_EQ(s.algorithm.type, "vla");
+    ASSERT_STR_EQ(s.task.instruction, "reach the {goal} target");
+    ASSERT_INT_EQ(s.task.instruction_tokens, 24);
+    ASSERT_STR_EQ(s.task.camera, "top");
+    ASSERT_INT_EQ(s.task.image_width, 32);
+    ASSERT_INT_EQ(s.buffer.scripted.episodes, 90);
+    ASSERT_NEAR(s.buffer.scripted.ratio, 0.5, 1e-12);
+    ASSERT_INT_EQ(s.buffer.sampler, EXP_SAMPLER_RECENT);
+    ASSERT_INT_EQ(s.algorithm.bc_updates, 5000);
+    exp_spec_free(&s);
+    ASSERT_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-flow.yaml"), NULL, 0, &err), &err);
+    ASSERT_STR_EQ(s.algorithm.type, "flow-rl");
+    ASSERT_INT_EQ(s.policy.type, EXP_POLICY_FLOW);
+    exp_spec_free(&s);
+    expect(NULL, "task.instruction=reach the target", CR_EINVAL, "does not name the goal: put {goal}");
+    expect(NULL, "algorithm.bc_updates=100", CR_EINVAL, "bc_updates is for an algorithm with a fine-tuning phase");
+    expect("buffer:\n  online_ratio: 0.5\n  scripted: {episodes: 10}\n", NULL, CR_EINVAL,
+           "episodes 10 with ratio 0: set both");
+    expect("buffer:\n  online_ratio: 0.5\n  scripted: {episodes: 10, ratio: 0.25}\n", NULL, CR_EINVAL,
+           "online_ratio plus the demo ratios is 0.75");
+    expect(NULL, "buffer.sampler=newest", CR_EINVAL, "buffer.sampler");
+    expect(NULL, "task.instruction_tokens=1", CR_EINVAL, "task.instruction_tokens");
+    ASSERT_OK(load("buffer:\n  online_ratio: 0.5\n  scripted: {episodes: 10, ratio: 0.5}\n",
+                   "algorithm.type=flow-rl", &err), &err);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -162,6 +195,7 @@ int main(int argc, char **argv)
         {"reach_sac", test_reach_sac},
         {"every_shipped_file_loads", test_every_shipped_file_loads},
         {"mistakes_are_explained", test_mistakes_are_explained},
+        {"generative_fields", test_generative_fields},
         {NULL, NULL},
     };
     return test_main("expspec", cases, argc, argv);
