@@ -62,6 +62,16 @@ void cpu_bias_backward(float *dbias, const float *dout, int B, int C)
  * gives 1, expf -> 0 gives -1). */
 static inline float gelu_tanh(float u) { return 1.0f - 2.0f / (1.0f + expf(2.0f * u)); }
 
+/* d gelu(x) / dx; one definition for the accumulating and the in-place backward,
+ * which must give the same bits. */
+static inline float gelu_grad(float x)
+{
+    float u = GELU_K * (x + 0.044715f * x * x * x);
+    float t = gelu_tanh(u);
+    float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+}
+
 void cpu_act_forward(float *out, const float *inp, nn_act_t act, size_t N)
 {
     switch (act) {
@@ -95,13 +105,7 @@ void cpu_act_backward(float *dinp, const float *dout, const float *inp, const fl
         for (size_t i = 0; i < N; i++) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
         break;
     case NN_ACT_GELU:
-        for (size_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float u = GELU_K * (x + 0.044715f * x * x * x);
-            float t = gelu_tanh(u);
-            float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
-        }
+        for (size_t i = 0; i < N; i++) dinp[i] += dout[i] * gelu_grad(inp[i]);
         break;
     case NN_ACT_SILU:
         for (size_t i = 0; i < N; i++) {
@@ -134,13 +138,7 @@ void cpu_act_backward_inplace(float *d, const float *inp, const float *out, nn_a
         for (size_t i = 0; i < N; i++) d[i] = d[i] * (1.0f - out[i] * out[i]);
         break;
     case NN_ACT_GELU:
-        for (size_t i = 0; i < N; i++) {
-            float x = inp[i];
-            float u = GELU_K * (x + 0.044715f * x * x * x);
-            float t = tanhf(u);
-            float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-            d[i] = d[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
-        }
+        for (size_t i = 0; i < N; i++) d[i] = d[i] * gelu_grad(inp[i]);
         break;
     case NN_ACT_SILU:
         for (size_t i = 0; i < N; i++) {
