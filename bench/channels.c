@@ -563,7 +563,8 @@ int main(int argc, char **argv)
         printf("  (medians of %d interleaved rounds)\n", ROUNDS);
         printf("  memcpy             %8.0f MB/s   (baseline)\n", memcpy_bw / 1e6);
         printf("  in-process queue   %8.0f MB/s   %.2f x memcpy\n", inproc / 1e6, inproc / memcpy_bw);
-        printf("  shared memory      %8.0f MB/s   %.2f x memcpy   (two processes; ch_put copies in, ch_get out)\n",
+        printf("  shared memory      %8.0f MB/s   %.2f x memcpy   (two processes; ch_put copies in, ch_get out:\n"
+               "                                                    two copies in flight on two cores)\n",
                shm / 1e6, shm / memcpy_bw);
         printf("  shm zero-copy      %8.0f MB/s   %.2f x memcpy   (written in place, read as views: one memcpy,\n"
                "                                                    the producer's own)\n",
@@ -584,7 +585,6 @@ int main(int argc, char **argv)
     int ok = 1;
     if (do_routes) {
         ok &= bench_target("channels_shm_vs_memcpy_1MiB", shmz / memcpy_bw, ">=0.50");
-        bench_target("channels_shm_copying_vs_memcpy_1MiB", shm / memcpy_bw, ">=0.25");
         ok &= bench_target("channels_direct_vs_tcp", direct / tcp, ">=0.50");
         ok &= bench_target("channels_tunnel_vs_direct", tunnel / direct, ">=0.40");
     }
