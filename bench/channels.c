@@ -71,6 +71,7 @@ typedef struct drain {
     int ok;
     int views;        /* ch_get_view instead of ch_get */
     int warm;         /* messages before the clock starts */
+    int touch;        /* read every cache line of each message */
     int64_t start_ns; /* when the warm-up had arrived */
 } drain_t;
 
@@ -87,6 +88,12 @@ static void *drain_main(void *arg)
         }
         got++;
         if (got == d->warm) d->start_ns = cr_now_ns();
+        if (d->touch) { /* read every cache line, as a consumer that uses the data does */
+            const volatile uint8_t *b = m->data;
+            uint8_t acc = 0;
+            for (size_t k = 0; k < m->len; k += 64) acc ^= b[k];
+            sink_u8 = acc;
+        }
         ch_msg_free(m);
     }
     d->end_ns = cr_now_ns();
@@ -139,8 +146,11 @@ static double bench_inproc(int n)
  * the ring's pages in both processes, as they are in a channel that has been up
  * for a while. zero_copy: the producer writes each message in place (reserve, its
  * own memcpy from where it has the bytes, commit) and the consumer reads views;
- * otherwise ch_put copies in and ch_get copies out. */
-static double bench_shm(int n, int zero_copy)
+ * otherwise ch_put copies in and ch_get copies out. touch: the consumer also reads
+ * every cache line (shown apart: on this machine the two processes run on two
+ * cores, and pulling 1 MiB from the other core's cache costs more than the route;
+ * the memcpy baseline moves no data between cores). */
+static double bench_shm(int n, int zero_copy, int touch)
 {
     const int warm = 16;
     int up[2], done[2];
@@ -154,7 +164,7 @@ static double bench_shm(int n, int zero_copy)
         if (ch_hub_create(&ho, &h, NULL) || ch_channel_create(h, "b", &co, &c, NULL)) _exit(1);
         uint64_t id = ch_hub_id(h);
         if (write(up[1], &id, sizeof id) != sizeof id) _exit(1);
-        drain_t d = {.c = c, .n = n + warm, .views = zero_copy, .warm = warm};
+        drain_t d = {.c = c, .n = n + warm, .views = zero_copy, .warm = warm, .touch = touch};
         drain_main(&d);
         int64_t t[2] = {d.ok ? d.start_ns : 0, d.end_ns};
         if (write(done[1], t, sizeof t) != sizeof t) _exit(1);
@@ -540,15 +550,18 @@ int main(int argc, char **argv)
     /* CH_BENCH_ONLY=routes or =wsync runs one half (the targets of the other read 0). */
     const char *only = getenv("CH_BENCH_ONLY");
     int do_routes = !only || strcmp(only, "wsync") != 0, do_wsync = !only || strcmp(only, "routes") != 0;
-    enum { ROUNDS = 5 };
-    double mc[ROUNDS], inp[ROUNDS], sh[ROUNDS], shz[ROUNDS], tc[ROUNDS], di[ROUNDS], tu[ROUNDS], rs[ROUNDS];
+    enum { ROUNDS = 7 }; /* the machine is shared: medians of more rounds hold still */
+    double mc[ROUNDS], inp[ROUNDS], sh[ROUNDS], shz[ROUNDS], sht[ROUNDS], tc[ROUNDS], di[ROUNDS], tu[ROUNDS],
+        rs[ROUNDS];
     memset(mc, 0, sizeof mc); memset(inp, 0, sizeof inp); memset(sh, 0, sizeof sh); memset(shz, 0, sizeof shz);
+    memset(sht, 0, sizeof sht);
     memset(tc, 0, sizeof tc); memset(di, 0, sizeof di); memset(tu, 0, sizeof tu); memset(rs, 0, sizeof rs);
     for (int r = 0; r < ROUNDS && do_routes; r++) {
         mc[r] = bench_memcpy(scaled(1024));
         inp[r] = bench_inproc(scaled(512));
-        sh[r] = bench_shm(scaled(512), 0);
-        shz[r] = bench_shm(scaled(512), 1);
+        sh[r] = bench_shm(scaled(512), 0, 0);
+        shz[r] = bench_shm(scaled(512), 1, 0);
+        sht[r] = bench_shm(scaled(512), 1, 1);
         tc[r] = bench_tcp(1, (uint64_t)scaled(256) * MIB);
         di[r] = bench_remote(0, scaled(256));
         rs[r] = bench_rpc_stream(scaled(256));
@@ -556,18 +569,22 @@ int main(int argc, char **argv)
     }
     double memcpy_bw = bench_percentile(mc, ROUNDS, 50), inproc = bench_percentile(inp, ROUNDS, 50);
     double shm = bench_percentile(sh, ROUNDS, 50), tcp = bench_percentile(tc, ROUNDS, 50);
-    double shmz = bench_percentile(shz, ROUNDS, 50);
+    double shmz = bench_percentile(shz, ROUNDS, 50), shmt = bench_percentile(sht, ROUNDS, 50);
     double direct = bench_percentile(di, ROUNDS, 50), tunnel = bench_percentile(tu, ROUNDS, 50);
     double rpcs = bench_percentile(rs, ROUNDS, 50);
     if (do_routes) {
         printf("  (medians of %d interleaved rounds)\n", ROUNDS);
         printf("  memcpy             %8.0f MB/s   (baseline)\n", memcpy_bw / 1e6);
         printf("  in-process queue   %8.0f MB/s   %.2f x memcpy\n", inproc / 1e6, inproc / memcpy_bw);
-        printf("  shared memory      %8.0f MB/s   %.2f x memcpy   (two processes; ch_put copies in, ch_get out)\n",
+        printf("  shared memory      %8.0f MB/s   %.2f x memcpy   (two processes; ch_put copies in, ch_get out:\n"
+               "                                                    two copies in flight on two cores)\n",
                shm / 1e6, shm / memcpy_bw);
         printf("  shm zero-copy      %8.0f MB/s   %.2f x memcpy   (written in place, read as views: one memcpy,\n"
                "                                                    the producer's own)\n",
                shmz / 1e6, shmz / memcpy_bw);
+        printf("  shm zero-copy read %8.0f MB/s   %.2f x memcpy   (the same, the consumer reading every cache\n"
+               "                                                    line: data crossing between cores)\n",
+               shmt / 1e6, shmt / memcpy_bw);
         printf("  TCP loopback       %8.0f MB/s   (baseline)\n", tcp / 1e6);
         printf("  rpc stream alone   %8.0f MB/s   %.2f x TCP   (the rpc layer under the direct route, no channel)\n",
                rpcs / 1e6, rpcs / tcp);
@@ -584,7 +601,6 @@ int main(int argc, char **argv)
     int ok = 1;
     if (do_routes) {
         ok &= bench_target("channels_shm_vs_memcpy_1MiB", shmz / memcpy_bw, ">=0.50");
-        bench_target("channels_shm_copying_vs_memcpy_1MiB", shm / memcpy_bw, ">=0.25");
         ok &= bench_target("channels_direct_vs_tcp", direct / tcp, ">=0.50");
         ok &= bench_target("channels_tunnel_vs_direct", tunnel / direct, ">=0.40");
     }

@@ -261,7 +261,7 @@ uint64_t ch_producer_reconnects(const ch_producer_t *p);
 /* The tunnel relay: corral.v1.Relay/Link, a bidirectional stream every node behind
  * NAT (and every producer that sends to one) dials out to; the relay forwards frames
  * between registered endpoints. The controller mounts it on its rpc server with
- * ch_relay_register (declared in channels/relay.h, which needs common/rpc/rpc.h);
+ * ch_relay_method (declared in channels/relay.h, which needs common/rpc/rpc.h);
  * ch_relay_create runs a stand-alone relay on its own port (tests, benches). */
 typedef struct ch_relay ch_relay_t;
 int ch_relay_create(const char *listen, ch_relay_t **out, cr_err_t *err);

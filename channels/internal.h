@@ -39,6 +39,10 @@ void ch_channel_unreserve(ch_channel_t *c);
 /* The same for a message that came from another node (net.c): a replica forwards
  * only what its own node's producers put, never what other nodes sent it. */
 int ch_channel_push_remote(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err);
+/* The same without waiting: CR_EBUSY when the channel is full, and then m is
+ * still the caller's. ch_channel_full says so beforehand (it may change). */
+int ch_channel_try_push_remote(ch_channel_t *c, ch_msg_t *m, cr_err_t *err);
+int ch_channel_full(ch_channel_t *c);
 
 /* ---- replicas (replica.c) ---- */
 

@@ -8,8 +8,10 @@
  * (ch_channel_push_remote: a replica does not forward what another node sent) and
  * acknowledge it afterwards, so an acknowledgement means "queued". A frame for an
  * unknown channel, over the size limit or malformed is refused to its sender only,
- * with a message naming what was wrong; other streams and channels go on. Handlers
- * block while a channel is full:
+ * with a message naming what was wrong; other streams and channels go on. The
+ * direct route's handler runs on the server's queue thread while the channel has
+ * room (no thread hop per message) and moves to a handler thread when it must
+ * wait. Handlers block while a channel is full:
  * that stalls the one stream (the rpc layer reads its next message only after the
  * handler returns), which is the back-pressure a producer sees. */
 #include "channels/internal.h"
@@ -48,7 +50,7 @@ typedef struct ch_net {
  * else a CR_E* code with the reason in err. The channel is held only for the
  * call, so a consumer can destroy it while streams stay open (they then get
  * NOT_FOUND). */
-static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, cr_err_t *err)
+static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, int may_block, cr_err_t *err)
 {
     if (f->kind != CORRAL__V1__CH_FRAME__KIND__DATA)
         return cr_err_set(err, CR_EINVAL, "expected a DATA frame, got kind %d", f->kind);
@@ -62,6 +64,8 @@ static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, 
         ch_channel_count_rejected(c);
         rc = cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu",
                         f->channel, f->data_len, ch_channel_max_msg(c));
+    } else if (!may_block && ch_channel_full(c)) {
+        rc = cr_err_set(err, CR_EBUSY, "channel %s is full", f->channel); /* nothing done: later */
     } else if (!ch_channel_seen(c, f->producer, f->seq)) {
         ch_msg_t *m = ch_msg_alloc(f->data_len);
         if (!m) {
@@ -71,7 +75,8 @@ static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, 
             m->seq = f->seq;
             m->weight = f->weight;
             rpc_bytes_read(b, f->data_off, m->data, f->data_len);
-            rc = ch_channel_push_remote(c, m, -1, err);
+            rc = may_block ? ch_channel_push_remote(c, m, -1, err) : ch_channel_try_push_remote(c, m, err);
+            if (rc == CR_EBUSY) ch_msg_free(m); /* filled up meanwhile: copied again later */
             if (rc == 1) rc = 0;
         }
     }
@@ -89,22 +94,26 @@ static void ack_frame(Corral__V1__ChFrame *a, const ch_wire_frame_t *f)
 
 /* ---- direct route server ---- */
 
-static void srv_message(rpc_call_t *call, rpc_bytes_t *msg)
+static int srv_message(rpc_call_t *call, rpc_bytes_t *msg)
 {
     ch_net_t *n = rpc_call_method(call)->user;
     ch_wire_frame_t f;
     cr_err_t e = {0};
     int rc = ch_wire_parse_frame(msg, 0, rpc_bytes_len(msg), &f, &e);
-    if (rc == 0) rc = deliver(n->h, &f, msg, &e);
+    if (rc == 0) rc = deliver(n->h, &f, msg, rpc_call_may_block(call), &e);
+    if (rc == CR_EBUSY) return RPC_RAW_LATER; /* full: again on a handler thread, which waits */
     rpc_bytes_free(msg);
     if (rc) {
         CR_WARN("channels", "direct stream from %s refused: %s", rpc_call_peer(call)->address, e.msg);
         rpc_call_fail(call, &e);
-        return;
+        return 0;
     }
+    /* Acknowledgements are cumulative: if the queue thread finds the send queue
+     * full, the next one covers this message too. */
     Corral__V1__ChFrame a;
     ack_frame(&a, &f);
     rpc_call_send(call, &a.base, -1, NULL);
+    return 0;
 }
 
 static int server_start(ch_net_t *n, const char *listen, const char *advertise, cr_err_t *err)
@@ -112,7 +121,7 @@ static int server_start(ch_net_t *n, const char *listen, const char *advertise, 
     n->method = (rpc_method_t){.name = "/corral.v1.Channel/Stream", .kind = RPC_BIDI,
                                .input = &corral__v1__ch_frame__descriptor,
                                .output = &corral__v1__ch_frame__descriptor, .user = n,
-                               .on_raw = srv_message};
+                               .flags = RPC_METHOD_INLINE, .on_raw = srv_message};
     rpc_opts_t o;
     ch_rpc_opts(&o, CH_DEFAULT_MAX_MSG, 100);
     o.pool_threads = 8; /* a handler blocked on a full channel holds one */
@@ -164,7 +173,7 @@ static void link_message(rpc_stream_t *st, rpc_bytes_t *msg, void *user)
         return;
     }
     rc = ch_wire_parse_frame(msg, rf.frame_off, rf.frame_len, &rf.f, &e);
-    if (rc == 0) rc = deliver(x->n->h, &rf.f, msg, &e);
+    if (rc == 0) rc = deliver(x->n->h, &rf.f, msg, 1, &e);
     rpc_bytes_free(msg);
     Corral__V1__ChFrame a;
     if (rc) {

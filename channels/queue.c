@@ -302,7 +302,7 @@ void ch_channel_unreserve(ch_channel_t *c)
     if (r) ch_replica_commit(r, NULL);
 }
 
-enum { PUSH_RESERVED = 1, PUSH_REMOTE = 2 };
+enum { PUSH_RESERVED = 1, PUSH_REMOTE = 2, PUSH_TRY = 4 };
 
 static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err);
 
@@ -321,7 +321,20 @@ int ch_channel_push_remote(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr
     return push(c, m, deadline_ns, PUSH_REMOTE, err);
 }
 
-static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int reserved, cr_err_t *err);
+int ch_channel_try_push_remote(ch_channel_t *c, ch_msg_t *m, cr_err_t *err)
+{
+    return push(c, m, 0, PUSH_REMOTE | PUSH_TRY, err);
+}
+
+int ch_channel_full(ch_channel_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int full = !has_room(c, 0);
+    pthread_mutex_unlock(&c->mu);
+    return full;
+}
+
+static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err);
 
 /* A message of this node's producers on a replicated channel is also queued for
  * the other replicas, with room there taken first, so nothing accepted here is
@@ -329,7 +342,7 @@ static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int rese
 static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err)
 {
     ch_replica_t *r = (flags & PUSH_REMOTE) ? NULL : atomic_load(&c->replica);
-    if (!r) return queue_msg(c, m, deadline_ns, flags & PUSH_RESERVED, err);
+    if (!r) return queue_msg(c, m, deadline_ns, flags, err);
     if (!(flags & PUSH_RESERVED)) {
         int rc = ch_replica_reserve(r, deadline_ns, err);
         if (rc) {
@@ -344,7 +357,7 @@ static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr
         ch_msg_free(m);
         return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", c->name);
     }
-    int rc = queue_msg(c, m, deadline_ns, flags & PUSH_RESERVED, err);
+    int rc = queue_msg(c, m, deadline_ns, flags, err);
     if (rc == 0) {
         ch_replica_commit(r, f);
     } else {
@@ -354,8 +367,9 @@ static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr
     return rc;
 }
 
-static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int reserved, cr_err_t *err)
+static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err)
 {
+    int reserved = flags & PUSH_RESERVED;
     if (m->len > c->o.max_msg_bytes) {
         size_t len = m->len;
         ch_msg_free(m);
@@ -401,6 +415,10 @@ static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int rese
             m = NULL;
             pthread_cond_signal(&c->nonempty);
             break;
+        }
+        if (flags & PUSH_TRY) { /* the caller keeps m and comes back */
+            pthread_mutex_unlock(&c->mu);
+            return cr_err_set(err, CR_EBUSY, "channel %s is full (%zu messages)", c->name, c->cap);
         }
         if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT) {
             rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);

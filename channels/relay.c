@@ -90,7 +90,7 @@ static void do_hello(ch_relay_t *r, rpc_call_t *call, const char *name)
 
 /* Forwards a frame without unpacking it: the frame's bytes go out by reference to
  * the slices they arrived in, behind a new envelope naming the sender. */
-static void relay_message(rpc_call_t *call, rpc_bytes_t *msg)
+static int relay_message(rpc_call_t *call, rpc_bytes_t *msg)
 {
     ch_relay_t *r = rpc_call_method(call)->user;
     ch_wire_relay_t f;
@@ -98,12 +98,12 @@ static void relay_message(rpc_call_t *call, rpc_bytes_t *msg)
     if (ch_wire_parse_relay(msg, 0, &f, &e) != 0) {
         rpc_bytes_free(msg);
         rpc_call_finish(call, RPC_INVALID_ARGUMENT, "relay: %s", e.msg);
-        return;
+        return 0;
     }
     if (f.hello[0]) {
         rpc_bytes_free(msg);
         do_hello(r, call, f.hello);
-        return;
+        return 0;
     }
     char src[40];
     pthread_mutex_lock(&r->mu);
@@ -113,12 +113,12 @@ static void relay_message(rpc_call_t *call, rpc_bytes_t *msg)
     if (!me) {
         rpc_bytes_free(msg);
         rpc_call_finish(call, RPC_FAILED_PRECONDITION, "relay: the first frame must be hello");
-        return;
+        return 0;
     }
     if (!f.dst[0] || !f.has_frame) {
         rpc_bytes_free(msg);
         rpc_call_finish(call, RPC_INVALID_ARGUMENT, "relay: frame from %s has no destination or body", src);
-        return;
+        return 0;
     }
     pthread_mutex_lock(&r->mu);
     me = find_call(r, call);
@@ -130,21 +130,23 @@ static void relay_message(rpc_call_t *call, rpc_bytes_t *msg)
     if (!to_call) {
         rpc_bytes_free(msg);
         rpc_call_finish(call, RPC_UNAVAILABLE, "relay: endpoint %s is not connected", f.dst);
-        return;
+        return 0;
     }
     uint8_t head[CH_WIRE_HEAD_MAX];
     rpc_out_t *out = rpc_out_create();
-    int rc = CR_ENOMEM;
+    int rc = CR_ENOMEM, may_block = rpc_call_may_block(call);
     if (out) {
         rpc_out_copy(out, head, ch_wire_relay_head(head, src, f.frame_len));
         rpc_out_bytes(out, msg, f.frame_off, f.frame_len);
-        rc = rpc_call_send_out(to_call, out, FORWARD_WAIT_MS, &e);
+        rc = rpc_call_send_out(to_call, out, may_block ? FORWARD_WAIT_MS : 0, &e);
     } else {
         cr_err_set(&e, rc, "out of memory");
     }
-    rpc_bytes_free(msg); /* the forwarded slices hold their own references */
     rpc_call_unref(to_call);
+    if (rc == CR_EBUSY && !may_block) return RPC_RAW_LATER; /* the receiver is behind: wait on the pool */
+    rpc_bytes_free(msg); /* the forwarded slices hold their own references */
     if (rc) rpc_call_finish(call, RPC_UNAVAILABLE, "relay: cannot forward to %s: %s", f.dst, e.msg);
+    return 0;
 }
 
 static void relay_done(rpc_call_t *call, rpc_code_t code)
@@ -186,7 +188,7 @@ void ch_relay_method(ch_relay_t *r, rpc_method_t *out)
     *out = (rpc_method_t){.name = "/corral.v1.Relay/Link", .kind = RPC_BIDI,
                           .input = &corral__v1__relay_frame__descriptor,
                           .output = &corral__v1__relay_frame__descriptor, .user = r,
-                          .on_raw = relay_message, .on_done = relay_done};
+                          .flags = RPC_METHOD_INLINE, .on_raw = relay_message, .on_done = relay_done};
 }
 
 int ch_relay_create(const char *listen, ch_relay_t **out, cr_err_t *err)

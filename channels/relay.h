@@ -12,9 +12,10 @@
 #include "channels/channel.h"
 #include "common/rpc/rpc.h"
 
-/* Fills one method-table row for "/corral.v1.Relay/Link" (bidirectional, handlers
- * on the pool: a forward may wait up to 5 s for a slow receiver). The relay must
- * outlive the server the row is given to. */
+/* Fills one method-table row for "/corral.v1.Relay/Link" (bidirectional; frames
+ * are forwarded on the queue thread, and on a handler thread, where a forward may
+ * wait up to 5 s, when the receiver is behind). The relay must outlive the server
+ * the row is given to. */
 void ch_relay_method(ch_relay_t *r, rpc_method_t *out);
 
 #endif

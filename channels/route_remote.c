@@ -65,7 +65,8 @@ typedef struct remote {
     rpc_channel_t *rch;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;  /* acks, stream ends, new messages, room */
+    pthread_cond_t cv;  /* stream ends, new messages, all acknowledged (flush) */
+    pthread_cond_t room; /* put may go on: the window is half empty, or it failed */
     pend_t *pend;       /* ring of `window` entries */
     size_t first, n;
     uint64_t acked;     /* highest seq acknowledged */
@@ -114,6 +115,14 @@ static void gc(remote_t *r)
     }
 }
 
+/* Under r->mu: wakes a put waiting for room once the window is half empty (not
+ * at every acknowledgement: one wake-up per half window instead of per message),
+ * or when the route failed or closes. */
+static void wake_room(remote_t *r)
+{
+    if (r->n <= r->p->window / 2 || r->fatal || r->stop) pthread_cond_broadcast(&r->room);
+}
+
 /* Under r->mu: records an acknowledgement of every seq <= seq. */
 static void note_ack(remote_t *r, uint64_t seq)
 {
@@ -121,7 +130,8 @@ static void note_ack(remote_t *r, uint64_t seq)
     r->acked = seq;
     gc(r);
     r->last_progress_ns = now();
-    pthread_cond_broadcast(&r->cv);
+    wake_room(r);
+    if (r->n == 0) pthread_cond_broadcast(&r->cv); /* flush */
 }
 
 static void set_fatal(remote_t *r, int code, const char *msg)
@@ -132,6 +142,7 @@ static void set_fatal(remote_t *r, int code, const char *msg)
         CR_ERROR("channels", "%s", r->fatal_msg);
     }
     pthread_cond_broadcast(&r->cv);
+    wake_room(r);
 }
 
 static void on_frame(remote_t *r, uint64_t gen, const Corral__V1__ChFrame *f)
@@ -225,6 +236,7 @@ static void after_send(remote_t *r, uint64_t seq, int rc, const cr_err_t *err)
 {
     r->sending = 0;
     gc(r);
+    wake_room(r);
     if (rc == 0) {
         r->sent_upto = seq;
     } else if (rc == CR_ETOOBIG) {
@@ -335,7 +347,8 @@ static int remote_reserve(ch_producer_t *p, size_t len, void **buf, int64_t dead
     remote_t *r = p->route;
     pthread_mutex_lock(&r->mu);
     while (!r->fatal && r->n == p->window) {
-        if (timed_wait(&r->cv, &r->mu, deadline_ns) == ETIMEDOUT) {
+        if (timed_wait(&r->room, &r->mu, deadline_ns) == ETIMEDOUT) {
+            if (!r->fatal && r->n < p->window) break; /* room came, short of the wake-up mark */
             pthread_mutex_unlock(&r->mu);
             return cr_err_set(err, CR_ETIMEDOUT, "channel %s: %zu messages unacknowledged (consumer "
                               "slow or unreachable)", p->name, p->window);
@@ -422,6 +435,7 @@ static void remote_close(ch_producer_t *p)
     pthread_mutex_lock(&r->mu);
     r->stop = 1;
     pthread_cond_broadcast(&r->cv);
+    wake_room(r);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
     rpc_channel_destroy(r->rch);
@@ -430,6 +444,7 @@ static void remote_close(ch_producer_t *p)
     free(r->pend);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->room);
     free(r);
 }
 
@@ -489,6 +504,7 @@ int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err)
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cv, &a);
+    pthread_cond_init(&r->room, &a);
     pthread_condattr_destroy(&a);
     r->acked = p->next_seq - 1;
     r->sent_upto = r->acked;

@@ -158,11 +158,17 @@ typedef struct rpc_method {
      * per-call state here. After it the layer drops its reference (rpc_call_ref). */
     void (*on_done)(rpc_call_t *call, rpc_code_t code);
     /* Optional, instead of on_message: each request as the bytes received, not
-     * unpacked (input is then only documentation). The handler owns msg and frees
-     * it with rpc_bytes_free, now or later. Oversized requests still never get
-     * here; parsing, and refusing malformed bytes, is the handler's job. */
-    void (*on_raw)(rpc_call_t *call, rpc_bytes_t *msg);
+     * unpacked (input is then only documentation). Returns 0 and then owns msg
+     * (rpc_bytes_free, now or later). An RPC_METHOD_INLINE handler that finds it
+     * would have to block may instead return RPC_RAW_LATER without touching msg:
+     * it is called again with the same msg on a handler thread, where it may
+     * block (rpc_call_may_block), before any later message of the call. Oversized
+     * requests still never get here; parsing, and refusing malformed bytes, is
+     * the handler's job. */
+    int (*on_raw)(rpc_call_t *call, rpc_bytes_t *msg);
 } rpc_method_t;
+
+#define RPC_RAW_LATER 1
 
 /* Checks the method table and options and binds addr ("127.0.0.1:0" picks a free
  * port; "0.0.0.0:7443"). methods is borrowed and must outlive the server.
@@ -196,6 +202,10 @@ typedef struct rpc_peer {
 
 const rpc_peer_t *rpc_call_peer(const rpc_call_t *call);
 const rpc_method_t *rpc_call_method(const rpc_call_t *call);
+
+/* Whether the running callback may block: 0 on a queue thread (inline methods),
+ * 1 on a handler thread. */
+int rpc_call_may_block(const rpc_call_t *call);
 
 /* Milliseconds until the client's deadline; INT64_MAX when it set none. */
 int64_t rpc_call_deadline_left_ms(const rpc_call_t *call);

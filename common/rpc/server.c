@@ -37,7 +37,7 @@
 #include "common/time.h"
 
 enum { TAG_REQUEST = 1, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_SHUTDOWN };
-enum { W_START = 1, W_MESSAGE, W_HALF_CLOSE, W_DONE };
+enum { W_START = 1, W_MESSAGE, W_RAW, W_HALF_CLOSE, W_DONE };
 
 typedef struct queue {
     rpc_server_t *srv;
@@ -107,6 +107,7 @@ struct rpc_call {
     int waiters;                   /* senders blocked on a full queue */
     int work_kind;
     grpc_byte_buffer *work_bb;
+    rpc_bytes_t *work_raw;         /* a message an inline on_raw left for the pool */
     long n_messages;
 };
 
@@ -245,7 +246,9 @@ static void log_bad_message(rpc_call_t *c, size_t len)
             call_name(c), c->peer.address, c->m->input->name, len, c->n_messages + 1);
 }
 
-/* Unpacks and hands one request to on_message; 0 when the handler ran. */
+/* Unpacks and hands one request to on_message (or the bytes to on_raw); 0 when
+ * the handler ran, 1 when an inline on_raw left the message for the pool
+ * (c->work_raw), -1 when the layer refused it. */
 static int deliver(rpc_call_t *c, grpc_byte_buffer *bb)
 {
     size_t len = grpc_byte_buffer_length(bb);
@@ -265,7 +268,13 @@ static int deliver(rpc_call_t *c, grpc_byte_buffer *bb)
             return -1;
         }
         c->n_messages++;
-        c->m->on_raw(c, b);
+        if (c->m->on_raw(c, b) != RPC_RAW_LATER) return 0;
+        if (rpc_on_queue_thread) {
+            c->work_raw = b;
+            return 1;
+        }
+        CR_ERROR("rpc", "%s: on_raw asked for later on a handler thread (our bug): message dropped", call_name(c));
+        rpc_bytes_free(b);
         return 0;
     }
     ProtobufCMessage *msg = rpc_msg_unpack(bb, c->m->input, &len);
@@ -307,7 +316,21 @@ static void run_work(rpc_work_t *w)
     case W_MESSAGE: {
         grpc_byte_buffer *bb = c->work_bb;
         c->work_bb = NULL;
-        deliver(c, bb);
+        if (deliver(c, bb) == 1) { /* the same message, again, where it may block */
+            c->work_kind = W_RAW;
+            rpc_pool_submit(&c->srv->pool, &c->work);
+            return;
+        }
+        break;
+    }
+    case W_RAW: {
+        rpc_bytes_t *b = c->work_raw;
+        c->work_raw = NULL;
+        if (c->m->on_raw(c, b) == RPC_RAW_LATER) {
+            CR_ERROR("rpc", "%s: on_raw asked for later on a handler thread (our bug): message dropped",
+                     call_name(c));
+            rpc_bytes_free(b);
+        }
         break;
     }
     case W_HALF_CLOSE:
@@ -602,6 +625,7 @@ static void *queue_main(void *arg)
 /* ---- handler-facing API ----------------------------------------------------- */
 
 const rpc_peer_t *rpc_call_peer(const rpc_call_t *c) { return &c->peer; }
+int rpc_call_may_block(const rpc_call_t *c) { return !rpc_on_queue_thread; }
 const rpc_method_t *rpc_call_method(const rpc_call_t *c) { return c->m; }
 int64_t rpc_call_deadline_left_ms(const rpc_call_t *c) { return rpc_deadline_left_ms(c->deadline); }
 void rpc_call_set_data(rpc_call_t *c, void *data) { c->data = data; }

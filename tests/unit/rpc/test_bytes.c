@@ -3,8 +3,9 @@
  * method bounces each one back by reference to the slices it arrived in, and the
  * client reads the replies raw. Checked: the bytes arrive intact across many
  * slices, every lent piece is released exactly once (after a normal send, a
- * refused send, an oversized one, and a cancelled stream with sends queued), and
- * a raw handler sees nothing over the size limit. */
+ * refused send, an oversized one, and a cancelled stream with sends queued), a
+ * raw handler sees nothing over the size limit, and an inline raw handler that
+ * would block gets the same message again on a handler thread, in order. */
 #define _GNU_SOURCE
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -59,7 +60,7 @@ typedef struct srv_state {
     atomic_long bytes;
 } srv_state_t;
 
-static void bounce_raw(rpc_call_t *call, rpc_bytes_t *msg)
+static int bounce_raw(rpc_call_t *call, rpc_bytes_t *msg)
 {
     srv_state_t *s = rpc_call_method(call)->user;
     size_t len = rpc_bytes_len(msg);
@@ -71,6 +72,7 @@ static void bounce_raw(rpc_call_t *call, rpc_bytes_t *msg)
         atomic_fetch_add(&s->got, 1);
         atomic_fetch_add(&s->bytes, (long)len);
     }
+    return 0;
 }
 
 typedef struct raw_server {
@@ -250,12 +252,79 @@ static void test_raw_oversized(void)
     pthread_mutex_destroy(&r.mu);
 }
 
+/* ---- an inline raw handler that leaves some messages for the pool ---- */
+
+typedef struct later_state {
+    pthread_mutex_t mu;
+    long handled, deferred, out_of_order, on_pool;
+    uint64_t next;
+} later_state_t;
+
+static int later_raw(rpc_call_t *call, rpc_bytes_t *msg)
+{
+    later_state_t *s = rpc_call_method(call)->user;
+    uint8_t buf[256];
+    size_t n = rpc_bytes_read(msg, 0, buf, sizeof buf);
+    Corral__V1__EchoRequest *q = corral__v1__echo_request__unpack(NULL, n, buf);
+    uint64_t seq = q ? q->seq : UINT64_MAX;
+    if (q) corral__v1__echo_request__free_unpacked(q, NULL);
+    int may_block = rpc_call_may_block(call);
+    pthread_mutex_lock(&s->mu);
+    if (seq % 3 == 0 && !may_block) { /* "would block": the same message again, on the pool */
+        s->deferred++;
+        pthread_mutex_unlock(&s->mu);
+        return RPC_RAW_LATER;
+    }
+    if (seq != s->next) s->out_of_order++;
+    s->next = seq + 1;
+    s->handled++;
+    s->on_pool += may_block;
+    pthread_mutex_unlock(&s->mu);
+    rpc_bytes_free(msg);
+    return 0;
+}
+
+static void test_inline_later(void)
+{
+    later_state_t st = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rpc_method_t m = {.name = BOUNCE, .kind = RPC_BIDI, .input = &corral__v1__echo_request__descriptor,
+                      .output = &corral__v1__echo_request__descriptor, .user = &st,
+                      .flags = RPC_METHOD_INLINE, .on_raw = later_raw};
+    rpc_server_t *srv;
+    cr_err_t err = {0};
+    ASSERT_OK(rpc_server_create(&srv, "127.0.0.1:0", NULL, &m, 1, &err), &err);
+    ASSERT_OK(rpc_server_start(srv, &err), &err);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rpc_server_port(srv));
+    rpc_channel_t *ch = fx_channel(target, NULL);
+    rpc_stream_cbs_t cbs = {0};
+    rpc_stream_t *stm;
+    ASSERT_OK(rpc_stream_open(ch, &stm, BOUNCE, &corral__v1__echo_request__descriptor, &cbs, 20000, &err), &err);
+    enum { N = 90 };
+    for (int i = 0; i < N; i++) {
+        echo_req_t q;
+        corral__v1__echo_request__init(&q);
+        q.seq = (uint64_t)i;
+        ASSERT_OK(rpc_stream_send(stm, &q.base, -1, &err), &err);
+    }
+    ASSERT_OK(rpc_stream_close_send(stm, &err), &err);
+    ASSERT_OK(rpc_stream_wait(stm, 10000, NULL, &err), &err);
+    ASSERT_INT_EQ(st.handled, N);          /* each once */
+    ASSERT_INT_EQ(st.deferred, N / 3);     /* every third left for later ... */
+    ASSERT_INT_EQ(st.on_pool, N / 3);      /* ... and handled on a handler thread */
+    ASSERT_INT_EQ(st.out_of_order, 0);     /* before any later message */
+    rpc_stream_destroy(stm);
+    rpc_channel_destroy(ch);
+    rpc_server_destroy(srv);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"roundtrip", test_roundtrip},
         {"release_on_failure", test_release_on_failure},
         {"raw_oversized", test_raw_oversized},
+        {"inline_later", test_inline_later},
         {NULL, NULL}};
     return test_main("rpc.bytes", cases, argc, argv);
 }
