@@ -192,7 +192,7 @@ static void lin_task(void *arg, int i)
     }
 }
 
-#define SPLIT_MIN_MACS (1L << 22)   /* below this a fork costs more than it gains */
+#define SPLIT_MIN_MACS (1L << 19)   /* ~10 us of work: below it a fork costs more than it gains */
 
 static void linear_backward(pol_mlp_t *m, lin_job_t *j)
 {
