@@ -86,6 +86,7 @@ typedef struct sac {
     float *obs, *act, *rew, *next, *done, *y, *qmin, *dq, *dact, *dlogp, *act_next, *logp_next;
     float *x, *x_next, *dx;
     float *h_eps, *h_q, *h_dq, *h_logp;
+    uint64_t *h_raw;                 /* raw draws behind h_eps */
 } sac_t;
 
 static float alpha_of(const sac_t *s) { return expf(s->log_alpha); }
@@ -99,8 +100,9 @@ static void free_scratch(sac_t *s)
                      &s->dlogp, &s->act_next, &s->logp_next, &s->x, &s->x_next, &s->dx};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (*dev[i]) { be->free(*dev[i]); *dev[i] = NULL; }
-    free(s->h_eps); free(s->h_q); free(s->h_dq); free(s->h_logp);
+    free(s->h_eps); free(s->h_q); free(s->h_dq); free(s->h_logp); free(s->h_raw);
     s->h_eps = s->h_q = s->h_dq = s->h_logp = NULL;
+    s->h_raw = NULL;
     s->cap = 0;
 }
 
@@ -131,6 +133,7 @@ static int reserve(sac_t *s, int B, cr_err_t *err)
     ok &= !!(s->logp_next = be->alloc(b * f));
     ok &= !!(s->dq = be->alloc(N * b * f));
     ok &= !!(s->h_eps = malloc(b * A * f));
+    ok &= !!(s->h_raw = malloc(2 * b * A * sizeof(uint64_t)));
     ok &= !!(s->h_q = malloc(N * b * f));
     ok &= !!(s->h_dq = malloc(N * b * f));
     ok &= !!(s->h_logp = malloc(b * f));
@@ -159,7 +162,8 @@ static const float *features(sac_t *s, pol_encoder_t *enc, const float *obs, int
 static void sample_noise(sac_t *s, int B, int deterministic)
 {
     size_t n = (size_t)B * s->spec.act_dim;
-    for (size_t i = 0; i < n; i++) s->h_eps[i] = deterministic ? 0.0f : nn_rng_normal(&s->rng);
+    if (deterministic) memset(s->h_eps, 0, n * sizeof(float));
+    else nn_rng_normals(&s->rng, s->h_eps, n, s->h_raw, s->pool);
     s->be->upload(s->actor.eps, s->h_eps, n * sizeof(float));
 }
 

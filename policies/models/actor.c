@@ -93,12 +93,29 @@ void pol_actor_forward(pol_actor_t *a, const float *obs, int B)
                                      a->log_std_lo, a->log_std_hi);
 }
 
+typedef struct bwd_job {
+    pol_actor_t *a;
+    const float *daction, *dlogp;
+    int B, nb;
+} bwd_job_t;
+
+/* one row block of the squashed Gaussian's backward (rows are independent) */
+static void bwd_task(void *arg, int i)
+{
+    bwd_job_t *j = arg;
+    pol_actor_t *a = j->a;
+    int r0 = (int)((long)j->B * i / j->nb), r1 = (int)((long)j->B * (i + 1) / j->nb), A = a->act_dim;
+    const nn_backend_t *be = a->params.be;
+    size_t h = (size_t)r0 * 2 * A, k = (size_t)r0 * A;
+    be->fill(a->dhead + h, 0.0f, (size_t)(r1 - r0) * 2 * A);
+    be->gauss_tanh_backward(a->dhead + h, j->daction ? j->daction + k : NULL, j->dlogp ? j->dlogp + r0 : NULL,
+                            a->head + h, a->eps + k, a->action + k, r1 - r0, A, a->log_std_lo, a->log_std_hi);
+}
+
 void pol_actor_backward_obs(pol_actor_t *a, float *dobs, const float *daction, const float *dlogp, int B)
 {
-    const nn_backend_t *be = a->params.be;
-    be->fill(a->dhead, 0.0f, (size_t)B * 2 * a->act_dim);
-    be->gauss_tanh_backward(a->dhead, daction, dlogp, a->head, a->eps, a->action, B, a->act_dim,
-                            a->log_std_lo, a->log_std_hi);
+    bwd_job_t j = {a, daction, dlogp, B, a->mlp.pool ? pol_mlp_row_blocks(B) : 1};
+    nn_pool_run(a->mlp.pool, j.nb, bwd_task, &j);
     pol_mlp_backward(&a->mlp, &a->params, dobs, a->dhead, B, 1);
 }
 

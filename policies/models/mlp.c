@@ -180,15 +180,19 @@ typedef struct lin_job {
     int set;                   /* dinp is overwritten (linear_backward_input), not accumulated */
 } lin_job_t;
 
+/* task 0: the weight and bias gradients; task 1: the input gradient */
 static void lin_task(void *arg, int i)
 {
     lin_job_t *j = arg;
-    if (i == 0 && j->dw) j->be->linear_backward(NULL, j->dw, j->db, j->dout, j->x, j->w, j->B, j->C, j->OC);
-    else if (j->set) j->be->linear_backward_input(j->dinp, j->dout, j->w, j->B, j->C, j->OC);
-    else j->be->linear_backward(j->dinp, NULL, NULL, j->dout, j->x, j->w, j->B, j->C, j->OC);
+    if (i == 0) {
+        if (j->dw) j->be->linear_backward(NULL, j->dw, j->db, j->dout, j->x, j->w, j->B, j->C, j->OC);
+    } else if (j->dinp) {
+        if (j->set) j->be->linear_backward_input(j->dinp, j->dout, j->w, j->B, j->C, j->OC);
+        else j->be->linear_backward(j->dinp, NULL, NULL, j->dout, j->x, j->w, j->B, j->C, j->OC);
+    }
 }
 
-#define SPLIT_MIN_MACS (1L << 22)   /* below this a fork costs more than it gains */
+#define SPLIT_MIN_MACS (1L << 19)   /* ~10 us of work: below it a fork costs more than it gains */
 
 static void linear_backward(pol_mlp_t *m, lin_job_t *j)
 {

@@ -171,6 +171,11 @@ uint64_t nn_rng_u64(nn_rng_t *r);
 float nn_rng_uniform(nn_rng_t *r);            /* [0, 1) */
 float nn_rng_normal(nn_rng_t *r);             /* standard normal (Box-Muller, uncached) */
 uint32_t nn_rng_below(nn_rng_t *r, uint32_t n); /* [0, n), n > 0 */
+typedef struct nn_pool nn_pool_t;
+/* n standard normals, the same values as n calls of nn_rng_normal, with their
+ * transcendental part split across the pool's lanes (NULL: none); raw is the
+ * caller's scratch of 2n words. */
+void nn_rng_normals(nn_rng_t *r, float *out, size_t n, uint64_t *raw, nn_pool_t *pool);
 
 /* ---- initialisation on host memory ---- */
 void nn_init_uniform(nn_rng_t *r, float *x, size_t N, float bound);   /* U(-bound, bound) */
@@ -231,7 +236,6 @@ double nn_grad_norm(const nn_params_t *p);
  * counts a skip). *norm_out (may be NULL) receives the pre-clipping norm. */
 int nn_adam_step(nn_adam_t *o, nn_params_t *p, double *norm_out);
 
-typedef struct nn_pool nn_pool_t;
 /* nn_adam_step for a gradient norm the caller already has (nn_grad_norm of p),
  * its elementwise update split across the pool's lanes (NULL: none). */
 int nn_adam_step_norm(nn_adam_t *o, nn_params_t *p, double norm, nn_pool_t *pool);

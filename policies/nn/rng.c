@@ -39,12 +39,41 @@ float nn_rng_uniform(nn_rng_t *r)
     return (float)(nn_rng_u64(r) >> 40) * (1.0f / 16777216.0f);
 }
 
-float nn_rng_normal(nn_rng_t *r)
+/* Box-Muller from two raw draws */
+static float normal_of(uint64_t a, uint64_t b)
 {
     /* u1 in (0, 1] so the log is finite */
-    double u1 = ((double)(nn_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(nn_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    double u1 = ((double)(a >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(b >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+float nn_rng_normal(nn_rng_t *r)
+{
+    uint64_t a = nn_rng_u64(r);
+    return normal_of(a, nn_rng_u64(r));
+}
+
+typedef struct normals_job {
+    float *out;
+    const uint64_t *raw;
+    size_t n;
+    int parts;
+} normals_job_t;
+
+static void normals_task(void *arg, int i)
+{
+    normals_job_t *j = arg;
+    size_t lo = j->n * (size_t)i / (size_t)j->parts, hi = j->n * (size_t)(i + 1) / (size_t)j->parts;
+    for (size_t k = lo; k < hi; k++) j->out[k] = normal_of(j->raw[2 * k], j->raw[2 * k + 1]);
+}
+
+void nn_rng_normals(nn_rng_t *r, float *out, size_t n, uint64_t *raw, nn_pool_t *pool)
+{
+    /* the draws in order (cheap), the logs and cosines across the lanes */
+    for (size_t k = 0; k < 2 * n; k++) raw[k] = nn_rng_u64(r);
+    normals_job_t j = {out, raw, n, n >= 1024 ? nn_pool_lanes(pool) : 1};   /* a few: not worth a fork */
+    nn_pool_run(pool, j.parts, normals_task, &j);
 }
 
 uint32_t nn_rng_below(nn_rng_t *r, uint32_t n)

@@ -478,6 +478,22 @@ static void test_rng(void)
         ASSERT_TRUE(u >= 0.0f && u < 1.0f);
         ASSERT_TRUE(nn_rng_below(&a, 5) < 5);
     }
+    /* a block of normals across lanes: the same values and state as one at a time */
+    enum { NN = 3001 };
+    static float blk[NN];
+    static uint64_t raw[2 * NN];
+    nn_pool_t *pool;
+    cr_err_t perr = {0};
+    CHECK_OK(nn_pool_create(&pool, 2, &perr), &perr);
+    for (int k = 0; k < 2; k++) {
+        nn_rng_seed(&a, 11);
+        nn_rng_seed(&b, 11);
+        size_t n = k ? 5 : NN;
+        nn_rng_normals(&a, blk, n, raw, pool);
+        for (size_t i = 0; i < n; i++) ASSERT_TRUE(blk[i] == nn_rng_normal(&b));
+        ASSERT_TRUE(nn_rng_u64(&a) == nn_rng_u64(&b));
+    }
+    nn_pool_destroy(pool);
     /* the backend selector: cpu always, cuda reports why not */
     const nn_backend_t *got = NULL;
     cr_err_t err = {0};
