@@ -165,15 +165,17 @@ int main(int argc, char **argv)
         figures_t cr = run_corral(seconds, threads);
         if (!cr.ok) return 1;
         keep_best(&c, &cr);
+        char label[64];
+        snprintf(label, sizeof label, "corral, %d thread%s", threads, threads == 1 ? "" : "s");
         if (!json)
-            printf("round %d corral, %d thread(s):            %8.1f updates/s, forward %7.1f us\n", round + 1,
-                   threads, cr.updates_per_s, cr.forward_us);
+            printf("round %d %-40s %8.1f updates/s, forward %7.1f us\n", round + 1, label, cr.updates_per_s,
+                   cr.forward_us);
         if (threads != 1) {
             figures_t one = run_corral(seconds, 1);
             if (!one.ok) return 1;
             keep_best(&c1, &one);
             if (!json)
-                printf("round %d corral, 1 thread:                %8.1f updates/s\n", round + 1, one.updates_per_s);
+                printf("round %d %-40s %8.1f updates/s\n", round + 1, "corral, 1 thread", one.updates_per_s);
         }
         for (int k = 0; peer && k < NPEER; k++) {
             figures_t p = run_peer(script, peer_cfg[k].torch, peer_cfg[k].blas, seconds, version, sizeof version);
@@ -183,9 +185,10 @@ int main(int argc, char **argv)
             }
             keep_best(&per[k], &p);
             keep_best(&best, &p);
+            snprintf(label, sizeof label, "peer PyTorch %s, %s", version, peer_cfg[k].label);
             if (!json)
-                printf("round %d peer PyTorch %s, %-17s %8.1f updates/s, forward %7.1f us\n", round + 1, version,
-                       peer_cfg[k].label, p.updates_per_s, p.forward_us);
+                printf("round %d %-40s %8.1f updates/s, forward %7.1f us\n", round + 1, label, p.updates_per_s,
+                       p.forward_us);
         }
     }
     if (threads == 1) c1 = c;
