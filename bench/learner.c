@@ -13,7 +13,7 @@
  * weights still requiring gradients, so autograd computes critic weight
  * gradients that SAC then discards; corral computes only the action gradient.
  *
- * The sides alternate for --rounds rounds (2) and each keeps its best. Prints
+ * The sides alternate for --rounds rounds (3) and each keeps its best. Prints
  * the ratios and the target lines; with --json, one JSON object instead.
  *
  * usage: learner [--json] [--seconds S] [--rounds N] [--threads N] [--no-peer] */
@@ -168,7 +168,7 @@ static void keep_best(figures_t *best, const figures_t *f)
 
 int main(int argc, char **argv)
 {
-    int json = 0, peer = 1, rounds = 2, threads = 2;
+    int json = 0, peer = 1, rounds = 3, threads = 2;
     double seconds = 3.0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
