@@ -13,7 +13,7 @@
  * weights still requiring gradients, so autograd computes critic weight
  * gradients that SAC then discards; corral computes only the action gradient.
  *
- * The sides alternate for --rounds rounds (2) and each keeps its best. Prints
+ * The sides alternate for --rounds rounds (3) and each keeps its best. Prints
  * the ratios and the target lines; with --json, one JSON object instead.
  *
  * usage: learner [--json] [--seconds S] [--rounds N] [--threads N] [--no-peer] */
@@ -21,6 +21,7 @@
 #include "common/time.h"
 #include "policies/policies.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,39 @@
 #define OBS 17
 #define ACT 6
 #define BATCH 256
+
+/* Multiply-adds of one SAC update with twin critics, from the layer shapes:
+ * forward B*C*OC per linear; backward B*C*OC for the weight gradients of each
+ * trained layer and again for each input gradient that is needed. */
+static double update_flops(void)
+{
+    double B = BATCH, H = 256, O = OBS, A = ACT, Q = 2;
+    double critic = B * ((O + A) * H + H * H + H), actor = B * (O * H + H * H + H * 2 * A);
+    double critic_dinp12 = B * (H * H + H), actor_dinp12 = B * (H * H + H * 2 * A);
+    double target = actor + Q * critic;
+    double critic_step = Q * critic + Q * critic + Q * critic_dinp12;       /* forward, dW, dinp (not obs) */
+    double actor_step = actor + Q * critic + Q * critic + actor + actor_dinp12;  /* dQ/da through all critic layers */
+    return 2.0 * (target + critic_step + actor_step);
+}
+
+/* the one-thread sgemm rate on a large square product: the yardstick for the
+ * fraction of the machine an update uses */
+static double sgemm_peak_gflops(void)
+{
+    int n = 1024;
+    float *a = calloc((size_t)n * n, sizeof(float)), *b = calloc((size_t)n * n, sizeof(float));
+    float *c = calloc((size_t)n * n, sizeof(float));
+    double best = 0;
+    for (size_t i = 0; a && b && c && i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    for (int r = 0; a && b && c && r < 4; r++) {
+        int64_t t0 = cr_now_ns();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * n * n / ((double)(cr_now_ns() - t0) / 1e9) / 1e9;
+        best = g > best ? g : best;
+    }
+    free(a); free(b); free(c);
+    return best;
+}
 
 typedef struct figures {
     double updates_per_s, forward_us;
@@ -134,7 +168,7 @@ static void keep_best(figures_t *best, const figures_t *f)
 
 int main(int argc, char **argv)
 {
-    int json = 0, peer = 1, rounds = 2, threads = 2;
+    int json = 0, peer = 1, rounds = 3, threads = 2;
     double seconds = 3.0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
@@ -161,19 +195,24 @@ int main(int argc, char **argv)
      * keep each side's best, so a burst of load does not decide the ratio. */
     figures_t c = {0}, c1 = {0}, best = {0}, per[NPEER] = {{0}};
     char version[64] = "?";
+    double peak = 0;
     for (int round = 0; round < rounds; round++) {
+        double pk = sgemm_peak_gflops();
+        peak = pk > peak ? pk : peak;
         figures_t cr = run_corral(seconds, threads);
         if (!cr.ok) return 1;
         keep_best(&c, &cr);
+        char label[64];
+        snprintf(label, sizeof label, "corral, %d thread%s", threads, threads == 1 ? "" : "s");
         if (!json)
-            printf("round %d corral, %d thread(s):            %8.1f updates/s, forward %7.1f us\n", round + 1,
-                   threads, cr.updates_per_s, cr.forward_us);
+            printf("round %d %-40s %8.1f updates/s, forward %7.1f us\n", round + 1, label, cr.updates_per_s,
+                   cr.forward_us);
         if (threads != 1) {
             figures_t one = run_corral(seconds, 1);
             if (!one.ok) return 1;
             keep_best(&c1, &one);
             if (!json)
-                printf("round %d corral, 1 thread:                %8.1f updates/s\n", round + 1, one.updates_per_s);
+                printf("round %d %-40s %8.1f updates/s\n", round + 1, "corral, 1 thread", one.updates_per_s);
         }
         for (int k = 0; peer && k < NPEER; k++) {
             figures_t p = run_peer(script, peer_cfg[k].torch, peer_cfg[k].blas, seconds, version, sizeof version);
@@ -183,14 +222,16 @@ int main(int argc, char **argv)
             }
             keep_best(&per[k], &p);
             keep_best(&best, &p);
+            snprintf(label, sizeof label, "peer PyTorch %s, %s", version, peer_cfg[k].label);
             if (!json)
-                printf("round %d peer PyTorch %s, %-17s %8.1f updates/s, forward %7.1f us\n", round + 1, version,
-                       peer_cfg[k].label, p.updates_per_s, p.forward_us);
+                printf("round %d %-40s %8.1f updates/s, forward %7.1f us\n", round + 1, label, p.updates_per_s,
+                       p.forward_us);
         }
     }
     if (threads == 1) c1 = c;
     double p2 = per[1].updates_per_s > per[2].updates_per_s ? per[1].updates_per_s : per[2].updates_per_s;
     double ru = best.ok ? c.updates_per_s / best.updates_per_s : 0;
+    double gf = update_flops() * c.updates_per_s / 1e9, frac = peak > 0 ? gf / (peak * threads) : 0;
     double rf = best.ok ? best.forward_us / c.forward_us : 0;
     if (json) {
         printf("{\"corral_updates_per_s\": %.2f, \"peer_updates_per_s\": %.2f, \"corral_forward_us\": %.3f, "
@@ -198,15 +239,19 @@ int main(int argc, char **argv)
                "\"peer_updates_per_s_1thread\": %.2f, \"peer_updates_per_s_2threads\": %.2f, "
                "\"peer_updates_per_s_2threads_torch\": %.2f, \"peer_updates_per_s_2threads_blas\": %.2f, "
                "\"updates_ratio\": %.3f, \"forward_ratio\": %.3f, \"updates_target\": 2.0, "
-               "\"forward_target\": 10.0, \"batch\": %d, \"hidden\": 256, \"obs\": %d, \"act\": %d}\n",
+               "\"forward_target\": 10.0, \"update_mflop\": %.1f, \"sgemm_peak_gflops_1thread\": %.1f, "
+               "\"corral_fraction_of_peak\": %.3f, \"batch\": %d, \"hidden\": 256, \"obs\": %d, \"act\": %d}\n",
                c.updates_per_s, best.updates_per_s, c.forward_us, best.forward_us, threads, c1.updates_per_s,
-               per[0].updates_per_s, p2, per[1].updates_per_s, per[2].updates_per_s, ru, rf, BATCH, OBS, ACT);
+               per[0].updates_per_s, p2, per[1].updates_per_s, per[2].updates_per_s, ru, rf, update_flops() / 1e6,
+               peak, frac, BATCH, OBS, ACT);
         return 0;
     }
     printf("best  corral %.1f updates/s on %d thread(s) (%.1f on 1), %.1f us; peer %.1f updates/s (1 thread %.1f, "
            "2 threads torch %.1f, 2 threads BLAS %.1f), %.1f us\n",
            c.updates_per_s, threads, c1.updates_per_s, c.forward_us, best.updates_per_s, per[0].updates_per_s,
            per[1].updates_per_s, per[2].updates_per_s, best.forward_us);
+    printf("corral computes %.1f GFLOP/s (%.0f MFLOP per update): %.2f of %d x the 1-thread sgemm peak (%.1f "
+           "GFLOP/s at 1024^3)\n", gf, update_flops() / 1e6, frac, threads, peak);
     if (!best.ok) {
         printf("peer unavailable: no ratios\n");
         bench_target("learner_updates_ratio", 0, ">=2.0");

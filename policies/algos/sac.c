@@ -15,7 +15,12 @@
  * buffer's sampler, and the demo fraction of each batch is reported.
  *
  * A non-finite loss or gradient skips that step (parameters, moments and step
- * count unchanged), increments skipped_nan and is reported in the metrics. */
+ * count unchanged), increments skipped_nan and is reported in the metrics.
+ *
+ * With `threads` > 1 (CPU backend) an update runs the critic heads, row blocks
+ * of the actor's batch, independent gradient products and the elementwise
+ * optimiser passes on that many lanes (nn_pool). Each piece writes its own
+ * memory, so the results, and the checkpoints, do not depend on the count. */
 #include "policies/algos/algo.h"
 
 #include <math.h>

@@ -161,6 +161,8 @@ void nn_cpu_set_threads(int n);
  * result is static; never freed. */
 int nn_backend_get(const char *name, const nn_backend_t **out, cr_err_t *err);
 
+typedef struct nn_pool nn_pool_t;   /* CPU lanes: nn_pool_create, at the end */
+
 /* ---- deterministic random numbers (xoshiro256**; state fully saved/restored) ---- */
 typedef struct nn_rng {
     uint64_t s[4];
@@ -171,7 +173,6 @@ uint64_t nn_rng_u64(nn_rng_t *r);
 float nn_rng_uniform(nn_rng_t *r);            /* [0, 1) */
 float nn_rng_normal(nn_rng_t *r);             /* standard normal (Box-Muller, uncached) */
 uint32_t nn_rng_below(nn_rng_t *r, uint32_t n); /* [0, n), n > 0 */
-typedef struct nn_pool nn_pool_t;
 /* n standard normals, the same values as n calls of nn_rng_normal, with their
  * transcendental part split across the pool's lanes (NULL: none); raw is the
  * caller's scratch of 2n words. */

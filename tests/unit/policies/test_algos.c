@@ -155,22 +155,25 @@ static void test_bc_resume_exact(void)
  * row blocks and gradient products that run side by side write disjoint memory.
  * The batch is large enough that rows are split into blocks and each layer's
  * weight and input gradients run as separate tasks. */
-static void threads_run(const char *algo, const corral_kv_t *cfg, size_t n, const char *threads, const char *out)
+static void threads_run(const char *algo, const corral_kv_t *cfg, size_t n, const corral_spec_t *sp,
+                        const char *threads, const char *out)
 {
-    enum { ROWS = 512 };
-    static float obs[ROWS * OBS], next[ROWS * OBS], act[ROWS * ACT], rew[ROWS], done[ROWS];
+    enum { ROWS = 512, MAXO = 80 };
+    static float obs[ROWS * MAXO], next[ROWS * MAXO], act[ROWS * ACT], rew[ROWS], done[ROWS];
+    int O = sp->obs_dim;
+    ASSERT_TRUE(O <= MAXO && sp->act_dim == ACT);
     corral_kv_t c[16];
     memcpy(c, cfg, n * sizeof *cfg);
     c[n] = (corral_kv_t){"threads", threads};
     pol_algo_t a;
-    create(&a, algo, c, n + 1);
-    nn_rng_t r;
     cr_err_t err = {0};
+    CHECK_OK(pol_algo_create(&a, pol_builtin_find(algo, CORRAL_PLUGIN_ALGO), c, n + 1, sp, &err), &err);
+    nn_rng_t r;
     for (int u = 0; u < 3; u++) {
         nn_rng_seed(&r, 40 + (uint64_t)u);
-        for (int i = 0; i < ROWS * OBS; i++) { obs[i] = nn_rng_normal(&r); next[i] = nn_rng_normal(&r); }
+        for (int i = 0; i < ROWS * O; i++) { obs[i] = nn_rng_uniform(&r); next[i] = nn_rng_uniform(&r); }
         for (int i = 0; i < ROWS * ACT; i++) act[i] = 2 * nn_rng_uniform(&r) - 1;
-        for (int i = 0; i < ROWS; i++) { rew[i] = -fabsf(obs[i * OBS]); done[i] = i % 17 == 0; }
+        for (int i = 0; i < ROWS; i++) { rew[i] = -fabsf(obs[i * O] - 0.5f); done[i] = i % 17 == 0; }
         corral_batch_t b = {.struct_size = sizeof b, .size = ROWS, .obs = obs, .action = act, .reward = rew,
                             .next_obs = next, .done = done};
         corral_metrics_t m = {0};
@@ -181,18 +184,18 @@ static void threads_run(const char *algo, const corral_kv_t *cfg, size_t n, cons
     pol_algo_destroy(&a);
 }
 
-static void check_threads_exact(const char *algo, const corral_kv_t *cfg, size_t n)
+static void check_threads_exact(const char *algo, const corral_kv_t *cfg, size_t n, const corral_spec_t *sp)
 {
     char k1[4300], kn[4300];
     snprintf(k1, sizeof k1, "%s/%s.t1", test_tmpdir(), algo);
-    threads_run(algo, cfg, n, "1", k1);
+    threads_run(algo, cfg, n, sp, "1", k1);
     size_t l1, ln;
     void *f1 = read_all(k1, &l1);
     ASSERT_TRUE(f1 != NULL);
     const char *counts[] = {"2", "3"};
     for (int i = 0; i < 2; i++) {
         snprintf(kn, sizeof kn, "%s/%s.t%s", test_tmpdir(), algo, counts[i]);
-        threads_run(algo, cfg, n, counts[i], kn);
+        threads_run(algo, cfg, n, sp, counts[i], kn);
         void *fn = read_all(kn, &ln);
         ASSERT_TRUE(fn && ln == l1);
         ASSERT_TRUE(memcmp(f1, fn, l1) == 0);
@@ -204,9 +207,14 @@ static void check_threads_exact(const char *algo, const corral_kv_t *cfg, size_t
 static void test_threads_exact(void)
 {
     corral_kv_t sac[] = {{"hidden", "128,128"}, {"seed", "4"}};
-    check_threads_exact("sac", sac, 2);
+    check_threads_exact("sac", sac, 2, &spec);
     corral_kv_t rlpd[] = {{"hidden", "128,128"}, {"seed", "5"}, {"utd", "2"}, {"num_q", "5"}};
-    check_threads_exact("rlpd", rlpd, 4);
+    check_threads_exact("rlpd", rlpd, 4, &spec);
+    /* images: the encoder's gradient gathers the heads' input gradients */
+    corral_spec_t img = {.struct_size = sizeof img, .obs_dim = 8 * 8 + 3, .act_dim = ACT, .img_c = 1, .img_h = 8,
+                         .img_w = 8};
+    corral_kv_t isac[] = {{"hidden", "64,64"}, {"seed", "6"}, {"encoder_feat", "8"}, {"aug_pad", "1"}};
+    check_threads_exact("sac", isac, 4, &img);
 }
 
 static void test_nan_skipped(void)
