@@ -223,7 +223,7 @@ static int check_buffer(const void *obj, cr_err_t *err)
 }
 
 static const cfg_field_t buffer_fields[] = {
-    {CFG_INT(exp_buffer_t, capacity, "1000000", 1000, 4000000000LL, "transitions kept")},
+    {CFG_INT(exp_buffer_t, capacity, "1000000", 1000, 4000000000LL, "newest online transitions sampled from (the database keeps every step)")},
     {CFG_DOUBLE(exp_buffer_t, online_ratio, "1", 0, 1, "share of each batch from online experience")},
     {CFG_STRUCT_LIST(exp_buffer_t, demos, n_demos, &source_table, "[]", 16, "demonstration sources")},
     {CFG_STRUCT(exp_buffer_t, scripted, &scripted_table, "demonstrations recorded by the robot's scripted expert")},

@@ -83,7 +83,7 @@ typedef struct exp_scripted {
 enum { EXP_SAMPLER_UNIFORM, EXP_SAMPLER_RECENT };
 
 typedef struct exp_buffer {
-    int64_t capacity;       /* transitions kept */
+    int64_t capacity;       /* newest online transitions sampled from */
     double online_ratio;    /* share of each batch from online experience */
     exp_source_t *demos;
     size_t n_demos;
