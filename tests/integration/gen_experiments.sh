@@ -17,10 +17,11 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/corral-gen.XXXXXX")
 PASS=0
 FAIL=0
 SKIP=0
-L_PID= E_PID=
+L_PID= E_PID= C_PID= A_PID=
 
 cleanup() {
-    for p in $L_PID $E_PID; do kill -9 "$p" 2>/dev/null; done
+    for p in $L_PID $E_PID $C_PID $A_PID; do kill -9 "$p" 2>/dev/null; done
+    [ -d "$T/agent" ] && "$CORRAL" agent --stop-workers --state "$T/agent" >/dev/null 2>&1
     wait 2>/dev/null
     if [ "$FAIL" -ne 0 ] || [ -n "${CORRAL_KEEP_TMP:-}" ]; then
         echo "logs kept in $T"
@@ -176,6 +177,40 @@ if [ -f "$T/reach-vla/buffer.db" ]; then
         && ok "an env with images of another size is refused, both sizes named" \
         || bad "wrong image size: env exit $rc; $(grep -h "refused" "$T/bad-img-learner.log" "$T/bad-img-env.log" | head -2)"
 fi
+
+# --- both files through `corral exp submit`: a controller, an agent, registered robots ----------
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export CORRAL_CONTROLLER=127.0.0.1:$PORT
+"$CORRAL" controller --listen "$CORRAL_CONTROLLER" --state "$T/controller" >"$T/controller.log" 2>&1 &
+C_PID=$!
+"$CORRAL" agent --name gen-node --controller "$CORRAL_CONTROLLER" --state "$T/agent" >"$T/agent.log" 2>&1 &
+A_PID=$!
+i=0
+until "$CORRAL" node list --json 2>/dev/null | grep -q '"state": *"ready"' || [ $i -gt 100 ]; do
+    i=$((i + 1)); sleep 0.1
+done
+"$CORRAL" robot register flow-0 --driver mujoco --node gen-node --model reach2d --set realtime=false >/dev/null
+"$CORRAL" robot register vla-0 --driver mujoco --node gen-node --model reach2d_multi --set realtime=false >/dev/null
+SUBMIT_SETS="--set stop.updates=300 --set algorithm.bc_updates=150 --set buffer.scripted.episodes=4
+             --set algorithm.warmup_steps=200 --set checkpoint.every_updates=100 --set stop.eval_every_updates=100000"
+for name in reach-flow reach-vla; do
+    # shellcheck disable=SC2086
+    "$CORRAL" exp submit "$SRC/configs/experiments/$name.yaml" $SUBMIT_SETS >"$T/submit-$name.log" 2>&1 \
+        || bad "exp submit $name: $(cat "$T/submit-$name.log")"
+done
+for name in reach-flow reach-vla; do
+    start=$(date +%s) state=
+    while [ $(( $(date +%s) - start )) -lt 240 ]; do
+        "$CORRAL" exp status "$name" --json >"$T/status-$name.json" 2>/dev/null
+        state=$(field "$T/status-$name.json" state)
+        case $state in done|failed|stopped) break ;; esac
+        sleep 0.5
+    done
+    updates=$(field "$T/status-$name.json" updates)
+    [ "$state" = done ] && [ "$updates" -ge 300 ] \
+        && ok "$name through exp submit: done after $updates updates, $(field "$T/status-$name.json" env_steps) env steps" \
+        || bad "$name through exp submit: state $state, updates $updates"
+done
 
 echo "CORRAL-RESULT suite=integration.gen_experiments passed=$PASS failed=$FAIL skipped=$SKIP"
 [ "$FAIL" -eq 0 ]
