@@ -322,6 +322,27 @@ static int watch_step(void *arg, sqlite3 *db, const ctl_inventory_t *inv, ctl_cm
     return rc;
 }
 
+/* Serves a streaming call on a detached thread of its own: the thread holds a
+ * reference to the call and counts as a watcher until it ends. On failure the
+ * call is finished and arg (malloc'd) freed. */
+static void start_call_thread(ctl_exp_service_t *svc, rpc_call_t *call, void *(*fn)(void *), void *arg,
+                              const char *what)
+{
+    rpc_call_ref(call);
+    atomic_fetch_add(&svc->watchers, 1);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, fn, arg) != 0) {
+        atomic_fetch_sub(&svc->watchers, 1);
+        rpc_call_unref(call);
+        free(arg);
+        rpc_call_finish(call, RPC_RESOURCE_EXHAUSTED, what);
+    }
+    pthread_attr_destroy(&attr);
+}
+
 static void *watch_thread(void *arg)
 {
     watch_t *w = arg;
@@ -379,19 +400,7 @@ static void on_watch(rpc_call_t *call, const ProtobufCMessage *msg)
     snprintf(w->name, sizeof w->name, "%s", r->name);
     w->after = r->after_event;
     w->last_updated = -1;
-    rpc_call_ref(call);
-    atomic_fetch_add(&svc->watchers, 1);
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, watch_thread, w) != 0) {
-        atomic_fetch_sub(&svc->watchers, 1);
-        rpc_call_unref(call);
-        free(w);
-        rpc_call_finish(call, RPC_RESOURCE_EXHAUSTED, "cannot start a watch");
-    }
-    pthread_attr_destroy(&attr);
+    start_call_thread(svc, call, watch_thread, w, "cannot start a watch");
 }
 
 /* ---- Logs ------------------------------------------------------------------------ */
@@ -555,19 +564,7 @@ static void on_logs(rpc_call_t *call, const ProtobufCMessage *msg)
     snprintf(l->role, sizeof l->role, "%s", r->role);
     l->index = r->index;
     l->tail = r->tail_bytes;
-    rpc_call_ref(call);
-    atomic_fetch_add(&svc->watchers, 1);
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, logs_thread, l) != 0) {
-        atomic_fetch_sub(&svc->watchers, 1);
-        rpc_call_unref(call);
-        free(l);
-        rpc_call_finish(call, RPC_RESOURCE_EXHAUSTED, "cannot start a log read");
-    }
-    pthread_attr_destroy(&attr);
+    start_call_thread(svc, call, logs_thread, l, "cannot start a log read");
 }
 
 /* ---- table ------------------------------------------------------------------------ */
