@@ -33,6 +33,7 @@
 #define BUF_SCHEMA_VERSION 1
 #define BUF_MAX_CAMS 4
 #define BUF_MAX_PROPRIO 8
+#define BUF_MAX_CHUNK 64
 
 /* Where an episode (or step) came from. A step of an online episode with its
  * intervention flag set counts as an intervention step when sampling. */
@@ -84,11 +85,16 @@ typedef struct buf_config {
      * source with weight 0 while another is positive: its steps are sampled with
      * the online source. Shares of empty sources go to the others. */
     double ratio[BUF_SRC_COUNT];
+    /* Rows per sampled item: 1 (default) draws single transitions; H > 1 draws
+     * chunks of H consecutive transitions of one episode (buf_sample says how an
+     * episode's end is handled). Batches are then whole chunks. 1..BUF_MAX_CHUNK. */
+    int chunk;
     int n_step;                 /* n-step returns; default 1 */
     double gamma;               /* discount for n-step returns; default 0.99 */
     /* Rate limiter (Reverb): samples_per_insert 0 disables the ratio check. A sample
      * waits until at least min_size transitions exist; then inserts*spi - samples
-     * stays within spi*min_size +- error_buffer. Samples count batch items.
+     * stays within spi*min_size +- error_buffer. Samples count batch rows (a
+     * chunk counts its H rows, so the ratio stays transitions per transition).
      * Transitions of attached demo buffers count towards min_size only. */
     double samples_per_insert;
     int64_t min_size;           /* default 1 */
@@ -168,9 +174,11 @@ int buf_flush(buf_t *b, cr_err_t *err);
 
 /* ---- sampling ------------------------------------------------------------- */
 
-/* A batch for a learner: contiguous arrays, row i is sample i. */
+/* A batch for a learner: contiguous arrays, row i is sample i. With chunks of H
+ * (buf_config_t.chunk), rows s*H .. s*H+H-1 are chunk s, in episode order. */
 typedef struct buf_batch {
     int size, obs_dim, act_dim, n_cams;
+    int chunk;                  /* rows per chunk (the buffer's chunk) */
     float *obs;                 /* [size][obs_dim] */
     float *action;              /* [size][act_dim] */
     float *reward;              /* [size]; n-step discounted sum */
@@ -183,13 +191,29 @@ typedef struct buf_batch {
     uint64_t *key;              /* [size]; for buf_update_priorities */
     uint8_t *source;            /* [size]; buf_source_t */
     int64_t *policy_version;    /* [size] */
+    uint8_t *pad;               /* [size]; 1: a chunk row past its episode's end, a copy
+                                 * of the episode's last transition (see buf_sample) */
 } buf_batch_t;
 
+/* size rows; a multiple of the buffer's chunk (CR_EINVAL otherwise). */
 int buf_batch_create(const buf_t *b, int size, buf_batch_t **out, cr_err_t *err);
 void buf_batch_destroy(buf_batch_t *batch);
 
 /* Fills batch. Waits (up to timeout_ms; <0 forever) for the rate limiter and for
- * enough data -> CR_ETIMEDOUT. */
+ * enough data -> CR_ETIMEDOUT.
+ *
+ * Chunks (chunk H > 1): each item starts at a drawn transition (the sampler's
+ * distribution, the per-source quotas counting chunks by their first row's
+ * source) and follows the same episode for H transitions; a chunk never crosses
+ * into another episode. When the episode ends first (its final row, or the newest
+ * stored step of an episode cut short by a crash), the chunk is padded: each
+ * missing row repeats the episode's last transition (same obs, action, reward,
+ * next_obs, done) with pad = 1, so the chunk's actions hold the last one and every
+ * row stays a real transition. A start whose episode is still being written and
+ * has fewer than H transitions left is drawn again (its continuation is not
+ * known yet); only when a source holds nothing else after a few draws is such a
+ * chunk padded too. Each row keeps its own key and source; the importance weight
+ * is the start's. */
 int buf_sample(buf_t *b, buf_batch_t *batch, int64_t timeout_ms, cr_err_t *err);
 
 /* Sets the priorities of sampled keys (prioritised sampler; others ignore them).

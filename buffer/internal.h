@@ -11,7 +11,12 @@
  * - The open-episode table belongs to the writer thread alone; it is snapshotted at
  *   the start of each transaction and restored if the transaction rolls back.
  * - Sampling keys are (database << 48 | transition number); database 0 is the
- *   buffer's own, 1.. are attached demo buffers. */
+ *   buffer's own, 1.. are attached demo buffers.
+ * - A transition's succ links it to the next one of its episode; `last` says its
+ *   episode has no more (the next row is the final one, or the episode was found
+ *   unfinished when the database was opened). A chunk follows succ and pads only
+ *   at `last`, so it never runs into another episode nor guesses an open one's
+ *   future. A recovered episode that is resumed gets its succ link and goes on. */
 #ifndef CORRAL_BUFFER_INTERNAL_H
 #define CORRAL_BUFFER_INTERNAL_H
 
@@ -106,6 +111,7 @@ typedef struct tr {
     int64_t pos;                /* position in its source's list; -1: evicted */
     float reward;
     uint8_t done, cls;
+    uint8_t last;               /* no transition follows in its episode (see above) */
 } tr_t;
 
 typedef struct bufdb {
@@ -124,11 +130,13 @@ typedef struct srclist {
     double max_prio;
 } srclist_t;
 
-/* A transition read from disk and waiting in a prefetch pool. */
+/* A chunk (chunk rows; one transition when chunk is 1) read from disk and
+ * waiting in a prefetch pool; every array holds chunk rows. */
 typedef struct pitem {
-    uint64_t key;
-    float reward, done, discount, weight;
-    int64_t policy_version;
+    uint64_t *key;
+    float *reward, *done, *discount, *weight;
+    int64_t *policy_version;
+    uint8_t *cls, *pad;
     float *obs, *action, *next_obs;
     uint8_t *image[BUF_MAX_CAMS], *next_image[BUF_MAX_CAMS];
 } pitem_t;
@@ -198,8 +206,9 @@ struct buf {
 static inline int64_t buf_src_live(const srclist_t *s) { return s->n - s->start; }
 
 /* store.c */
+/* last: next_row is its episode's final row. */
 int buf_index_add(buf_t *b, int dbi, int64_t row, int64_t next_row, float reward, int done,
-                  int cls, int64_t link_from, cr_err_t *err);
+                  int cls, int last, int64_t link_from, cr_err_t *err);
 int buf_raw_class(int source, int intervention);
 
 /* writer.c */

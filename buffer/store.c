@@ -56,6 +56,7 @@ void buf_config_default(buf_config_t *cfg)
     cfg->recent_window = 100000;
     cfg->alpha = 0.6;
     cfg->beta = 0.4;
+    cfg->chunk = 1;
     cfg->n_step = 1;
     cfg->gamma = 0.99;
     cfg->min_size = 1;
@@ -70,6 +71,9 @@ static int check_config(buf_config_t *c, cr_err_t *err)
                           (long long)c->commit_window_us);
     if (c->max_batch_rows < 1) return cr_err_set(err, CR_EINVAL, "buffer config: max_batch_rows < 1");
     if (c->n_step < 1 || c->n_step > 1000) return cr_err_set(err, CR_EINVAL, "buffer config: n_step %d", c->n_step);
+    if (c->chunk == 0) c->chunk = 1;
+    if (c->chunk < 1 || c->chunk > BUF_MAX_CHUNK)
+        return cr_err_set(err, CR_EINVAL, "buffer config: chunk %d not in 1..%d", c->chunk, BUF_MAX_CHUNK);
     if (!(c->gamma >= 0 && c->gamma <= 1)) return cr_err_set(err, CR_EINVAL, "buffer config: gamma %g", c->gamma);
     if (!(c->alpha >= 0) || !(c->beta >= 0)) return cr_err_set(err, CR_EINVAL, "buffer config: alpha/beta < 0");
     if (!(c->samples_per_insert >= 0)) return cr_err_set(err, CR_EINVAL, "buffer config: samples_per_insert < 0");
@@ -143,7 +147,7 @@ static void evict(buf_t *b, int cls, srclist_t *s)
 
 /* Appends transition row -> next_row of database dbi (mu held, or before threads). */
 int buf_index_add(buf_t *b, int dbi, int64_t row, int64_t next_row, float reward, int done,
-                  int cls, int64_t link_from, cr_err_t *err)
+                  int cls, int last, int64_t link_from, cr_err_t *err)
 {
     bufdb_t *d = &b->db[dbi];
     srclist_t *s = &b->src[cls];
@@ -168,7 +172,8 @@ int buf_index_add(buf_t *b, int dbi, int64_t row, int64_t next_row, float reward
     }
     int64_t tid = d->n_tr++;
     d->tr[tid] = (tr_t){.row = row, .next_row = next_row, .succ = -1, .pos = s->n,
-                        .reward = reward, .done = (uint8_t)(done != 0), .cls = (uint8_t)cls};
+                        .reward = reward, .done = (uint8_t)(done != 0), .cls = (uint8_t)cls,
+                        .last = (uint8_t)(last != 0)};
     s->key[s->n++] = ((uint64_t)dbi << KEY_DB_SHIFT) | (uint64_t)tid;
     if (link_from >= 0 && link_from < tid) d->tr[link_from].succ = tid;
     evict(b, cls, s);
@@ -236,16 +241,17 @@ static int scan_steps(buf_t *b, int dbi, sqlite3 *db, scan_ep_t *ep, int64_t n_e
             break;
         }
         scan_ep_t *s = &ep[e];
+        int has_action = sqlite3_column_int(st, 2);
         if (s->last_row > 0 && s->last_has_action) {
             int64_t tid = b->db[dbi].n_tr;
             if ((code = buf_index_add(b, dbi, s->last_row, row, s->last_reward, s->last_done,
-                                      s->last_cls, s->last_tid, err))) break;
+                                      s->last_cls, !has_action, s->last_tid, err))) break;
             s->last_tid = tid;
         } else {
             s->last_tid = -1;
         }
         s->last_row = row;
-        s->last_has_action = (uint8_t)sqlite3_column_int(st, 2);
+        s->last_has_action = (uint8_t)has_action;
         s->last_reward = (float)sqlite3_column_double(st, 3);
         s->last_done = (uint8_t)(sqlite3_column_int(st, 4) != 0);
         int raw = all_demo ? BUF_SRC_DEMO : buf_raw_class(s->source, sqlite3_column_int(st, 5));
@@ -256,6 +262,16 @@ static int scan_steps(buf_t *b, int dbi, sqlite3 *db, scan_ep_t *ep, int64_t n_e
     sqlite3_finalize(st);
     if (!code && rc != SQLITE_DONE) code = buf_sql_err(db, rc, err, "scan steps");
     return code;
+}
+
+/* The newest transition of each unfinished episode of database dbi is its last
+ * for chunks: nothing is known to follow it (a producer that resumes the episode
+ * links the next one through succ, which chunks follow first). */
+static void mark_open_tails(buf_t *b, int dbi, const scan_ep_t *ep, int64_t n_ep)
+{
+    for (int64_t e = 1; e <= n_ep; e++)
+        if (ep[e].seen && !ep[e].ended && ep[e].last_tid >= 0 && ep[e].last_tid < b->db[dbi].n_tr)
+            b->db[dbi].tr[ep[e].last_tid].last = 1;
 }
 
 /* Marks unfinished episodes truncated (with their return so far) and hands them to
@@ -353,6 +369,7 @@ static int recover(buf_t *b, cr_err_t *err)
     int64_t n_ep = 0, inserts = 0, samples = 0;
     int code = scan_episodes(b->wdb, &ep, &n_ep, err);
     if (!code) code = scan_steps(b, 0, b->wdb, ep, n_ep, 0, &inserts, err);
+    if (!code) mark_open_tails(b, 0, ep, n_ep);
     if (!code) code = recover_open_episodes(b, ep, n_ep, err);
     free(ep);
     if (code) return code;
@@ -497,6 +514,7 @@ int buf_attach_demo(buf_t *b, const char *path, cr_err_t *err)
     b->db[dbi] = d;
     int64_t keys_before = b->src[BUF_SRC_DEMO].n;
     code = scan_steps(b, dbi, d.rd, ep, n_ep, 1, &inserts, err);
+    if (!code) mark_open_tails(b, dbi, ep, n_ep);
     if (!code) {
         size_t budget = b->demo_budget_left;
         size_t want = (size_t)(b->db[dbi].n_tr + n_ep) * buf_cache_row_bytes(&b->layout);

@@ -37,7 +37,7 @@ typedef struct effect {
     int dup, insert, new_tr;
     int64_t row, tr_row, link_from;
     float tr_reward;
-    int tr_done, tr_cls;
+    int tr_done, tr_cls, tr_last;
 } effect_t;
 
 typedef struct wstmts {
@@ -344,6 +344,7 @@ static int write_step(buf_t *b, wstmts_t *w, const putitem_t *it, effect_t *eff,
         eff->tr_reward = e->last_reward;
         eff->tr_done = e->last_done;
         eff->tr_cls = e->last_cls;
+        eff->tr_last = s->action == NULL;   /* into the final row: the episode's last */
         eff->link_from = e->last_tid;
         e->last_tid = b->w_ntr++;
     } else {
@@ -383,7 +384,7 @@ static void apply(buf_t *b, putitem_t *batch, effect_t *eff)
                       it->step.policy_version);
         if (e->new_tr) {
             cr_err_t err = {0};
-            if (buf_index_add(b, 0, e->tr_row, e->row, e->tr_reward, e->tr_done, e->tr_cls,
+            if (buf_index_add(b, 0, e->tr_row, e->row, e->tr_reward, e->tr_done, e->tr_cls, e->tr_last,
                               e->link_from, &err))
                 CR_ERROR("buffer", "%s: %s; the transition stays on disk only", b->path, err.msg);
         }

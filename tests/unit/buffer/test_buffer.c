@@ -1,7 +1,8 @@
 /* test_buffer.c - unit tests of the replay buffer: storage and layout, exactly-once
  * puts, group commit, recovery, cache and disk gathers, source mixing, samplers,
- * n-step returns, the rate limiter, statistics, and bad input (corrupt, foreign and
- * newer files, failing writes through a VFS shim, a file-size limit). */
+ * n-step returns, chunks of consecutive transitions, the rate limiter, statistics,
+ * and bad input (corrupt, foreign and newer files, failing writes through a VFS
+ * shim, a file-size limit). */
 #define _GNU_SOURCE
 #include "tests/harness.h"
 #include "tests/unit/buffer/bufutil.h"
@@ -528,6 +529,222 @@ static void test_capacity(void)
     ASSERT_TRUE(strstr(err.msg, "capacity") != NULL);
 }
 
+/* ---- chunks --------------------------------------------------------------------- */
+
+/* Step t of an episode of n action steps (n -1: not known, the episode is open),
+ * with proprio[3] = n so a sampled row tells where its episode ends. */
+static void put_ep_step(buf_t *b, uint64_t p, uint64_t seq, uint64_t ep, int t, int n, int final,
+                        buf_source_t src, int intervention, cr_err_t *err)
+{
+    tu_step_t x;
+    tu_fill(&x, p, seq, ep, t, final, 1);
+    x.proprio[3] = (float)n;
+    x.s.source = src;
+    x.s.intervention = intervention;
+    x.s.done = n > 0 && t == n - 1;
+    ASSERT_OK(buf_put_wait(b, &x.s, 5000, NULL, err), err);
+}
+
+static int producer_of(const float *o) { return (int)(o[0] / 100000); }
+
+/* Every chunk of H rows: one episode (producer and episode number), consecutive
+ * steps, each row a transition of its own (action from its row, next_obs the next
+ * step), padded only past the episode's end: an ended episode's final row, or for
+ * an episode of unknown length (proprio[3] -1) its newest stored row, which must be
+ * row open_rows - 1 (open_rows -1: no padding allowed there), or row was_rows - 1
+ * for chunks read ahead from disk before the episode went on. Returns pads. */
+static int check_chunks(const buf_batch_t *bt, int H, int open_rows, int was_rows)
+{
+    int od = bt->obs_dim, ad = bt->act_dim, pads = 0;
+    ASSERT_INT_EQ(bt->chunk, H);
+    for (int s = 0; s < bt->size / H; s++) {
+        const float *o0 = bt->obs + (size_t)s * H * od;
+        ASSERT_INT_EQ(bt->pad[s * H], 0);
+        for (int k = 0; k < H; k++) {
+            int i = s * H + k;
+            const float *o = bt->obs + (size_t)i * od, *no = bt->next_obs + (size_t)i * od;
+            ASSERT_NEAR(bt->action[i * ad], o[0], 0);
+            ASSERT_NEAR(bt->action[i * ad + 1], o[1], 0);
+            ASSERT_NEAR(no[1], o[1] + 1, 0);
+            ASSERT_NEAR(no[2], o[2], 0);
+            ASSERT_INT_EQ(producer_of(o), producer_of(o0));   /* never another episode */
+            ASSERT_NEAR(o[2], o0[2], 0);
+            ASSERT_INT_EQ(bt->image[0][i * TU_CAM_BYTES], ((int)o[1]) & 255);
+            if (!bt->pad[i]) {
+                ASSERT_NEAR(o[1], o0[1] + k, 0);               /* consecutive */
+                if (k > 0) {
+                    ASSERT_INT_EQ(bt->pad[i - 1], 0);
+                    ASSERT_NEAR(o[1], bt->next_obs[(size_t)(i - 1) * od + 1], 0);
+                    ASSERT_INT_EQ(bt->next_image[0][(i - 1) * TU_CAM_BYTES + 3], ((int)o[1]) & 255);
+                }
+                continue;
+            }
+            pads++;
+            ASSERT_TRUE(k > 0);
+            /* a copy of the row before, which is its episode's last transition */
+            ASSERT_TRUE(memcmp(o, o - od, sizeof(float) * od) == 0);
+            ASSERT_TRUE(memcmp(no, no - od, sizeof(float) * od) == 0);
+            ASSERT_TRUE(memcmp(bt->action + i * ad, bt->action + (i - 1) * ad, sizeof(float) * ad) == 0);
+            ASSERT_INT_EQ(bt->key[i], bt->key[i - 1]);
+            ASSERT_NEAR(bt->reward[i], bt->reward[i - 1], 0);
+            ASSERT_NEAR(bt->done[i], bt->done[i - 1], 0);
+            if (bt->pad[i - 1]) continue;
+            if (o[3] > 0) {
+                ASSERT_NEAR(o[1] + 1, o[3], 0);                 /* into the final row */
+                ASSERT_NEAR(bt->done[i], 1, 0);
+            } else {
+                ASSERT_TRUE(open_rows > 0);                     /* into the newest stored row */
+                ASSERT_TRUE(o[1] + 1 == open_rows - 1 || o[1] + 1 == was_rows - 1);
+            }
+        }
+    }
+    return pads;
+}
+
+static void test_chunks(void)
+{
+    cr_err_t err = {0};
+    const char *path = db_path("chunks.db");
+    buf_layout_t l = tu_layout();
+    buf_config_t c = fast_config();
+    c.chunk = 4;
+    buf_t *b;
+    ASSERT_OK(buf_open(path, &l, &c, &b, &err), &err);
+    buf_batch_t *bt;
+    ASSERT_INT_EQ(buf_batch_create(b, 30, &bt, &err), CR_EINVAL);   /* not whole chunks */
+    ASSERT_TRUE(strstr(err.msg, "chunks of 4") != NULL);
+    ASSERT_OK(buf_batch_create(b, 64, &bt, &err), &err);
+    /* Three producers interleaved row by row, so neighbouring rows of the database
+     * belong to other episodes: producer 1 five episodes of 10 steps, producer 2 ten
+     * of 2 (shorter than a chunk), producer 3 one episode still open at 9 steps. */
+    uint64_t seq[4] = {0};
+    int t3 = 0;
+    for (int r = 0; r < 55; r++) {
+        int e1 = r / 11, t1 = r % 11;
+        put_ep_step(b, 1, seq[1]++, (uint64_t)e1, t1, 10, t1 == 10, BUF_SRC_ONLINE, 0, &err);
+        if (r < 30) {
+            int e2 = r / 3, t2 = r % 3;
+            put_ep_step(b, 2, seq[2]++, (uint64_t)e2, t2, 2, t2 == 2, BUF_SRC_ONLINE, 0, &err);
+        }
+        if (r < 10) { put_ep_step(b, 3, seq[3]++, 0, t3, -1, 0, BUF_SRC_ONLINE, 0, &err); t3++; }
+    }
+    buf_counters_t k;
+    buf_counters(b, &k);
+    ASSERT_INT_EQ(k.transitions[BUF_SRC_ONLINE], 50 + 20 + 9);
+    int pads = 0, late3 = 0, starts[4] = {0};
+    for (int r = 0; r < 60; r++) {
+        ASSERT_OK(buf_sample(b, bt, 1000, &err), &err);
+        pads += check_chunks(bt, 4, -1, -1);   /* the open episode is never padded */
+        for (int s = 0; s < 16; s++) {
+            const float *o = bt->obs + (size_t)s * 4 * bt->obs_dim;
+            starts[producer_of(o)]++;
+            late3 += producer_of(o) == 3 && o[1] > 5;   /* would need steps not written yet */
+        }
+    }
+    ASSERT_INT_EQ(late3, 0);
+    ASSERT_TRUE(pads > 0);
+    ASSERT_TRUE(starts[1] > 0 && starts[2] > 0 && starts[3] > 0);
+    buf_counters(b, &k);
+    ASSERT_INT_EQ(k.samples, 60 * 64);   /* the limiter counts rows */
+    buf_batch_destroy(bt);
+    buf_close(b);
+
+    /* Reopened with a cache of ~20 rows: most chunks come from SQLite through the
+     * prefetcher. The unfinished episode ends, for chunks, at its newest row... */
+    c.cache_bytes = 20 * (2 * 8 + 6 * 4 + TU_CAM_BYTES);
+    ASSERT_OK(buf_open(path, &l, &c, &b, &err), &err);
+    ASSERT_OK(buf_batch_create(b, 64, &bt, &err), &err);
+    late3 = 0;
+    for (int r = 0; r < 60; r++) {
+        ASSERT_OK(buf_sample(b, bt, 5000, &err), &err);
+        check_chunks(bt, 4, 10, 10);
+        for (int s = 0; s < 16; s++) {
+            const float *o = bt->obs + (size_t)s * 4 * bt->obs_dim;
+            late3 += producer_of(o) == 3 && o[1] > 5;
+        }
+    }
+    ASSERT_TRUE(late3 > 0);
+    buf_counters(b, &k);
+    ASSERT_TRUE(k.disk_reads > 0);
+    /* ... until its producer goes on with it: chunks then run across the restart. */
+    for (int t = 10; t <= 16; t++, t3++) put_ep_step(b, 3, seq[3]++, 0, t, -1, t == 16, BUF_SRC_ONLINE, 0, &err);
+    int across = 0;
+    for (int r = 0; r < 100; r++) {
+        ASSERT_OK(buf_sample(b, bt, 5000, &err), &err);
+        check_chunks(bt, 4, 17, 10);
+        for (int s = 0; s < 16; s++) {
+            const float *o = bt->obs + (size_t)s * 4 * bt->obs_dim;
+            across += producer_of(o) == 3 && o[1] >= 7 && o[1] <= 8 && !bt->pad[s * 4 + 3];
+        }
+    }
+    ASSERT_TRUE(across > 0);
+    buf_batch_destroy(bt);
+    buf_close(b);
+    ASSERT_INT_EQ(buf_open(db_path("chunk65.db"), &l, &(buf_config_t){.chunk = 65}, &b, &err), CR_EINVAL);
+}
+
+/* Chunks of every source in the configured shares, counted by their first row;
+ * demonstrations from an attached buffer and scripted ones recorded in this one. */
+static void test_chunk_sources(void)
+{
+    cr_err_t err = {0};
+    const char *demo = db_path("chunkdemo.db");
+    buf_layout_t l = tu_layout();
+    buf_config_t c = fast_config();
+    buf_t *b;
+    ASSERT_OK(buf_open(demo, &l, &c, &b, &err), &err);
+    for (int r = 0; r < 3 * 11; r++)   /* producer 50: three episodes of 10 */
+        put_ep_step(b, 50, (uint64_t)r, (uint64_t)(r / 11), r % 11, 10, r % 11 == 10, BUF_SRC_ONLINE, 0, &err);
+    buf_close(b);
+    const char *path = db_path("chunkmix.db");
+    c.chunk = 4;
+    c.ratio[BUF_SRC_ONLINE] = 0.5;
+    c.ratio[BUF_SRC_DEMO] = 0.25;
+    c.ratio[BUF_SRC_INTERVENTION] = 0.25;
+    ASSERT_OK(buf_open(path, &l, &c, &b, &err), &err);
+    ASSERT_OK(buf_attach_demo(b, demo, &err), &err);
+    uint64_t seq = 0, seq60 = 0;
+    for (int e = 0; e < 4; e++) {
+        /* an online episode whose steps 4..7 a human took over, and a scripted one */
+        for (int t = 0; t <= 12; t++) {
+            put_ep_step(b, 1, seq++, (uint64_t)e, t, 12, t == 12, BUF_SRC_ONLINE, t >= 4 && t < 8, &err);
+            put_ep_step(b, 60, seq60++, (uint64_t)e, t, 12, t == 12, BUF_SRC_DEMO, 0, &err);
+        }
+    }
+    buf_batch_t *bt;
+    ASSERT_OK(buf_batch_create(b, 400, &bt, &err), &err);
+    int attached = 0, scripted = 0;
+    for (int r = 0; r < 10; r++) {
+        ASSERT_OK(buf_sample(b, bt, 1000, &err), &err);
+        check_chunks(bt, 4, -1, -1);
+        int n[BUF_SRC_COUNT] = {0};
+        for (int s = 0; s < 100; s++) {
+            int i = s * 4, src = bt->source[i], p = producer_of(bt->obs + (size_t)i * bt->obs_dim);
+            n[src]++;
+            if (src == BUF_SRC_DEMO) {
+                ASSERT_TRUE(p == 50 || p == 60);
+                attached += p == 50;
+                scripted += p == 60;
+                for (int k = 1; k < 4; k++) ASSERT_INT_EQ(bt->source[i + k], BUF_SRC_DEMO);
+            } else {
+                ASSERT_INT_EQ(p, 1);
+                float t = bt->obs[(size_t)i * bt->obs_dim + 1];
+                ASSERT_INT_EQ(src, t >= 4 && t < 8 ? BUF_SRC_INTERVENTION : BUF_SRC_ONLINE);
+                for (int k = 1; k < 4; k++) {   /* each row keeps its own source */
+                    float tk = bt->obs[(size_t)(i + k) * bt->obs_dim + 1];
+                    ASSERT_INT_EQ(bt->source[i + k], tk >= 4 && tk < 8 ? BUF_SRC_INTERVENTION : BUF_SRC_ONLINE);
+                }
+            }
+        }
+        ASSERT_INT_EQ(n[BUF_SRC_ONLINE], 50);
+        ASSERT_INT_EQ(n[BUF_SRC_DEMO], 25);
+        ASSERT_INT_EQ(n[BUF_SRC_INTERVENTION], 25);
+    }
+    ASSERT_TRUE(attached > 0 && scripted > 0);
+    buf_batch_destroy(bt);
+    buf_close(b);
+}
+
 static void test_rate_limiter(void)
 {
     cr_err_t err = {0};
@@ -892,6 +1109,8 @@ int main(int argc, char **argv)
         {"sumtree", test_sumtree},
         {"bad_args", test_bad_args},
         {"cli_stats", test_cli_stats},
+        {"chunks", test_chunks},
+        {"chunk_sources", test_chunk_sources},
         {NULL, NULL}};
     return test_main("buffer", cases, argc, argv);
 }

@@ -7,8 +7,11 @@
  * kill it checks, behind the buffer's back, that every acknowledged (producer, seq) is
  * stored exactly once and that PRAGMA integrity_check passes, then reopens the buffer
  * itself: unfinished episodes must come back truncated and every stored step must be
- * indexed. Each new child resends from a little before the last acknowledgement, as
- * an at-least-once producer does, so duplicates arrive all the time. */
+ * indexed, and chunks sampled from the recovered buffer must stay inside one episode,
+ * run over consecutive steps and be padded only where the episode's stored rows end.
+ * Each new child resends from a little before the last acknowledgement, as an
+ * at-least-once producer does, so duplicates arrive all the time (and resumes the
+ * episodes the kill cut short). */
 #define _GNU_SOURCE
 #include "tests/harness.h"
 #include "tests/unit/buffer/bufutil.h"
@@ -83,6 +86,44 @@ static void child(const char *path, const uint64_t *from)
     _exit(0);
 }
 
+#define CHUNK 4
+
+/* Chunks of CHUNK sampled after a recovery: rows of one producer's episode (prop[0],
+ * seq / EP_LEN), consecutive seqs, action from the same row; a padded row repeats
+ * the one before, and padding starts only after the episode's last stored
+ * transition: into its final row, or the newest row the kill left (stored marks
+ * what the database holds). Returns the chunks padded at a cut-short end. */
+static int check_recovered_chunks(const buf_batch_t *bt, uint8_t stored[][MAX_SEQ + 1024])
+{
+    int cut = 0;
+    for (int c = 0; c < bt->size / CHUNK; c++) {
+        const float *o0 = bt->obs + (size_t)c * CHUNK * 8;
+        int p = (int)o0[0];
+        uint64_t s0 = (uint64_t)o0[1];
+        ASSERT_TRUE(p >= 0 && p < PRODUCERS);
+        for (int k = 0; k < CHUNK; k++) {
+            int i = c * CHUNK + k;
+            const float *o = bt->obs + (size_t)i * 8;
+            ASSERT_NEAR(o[0], (float)p, 0);
+            ASSERT_NEAR(bt->action[i * 2], o[1], 0);
+            ASSERT_NEAR(bt->next_obs[(size_t)i * 8 + 1], o[1] + 1, 0);
+            if (!bt->pad[i]) {
+                ASSERT_NEAR(o[1], (float)(s0 + (uint64_t)k), 0);
+                ASSERT_INT_EQ((uint64_t)o[1] / EP_LEN, s0 / EP_LEN);
+                ASSERT_TRUE(k == 0 || !bt->pad[i - 1]);
+                continue;
+            }
+            ASSERT_TRUE(k > 0 && memcmp(o, o - 8, 8 * sizeof(float)) == 0);
+            if (bt->pad[i - 1]) continue;
+            uint64_t s = (uint64_t)o[1];   /* the last transition: s -> s + 1 */
+            int final = (s + 1) % EP_LEN == EP_LEN - 1;
+            ASSERT_TRUE(final || !stored[p][s + 2]);
+            cut += !final;
+        }
+    }
+    return cut;
+}
+
 static void test_sigkill_writer(void)
 {
     const char *path;
@@ -92,6 +133,7 @@ static void test_sigkill_writer(void)
     static uint8_t acked[PRODUCERS][MAX_SEQ + 1024];
     int64_t max_acked[PRODUCERS] = {-1, -1};
     uint64_t total_acked = 0;
+    int64_t chunks = 0, cut = 0;
     srand(12345);
     for (int round = 0; round < KILLS; round++) {
         uint64_t from[PRODUCERS];
@@ -179,11 +221,28 @@ static void test_sigkill_writer(void)
             ASSERT_INT_EQ(k.transitions[0], tu_query(path,
                 "SELECT count(*) FROM (SELECT action IS NOT NULL AS a, lead(t) OVER "
                 "(PARTITION BY episode ORDER BY t) AS nt, t FROM steps) WHERE a AND nt = t + 1"));
+            /* Chunks from the recovered buffer, most of them read from SQLite. */
+            if (k.transitions[0] > 0) {
+                c.chunk = CHUNK;
+                c.cache_bytes = 64 * 56;
+                ASSERT_OK(buf_open(path, &l, &c, &b, &err), &err);
+                buf_batch_t *bt;
+                ASSERT_OK(buf_batch_create(b, 256, &bt, &err), &err);
+                for (int rep = 0; rep < 20; rep++) {
+                    ASSERT_OK(buf_sample(b, bt, 5000, &err), &err);
+                    cut += check_recovered_chunks(bt, stored);
+                    chunks += bt->size / CHUNK;
+                }
+                buf_batch_destroy(bt);
+                buf_close(b);
+            }
         }
     }
-    printf("  %d kills, %llu acknowledged steps, %lld/%lld max seq\n", KILLS,
-           (unsigned long long)total_acked, (long long)max_acked[0], (long long)max_acked[1]);
+    printf("  %d kills, %llu acknowledged steps, %lld/%lld max seq; %lld chunks sampled after recovery, "
+           "%lld padded where a kill cut the episode\n", KILLS, (unsigned long long)total_acked,
+           (long long)max_acked[0], (long long)max_acked[1], (long long)chunks, (long long)cut);
     ASSERT_TRUE(total_acked > 1000);
+    ASSERT_TRUE(chunks > 0);
 }
 
 int main(int argc, char **argv)
