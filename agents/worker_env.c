@@ -25,7 +25,14 @@
  * appended to the observation vector (so the buffer stores it like any vector);
  * and the first buffer.scripted.episodes episodes driven by the robot's scripted
  * expert (noise on the executed action, the expert's action stored), sent as
- * demonstrations.
+ * demonstrations. Those count over the experiment, not the process: the first
+ * ACK says how many ended demonstrations of this robot the buffer holds, and a
+ * restarted env records only the rest (one cut short by the restart is redone).
+ *
+ * Policies acting in chunks (algorithm.params.horizon > 1) replan at every step:
+ * the algorithm's act returns the first action of a fresh chunk (receding
+ * horizon), so no chunk is carried across a step, and weights taken at an
+ * episode boundary apply from its first step.
  *
  * Invariants: seqs in `pending` are consecutive, ascending, and all > acked;
  * pending[0 .. sent) went out on the current route; a HELLO precedes every resend. */
@@ -102,6 +109,8 @@ typedef struct env {
     int64_t learner_version, learner_updates, learner_steps;
     int64_t sync_want;            /* --sync: updates the last barrier waited for */
     int done, refused;
+    int heard;                    /* an ACK for this producer arrived */
+    int64_t demo_base;            /* scripted demonstrations recorded before this process */
     /* progress */
     int64_t steps, episodes, reconnects, paused_ns, started_ns;
     uint8_t recent[RECENT];
@@ -257,6 +266,15 @@ static void poll_ctl(env_t *E, int64_t timeout_ms)
         if (a.stop == 2) {
             E->refused = 1;
             continue;
+        }
+        if (!E->heard) {
+            E->heard = 1;
+            E->demo_base = a.demo_episodes > 0 ? a.demo_episodes : 0;
+            if (E->demo_base > 0 && E->s->buffer.scripted.episodes > 0)
+                CR_INFO(TAG, "the buffer holds %" PRId64 " of the %lld scripted demonstrations of robot %s: recording %lld",
+                        E->demo_base, (long long)E->s->buffer.scripted.episodes, E->desc->name,
+                        E->demo_base < E->s->buffer.scripted.episodes
+                            ? (long long)(E->s->buffer.scripted.episodes - E->demo_base) : 0LL);
         }
         if (!E->learner.process && a.learner && E->learner_gen && a.learner != E->learner_gen && E->tx) {
             /* Another learner answers on the same route (a direct route by address to
@@ -543,7 +561,7 @@ static int run_episode(env_t *E, cr_err_t *err)
 {
     float obs[WK_MAX_OBS], raw[WK_MAX_OBS], act[WK_MAX_ACT], cmd[WK_MAX_ACT], run[WK_MAX_ACT];
     uint64_t ep = (uint64_t)E->episodes + 1;
-    int demo = E->episodes < (int64_t)E->s->buffer.scripted.episodes;
+    int demo = E->demo_base + E->episodes < (int64_t)E->s->buffer.scripted.episodes;
     int rc = hal_robot_reset(E->robot, ep, &E->obs, err);
     if (rc) return rc;
     int end = 0;
@@ -796,6 +814,8 @@ int wk_env_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_a
             check_learner(E, 1);
             if (!E->tx) cr_sleep_ns(100 * CR_NS_PER_MS);
         }
+        /* its first ACK says which scripted demonstrations are recorded already */
+        while (!*stop && s->buffer.scripted.episodes > 0 && !E->heard && !E->refused) service(E, 50);
         E->started_ns = cr_now_ns();
     }
     while (rc == 0 && !*stop && !E->done && !E->refused) {

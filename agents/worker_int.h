@@ -86,6 +86,8 @@ typedef struct wk_ack {
     uint64_t learner;          /* the learner hub's id (changes on restart) */
     int64_t version;           /* newest policy version published */
     int64_t updates, env_steps;
+    int64_t demo_episodes;     /* ended scripted demonstrations of the env's robot in the
+                                * buffer when the env said HELLO (-1: not counted) */
     int32_t stop;              /* 1: the experiment is done; 2: refused */
 } wk_ack_t;
 

@@ -13,6 +13,13 @@
  * every checkpoint.every_updates, evaluates the stop conditions and writes the
  * status file.
  *
+ * Action chunks: an algorithm with algorithm.params.horizon H > 1 gets batches of
+ * whole chunks from the buffer (buf_config_t.chunk = H): algorithm.batch_size rows
+ * (a multiple of H), rows s*H .. s*H+H-1 being H consecutive transitions of one
+ * episode, padded past its end with copies of its last transition, which carry
+ * CORRAL_SAMPLE_PAD. The rate limiter counts rows, so algorithm.utd keeps its
+ * meaning (updates per inserted transition) at any horizon.
+ *
  * Camera images arrive with each step (uint8 HWC, as the buffer stores them);
  * the algorithm sees each sampled row as the image in CHW floats in [0, 1]
  * followed by the vector. Steps of scripted demonstrations go into the buffer as
@@ -64,6 +71,7 @@ typedef struct slot {
     ch_wsync_pub_t *pub;
     int live;
     int need_weights;
+    int64_t demo_episodes;        /* ended scripted demonstrations of its robot, at its HELLO */
 } slot_t;
 
 typedef struct round {
@@ -86,6 +94,8 @@ typedef struct learner {
     wk_algo_cfg_t acfg;
     pol_algo_t algo;
     int have_algo;
+    int chunk;                    /* rows per sampled chunk: the algorithm's horizon */
+    _Atomic int64_t padded;       /* sampled rows that were padding */
 
     pthread_mutex_t mu;           /* slots, version, episodes, rounds */
     slot_t slots[MAX_SLOTS];
@@ -167,7 +177,7 @@ static void send_ack(learner_t *L, slot_t *sl, int64_t now)
     pthread_mutex_unlock(&L->mu);
     wk_ack_t a = {.producer = sl->producer, .acked = atomic_load(&sl->committed), .learner = ch_hub_id(L->hub),
                   .version = version, .updates = atomic_load(&L->updates), .env_steps = env_steps(L),
-                  .stop = atomic_load(&L->done) ? ACK_DONE : sl->resend ? ACK_RESEND : ACK_RUN};
+                  .demo_episodes = sl->demo_episodes, .stop = atomic_load(&L->done) ? ACK_DONE : sl->resend ? ACK_RESEND : ACK_RUN};
     size_t n = wk_ack_encode(&a, buf, sizeof buf);
     cr_err_t e = {0};
     int rc = ch_put(sl->ctl, buf, n, 1.0, 0, &e);
@@ -223,6 +233,23 @@ static void refuse(learner_t *L, const wk_hello_t *h, const char *why)
     ch_producer_close(p);
 }
 
+/* The scripted demonstrations of h's robot already in the buffer (ended ones; an
+ * episode cut short is recorded again), so a restarted env worker records only
+ * the missing ones: everything queued is committed first. -1 when not counted. */
+static int64_t demos_recorded(learner_t *L, const wk_hello_t *h)
+{
+    if (L->s->buffer.scripted.episodes <= 0) return 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/buffer.db", L->o->dir);
+    int64_t n = -1;
+    cr_err_t e = {0};
+    if (buf_flush(L->buf, &e) != 0 || buf_count_episodes(path, h->robot, BUF_SRC_DEMO, &n, &e) != 0) {
+        CR_WARN(TAG, "env %u: scripted demonstrations of %s not counted: %s", h->index, h->robot, e.msg);
+        return -1;
+    }
+    return n;
+}
+
 static void on_hello(learner_t *L, const wk_hello_t *h)
 {
     if (h->obs_dim != L->obs_dim || h->act_dim != L->act_dim) {
@@ -239,6 +266,7 @@ static void on_hello(learner_t *L, const wk_hello_t *h)
         refuse(L, h, why);
         return;
     }
+    int64_t demos = demos_recorded(L, h);
     pthread_mutex_lock(&L->mu);
     slot_t *sl = slot_find(L, h->producer);
     for (int i = 0; i < L->nslots; i++) /* an older instance of the same env is gone */
@@ -264,6 +292,7 @@ static void on_hello(learner_t *L, const wk_hello_t *h)
         }
     }
     sl->index = h->index;
+    sl->demo_episodes = demos;
     snprintf(sl->robot, sizeof sl->robot, "%s", h->robot);
     if ((int64_t)h->version > L->version) L->version = (int64_t)h->version;
     cr_err_t e = {0};
@@ -492,9 +521,9 @@ static void write_status(learner_t *L, const char *state, rate_t *r, int64_t ckp
              "{\"role\":\"learner\",\"state\":\"%s\",\"pid\":%d,\"generation\":%lld,\"env_steps\":%" PRId64 ",\"episodes\":%" PRId64
              ",\"success_rate\":%.4f,\"eval_success_rate\":%.4f,\"eval_mean_return\":%.4f,\"eval_round\":%" PRIu64 ",\"updates\":%" PRId64
              ",\"updates_per_s\":%.2f,\"policy_version\":%" PRId64 ",\"staleness\":%.3f,\"envs\":%d"
-             ",\"checkpoint\":%" PRId64 ",\"time_ns\":%" PRId64 "}\n",
+             ",\"chunk\":%d,\"padded_rows\":%" PRId64 ",\"checkpoint\":%" PRId64 ",\"time_ns\":%" PRId64 "}\n",
              state, (int)getpid(), (long long)L->o->generation, c.env_steps, c.episodes, sr, er, eret, eround, c.updates, r->per_s, c.version,
-             staleness, live, ckpt, cr_wall_ns());
+             staleness, live, L->chunk, atomic_load(&L->padded), ckpt, cr_wall_ns());
     snprintf(path, sizeof path, "%s/status/learner.json", L->o->dir);
     cr_err_t e = {0};
     if (wk_write_file(path, text, 0, &e) != 0) CR_WARN(TAG, "status: %s", e.msg);
@@ -566,6 +595,7 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     cfg.seed = (uint64_t)s->seed * 7919u + 17u;
     cfg.cache_bytes = 64u << 20;
     cfg.capacity = s->buffer.capacity;
+    cfg.chunk = L->chunk;
     int demos = s->buffer.n_demos || s->buffer.scripted.ratio > 0;
     cfg.ratio[BUF_SRC_ONLINE] = demos ? s->buffer.online_ratio : 0;
     if (demos) {
@@ -616,6 +646,29 @@ static int open_buffer(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     return 0;
 }
 
+/* The algorithm's horizon (algorithm.params.horizon, 1 without one): the rows of
+ * each chunk the buffer samples. A batch is whole chunks. */
+static int chunk_of(learner_t *L, cr_err_t *err)
+{
+    L->chunk = 1;
+    for (size_t i = 0; i < L->acfg.nkv; i++) {
+        if (strcmp(L->acfg.kv[i].key, "horizon")) continue;
+        char *end;
+        long h = strtol(L->acfg.kv[i].value, &end, 10);
+        if (end == L->acfg.kv[i].value || *end || h < 1 || h > BUF_MAX_CHUNK)
+            return cr_err_set(err, CR_EINVAL, "algorithm.params.horizon '%s': expected an integer between 1 and %d",
+                              L->acfg.kv[i].value, BUF_MAX_CHUNK);
+        L->chunk = (int)h;
+    }
+    if (L->s->algorithm.batch_size % L->chunk)
+        return cr_err_set(err, CR_EINVAL, "algorithm.batch_size %lld is not a multiple of algorithm.params.horizon %d: "
+                          "a batch holds whole chunks of that many consecutive transitions",
+                          (long long)L->s->algorithm.batch_size, L->chunk);
+    if (L->chunk > 1) CR_INFO(TAG, "chunks of %d transitions: %lld per batch", L->chunk,
+                               (long long)L->s->algorithm.batch_size / L->chunk);
+    return 0;
+}
+
 static int setup(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
 {
     const agent_worker_opts_t *o = L->o;
@@ -644,17 +697,13 @@ static int setup(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     snprintf(ww.addr, sizeof ww.addr, "%s", w.addr ? w.addr : "");
     rc = wk_where_write(o->dir, &ww, err);
     if (rc) return rc;
-    rc = open_buffer(L, stop, err);
-    if (rc) return rc;
     rc = wk_algo_cfg_make(L->s, (uint64_t)L->s->seed, &L->acfg, err);
+    if (rc) return rc;
+    if ((rc = chunk_of(L, err)) != 0) return rc;
+    rc = open_buffer(L, stop, err);
     if (rc) return rc;
     corral_spec_t spec = {.struct_size = sizeof spec, .obs_dim = (int)L->img_bytes + L->obs_dim, .act_dim = L->act_dim,
                           .img_c = L->img_c, .img_h = L->img_h, .img_w = L->img_w};
-    for (size_t i = 0; i < L->acfg.nkv; i++)   /* chunks need consecutive rows; the buffer samples transitions */
-        if (!strcmp(L->acfg.kv[i].key, "horizon") && atoi(L->acfg.kv[i].value) > 1)
-            return cr_err_set(err, CR_ENOTSUP, "algorithm.params.horizon %s: the learner's buffer samples single "
-                              "transitions, so chunks of more than one action cannot be cloned here (use 1)",
-                              L->acfg.kv[i].value);
     rc = pol_algo_create(&L->algo, L->acfg.plugin.desc, L->acfg.kv, L->acfg.nkv, &spec, err);
     if (rc) return cr_err_wrap(err, "algorithm %s", L->s->algorithm.type);
     L->have_algo = 1;
@@ -712,9 +761,14 @@ static int train_step(learner_t *L, buf_batch_t *b, uint8_t *flags, cr_err_t *er
 {
     int rc = buf_sample(L->buf, b, 100, err);
     if (rc) return rc;
-    for (int i = 0; i < b->size; i++)
+    int64_t pads = 0;
+    for (int i = 0; i < b->size; i++) {
         flags[i] = b->source[i] == BUF_SRC_DEMO ? CORRAL_SAMPLE_DEMO
                  : b->source[i] == BUF_SRC_INTERVENTION ? CORRAL_SAMPLE_INTERVENTION : 0;
+        if (b->pad[i]) flags[i] |= CORRAL_SAMPLE_PAD;
+        pads += b->pad[i];
+    }
+    atomic_fetch_add(&L->padded, pads);
     corral_batch_t cb = {.struct_size = sizeof cb, .size = b->size, .obs = b->obs, .action = b->action,
                          .reward = b->reward, .next_obs = b->next_obs, .done = b->done, .flags = flags};
     if (L->img_bytes) {

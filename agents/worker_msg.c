@@ -277,6 +277,7 @@ size_t wk_ack_encode(const wk_ack_t *m, void *buf, size_t cap)
     put_u64(&w, (uint64_t)m->updates);
     put_u64(&w, (uint64_t)m->env_steps);
     put_u32(&w, (uint32_t)m->stop);
+    put_u64(&w, (uint64_t)m->demo_episodes);
     return done(&w);
 }
 
@@ -292,5 +293,6 @@ int wk_ack_decode(const void *buf, size_t len, wk_ack_t *m, cr_err_t *err)
     m->updates = (int64_t)get_u64(&r);
     m->env_steps = (int64_t)get_u64(&r);
     m->stop = (int32_t)get_u32(&r);
+    m->demo_episodes = (int64_t)get_u64(&r);
     return close_rd(&r, "ACK", err);
 }

@@ -252,6 +252,11 @@ typedef struct buf_stats {
 /* Reads statistics of the buffer at path without writing to it. */
 int buf_stats(const char *path, buf_stats_t *out, cr_err_t *err);
 
+/* Counts the ended episodes (those with their final row) of source whose robot is
+ * robot in the buffer at path, without writing to it; what another process (or
+ * the buffer's own writer) committed is counted, what is still queued is not. */
+int buf_count_episodes(const char *path, const char *robot, buf_source_t source, int64_t *out, cr_err_t *err);
+
 const char *buf_source_name(buf_source_t s);
 
 #endif

@@ -1,6 +1,8 @@
 /* stats.c - statistics of a buffer file, read without writing to it: episodes and
- * steps per source, success rate, limiter counters and the size on disk. Serves
- * `corral buffer stats` and anyone checking a buffer from outside its process. */
+ * steps per source, success rate, limiter counters and the size on disk, and the
+ * ended episodes of one robot and source. Serves `corral buffer stats`, anyone
+ * checking a buffer from outside its process, and a learner telling a restarted
+ * env worker which of its scripted demonstrations are already recorded. */
 #include "buffer/internal.h"
 
 #include <stdio.h>
@@ -78,4 +80,27 @@ int buf_stats(const char *path, buf_stats_t *o, cr_err_t *err)
     o->db_bytes = file_size(path);
     o->wal_bytes = file_size(wal);
     return 0;
+}
+
+int buf_count_episodes(const char *path, const char *robot, buf_source_t source, int64_t *out, cr_err_t *err)
+{
+    *out = 0;
+    if (!robot || source < 0 || source >= BUF_SRC_COUNT)
+        return cr_err_set(err, CR_EINVAL, "count episodes: a robot and a source are needed");
+    sqlite3 *db;
+    buf_layout_t layout;
+    int code = buf_schema_open(path, NULL, 1, 0, NULL, &db, &layout, err);
+    if (code) return code;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM episodes WHERE robot=? AND source=? AND ended=1", -1, &st,
+                                NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, robot, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)source);
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_ROW) code = buf_sql_err(db, rc, err, "count episodes");
+    sqlite3_close(db);
+    return code ? cr_err_wrap(err, "%s", path) : 0;
 }

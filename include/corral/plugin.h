@@ -76,12 +76,19 @@ typedef struct corral_spec {
 enum {
     CORRAL_SAMPLE_DEMO = 1u << 0,          /* from a demonstration */
     CORRAL_SAMPLE_INTERVENTION = 1u << 1,  /* a human took over for this step */
+    CORRAL_SAMPLE_PAD = 1u << 2,           /* chunk padding: a copy of the row before, past
+                                            * the end of its episode (see corral_batch_t) */
 };
 
 /* A batch of transitions, row-major and contiguous, all borrowed:
  *   obs[size][obs_dim], action[size][act_dim], reward[size], next_obs[size][obs_dim],
  *   done[size] (1.0 when the episode terminated, not merely truncated),
- *   flags[size] (CORRAL_SAMPLE_* bits; may be NULL when all are online samples). */
+ *   flags[size] (CORRAL_SAMPLE_* bits; may be NULL when all are online samples).
+ * An algorithm with a setting "horizon" H > 1 gets whole chunks: rows s*H ..
+ * s*H+H-1 are H consecutive transitions of one episode; a chunk that reaches its
+ * episode's end is filled with copies of the episode's last transition, flagged
+ * CORRAL_SAMPLE_PAD (so its actions hold the last one). Every row is still a real
+ * transition; an algorithm learning from transitions may skip the padded copies. */
 typedef struct corral_batch {
     uint32_t struct_size;
     int32_t size;

@@ -741,6 +741,17 @@ static void test_chunk_sources(void)
         ASSERT_INT_EQ(n[BUF_SRC_INTERVENTION], 25);
     }
     ASSERT_TRUE(attached > 0 && scripted > 0);
+    /* Ended episodes per robot and source, as a restarted env worker is told them;
+     * an attached demo buffer is another file and not counted. */
+    int64_t n = -1;
+    put_ep_step(b, 60, seq60++, 4, 0, 12, 0, BUF_SRC_DEMO, 0, &err);   /* not ended */
+    ASSERT_OK(buf_count_episodes(path, "arm0", BUF_SRC_DEMO, &n, &err), &err);
+    ASSERT_INT_EQ(n, 4);
+    ASSERT_OK(buf_count_episodes(path, "arm0", BUF_SRC_ONLINE, &n, &err), &err);
+    ASSERT_INT_EQ(n, 4);
+    ASSERT_OK(buf_count_episodes(path, "arm9", BUF_SRC_DEMO, &n, &err), &err);
+    ASSERT_INT_EQ(n, 0);
+    ASSERT_INT_EQ(buf_count_episodes(db_path("nothing.db"), "arm0", BUF_SRC_DEMO, &n, &err), CR_ENOENT);
     buf_batch_destroy(bt);
     buf_close(b);
 }

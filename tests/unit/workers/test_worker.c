@@ -61,7 +61,7 @@ static void test_msg_roundtrip(void)
     ASSERT_INT_EQ(ev2.successes, 19);
 
     wk_ack_t a = {.producer = 77, .acked = 1000, .learner = 5, .version = 10, .updates = 999, .env_steps = 1001,
-                  .stop = 1};
+                  .demo_episodes = 29, .stop = 1};
     n = wk_ack_encode(&a, buf, sizeof buf);
     wk_ack_t a3;
     CHECK_OK(wk_ack_decode(buf, n, &a3, &e), &e);
