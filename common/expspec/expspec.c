@@ -5,6 +5,7 @@
 #include "common/id.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 int exp_spec_is_plugin(const char *v)
@@ -163,7 +164,8 @@ static const cfg_field_t algorithm_fields[] = {
     {CFG_STRING(exp_algorithm_t, type, "sac", "sac, rlpd, bc, hg-dagger, flow-bc, flow-rl, vla-bc, vla, or a "
                                               "plugin path *.so"),
      .check = check_algorithm},
-    {CFG_INT(exp_algorithm_t, batch_size, "256", 1, 65536, "samples per update")},
+    {CFG_INT(exp_algorithm_t, batch_size, "256", 1, 65536, "transitions per update (with params.horizon H: "
+                                                        "batch_size / H chunks of H consecutive ones)")},
     {CFG_DOUBLE(exp_algorithm_t, lr, "3e-4", 1e-8, 1, "learning rate")},
     {CFG_DOUBLE(exp_algorithm_t, gamma, "0.99", 0, 1, "discount")},
     {CFG_DOUBLE(exp_algorithm_t, tau, "0.005", 0, 1, "target network update rate")},
@@ -181,6 +183,13 @@ static int check_algorithm_section(const void *obj, cr_err_t *err)
     if (a->bc_updates && !exp_spec_is_plugin(a->type) && strcmp(a->type, "flow-rl") && strcmp(a->type, "vla"))
         return cr_err_set(err, CR_EINVAL, "bc_updates is for an algorithm with a fine-tuning phase (flow-rl, vla), "
                           "not %s", a->type);
+    /* an algorithm acting in chunks learns from batches of whole chunks */
+    const cfg_node_t *h = a->params ? cfg_node_get(a->params, "horizon") : NULL;
+    char *end = NULL;
+    long hz = h && h->kind == CFG_NODE_SCALAR ? strtol(h->text, &end, 10) : 1;
+    if (end && end != h->text && !*end && hz > 1 && a->batch_size % hz)
+        return cr_err_set(err, CR_EINVAL, "batch_size %lld is not a multiple of params.horizon %ld: a batch holds "
+                          "whole chunks of that many consecutive transitions", (long long)a->batch_size, hz);
     return 0;
 }
 static const cfg_table_t algorithm_table = {CFG_TABLE(exp_algorithm_t, algorithm_fields),
@@ -205,7 +214,8 @@ static int check_scripted(const void *obj, cr_err_t *err)
 
 static const cfg_field_t scripted_fields[] = {
     {CFG_INT(exp_scripted_t, episodes, "0", 0, 1000000, "episodes each env worker records with the robot's "
-                                                       "scripted expert before its policy acts")},
+                                                       "scripted expert before its policy acts (counted in the "
+                                                       "buffer: a restarted env records only the missing ones)")},
     {CFG_DOUBLE(exp_scripted_t, noise, "0.3", 0, 2, "std of the noise added to the executed action (DART); the "
                                                     "expert's own action is stored")},
     {CFG_DOUBLE(exp_scripted_t, ratio, "0", 0, 1, "share of each batch drawn from them")},

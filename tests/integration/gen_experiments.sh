@@ -10,6 +10,14 @@
 # and the RL phase's frozen copy, noise and value networks; for the VLA, the
 # buffer holds each step's camera image as uint8 (32x32x3) and each step's vector
 # ends with the instruction's byte tokens naming that episode's goal.
+# reach-flow again with action chunks of 4 (algorithm.params.horizon=4), its env
+# worker SIGKILLed while it records the scripted demonstrations and restarted:
+# the learner trains on chunk batches (its status says chunk 4 and counts padded
+# rows), passes BC then RL, evaluations are reported, it stops done; buffer.db
+# holds exactly buffer.scripted.episodes ended demonstrations, recorded by both
+# env processes (the restarted one records only the missing ones, and the one
+# the kill cut short again). Both files also go through `corral exp submit`
+# (reach-flow there with chunks of 4).
 set -u
 CORRAL=${CORRAL:-${CORRAL_BUILD_DIR:-build}/corral}
 SRC=${CORRAL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -113,6 +121,62 @@ ckpt_has "$D" "flow.vel frozen.vel old.vel noise.log_std value.value optim.flow.
     && ok "reach-flow: the checkpoint holds the flow's networks, frozen copy, noise and value" \
     || bad "reach-flow: checkpoint contents"
 
+# --- reach-flow with action chunks of 4; the env SIGKILLed during its scripted demonstrations ---
+D=$T/reach-flow-h4
+F=$SRC/configs/experiments/reach-flow.yaml
+H4_SETS="--set stop.updates=300 --set algorithm.bc_updates=150 --set buffer.scripted.episodes=6
+         --set algorithm.warmup_steps=200 --set checkpoint.every_updates=100 --set stop.eval_every_updates=100
+         --set algorithm.max_staleness=4 --set algorithm.params.horizon=4"
+# shellcheck disable=SC2086
+"$CORRAL" worker --role learner --spec "$F" --dir "$D" --publish-every 20 --status-ms 100 $H4_SETS \
+    >"$T/h4-learner.log" 2>&1 &
+L_PID=$!
+# paced (speed 4: 80 steps/s) so that the kill lands among the demonstrations
+# shellcheck disable=SC2086
+"$CORRAL" worker --role env --spec "$F" --dir "$D" --index 0 --robot "arm0:mujoco:reach2d" --robot-set realtime=true \
+    --robot-set speed=4 --status-ms 100 $H4_SETS >"$T/h4-env.log" 2>&1 &
+E_PID=$!
+start=$(date +%s)
+until [ "$(field "$D/status/env-0.json" episodes)" -ge 2 ] 2>/dev/null || [ $(( $(date +%s) - start )) -gt 60 ]; do
+    sleep 0.1
+done
+killed_at=$(field "$D/status/env-0.json" episodes)
+kill -9 "$E_PID"; wait "$E_PID" 2>/dev/null; E_PID=
+# shellcheck disable=SC2086
+"$CORRAL" worker --role env --spec "$F" --dir "$D" --index 0 --robot "arm0:mujoco:reach2d" --robot-set realtime=false \
+    --status-ms 100 $H4_SETS >"$T/h4-env2.log" 2>&1 &
+E_PID=$!
+start=$(date +%s)
+while kill -0 "$L_PID" 2>/dev/null && [ $(( $(date +%s) - start )) -lt 240 ]; do sleep 0.5; done
+kill -0 "$L_PID" 2>/dev/null && { kill -TERM "$L_PID"; echo "  (learner still running after 240 s: stopped)"; }
+wait "$L_PID"; rc=$?; L_PID=
+start=$(date +%s)
+while kill -0 "$E_PID" 2>/dev/null && [ $(( $(date +%s) - start )) -lt 20 ]; do sleep 0.2; done
+kill -TERM "$E_PID" 2>/dev/null; wait "$E_PID" 2>/dev/null; E_PID=
+S=$D/status/learner.json
+[ $rc -eq 0 ] && [ "$(field "$S" state)" = done ] && [ "$(field "$S" chunk)" = 4 ] && [ "$(field "$S" padded_rows)" -gt 0 ] \
+    && [ "$(field "$S" eval_round)" -ge 1 ] \
+    && ok "reach-flow, chunks of 4: done after $(field "$S" updates) updates on chunk batches ($(field "$S" padded_rows) padded rows), evaluation $(field "$S" eval_round) reported (success $(field "$S" eval_success_rate))" \
+    || bad "reach-flow, chunks of 4: learner exit $rc, status $(cat "$S" 2>/dev/null)"
+ckpt_has "$D" "flow.vel frozen.vel old.vel noise.log_std value.value" \
+    && ok "reach-flow, chunks of 4: BC then RL (the checkpoint is of the RL phase)" || bad "reach-flow, chunks of 4: checkpoint"
+held=$(sed -n 's/.*the buffer holds \([0-9]*\) of the 6 scripted demonstrations.*/\1/p' "$T/h4-env2.log")
+if [ -n "$held" ] && python3 - "$D/buffer.db" "$held" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+held = int(sys.argv[2])
+ended = db.execute("select count(*) from episodes where source = 1 and ended = 1").fetchone()[0]
+cut = db.execute("select count(*) from episodes where source = 1 and ended = 0").fetchone()[0]
+producers = db.execute("select count(distinct producer) from episodes where source = 1 and ended = 1").fetchone()[0]
+assert ended == 6, "%d ended demonstrations, expected 6 (buffer.scripted.episodes)" % ended
+assert cut <= 1, "%d demonstrations cut short, at most the one the kill cut" % cut
+assert 1 <= held < 6, "the restarted env was told %d were recorded" % held
+assert producers == 2, "demonstrations from %d env processes, expected both" % producers
+print("    buffer.db: 6 ended demonstrations (%d before the kill, %d after), %d cut short" % (held, 6 - held, cut))
+PY
+then ok "reach-flow, env SIGKILLed during its demonstrations (after $killed_at episodes): the restarted env records only the missing ones"
+else bad "scripted demonstrations after an env restart (told ${held:-nothing}; $(grep -h "scripted\|demonstr" "$T/h4-env2.log" | head -2))"; fi
+
 # --- reach-vla: the VLA with images and instructions on reach2d_multi ---------------------------
 run reach-vla reach2d_multi; rc=$?
 D=$T/reach-vla
@@ -194,8 +258,10 @@ done
 SUBMIT_SETS="--set stop.updates=300 --set algorithm.bc_updates=150 --set buffer.scripted.episodes=4
              --set algorithm.warmup_steps=200 --set checkpoint.every_updates=100 --set stop.eval_every_updates=100000"
 for name in reach-flow reach-vla; do
+    extra=
+    [ "$name" = reach-flow ] && extra="--set algorithm.params.horizon=4"
     # shellcheck disable=SC2086
-    "$CORRAL" exp submit "$SRC/configs/experiments/$name.yaml" $SUBMIT_SETS >"$T/submit-$name.log" 2>&1 \
+    "$CORRAL" exp submit "$SRC/configs/experiments/$name.yaml" $SUBMIT_SETS $extra >"$T/submit-$name.log" 2>&1 \
         || bad "exp submit $name: $(cat "$T/submit-$name.log")"
 done
 for name in reach-flow reach-vla; do

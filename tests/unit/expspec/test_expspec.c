@@ -178,6 +178,7 @@ static void test_generative_fields(void)
     exp_spec_free(&s);
     expect(NULL, "task.instruction=reach the target", CR_EINVAL, "does not name the goal: put {goal}");
     expect(NULL, "algorithm.bc_updates=100", CR_EINVAL, "bc_updates is for an algorithm with a fine-tuning phase");
+    expect(NULL, "algorithm.params.horizon=3", CR_EINVAL, "batch_size 256 is not a multiple of params.horizon 3");
     expect("buffer:\n  online_ratio: 0.5\n  scripted: {episodes: 10}\n", NULL, CR_EINVAL,
            "episodes 10 with ratio 0: set both");
     expect("buffer:\n  online_ratio: 0.5\n  scripted: {episodes: 10, ratio: 0.25}\n", NULL, CR_EINVAL,
