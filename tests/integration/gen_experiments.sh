@@ -11,8 +11,9 @@
 # buffer holds each step's camera image as uint8 (32x32x3) and each step's vector
 # ends with the instruction's byte tokens naming that episode's goal.
 # reach-flow again with action chunks of 4 (algorithm.params.horizon=4), its env
-# worker SIGKILLed while it records the scripted demonstrations and restarted:
-# the learner trains on chunk batches (its status says chunk 4 and counts padded
+# worker SIGKILLed while it records the scripted demonstrations and restarted,
+# then the learner SIGKILLed after a checkpoint and restarted (it resumes from
+# it): the learner trains on chunk batches (its status says chunk 4 and counts padded
 # rows), passes BC then RL, evaluations are reported, it stops done; buffer.db
 # holds exactly buffer.scripted.episodes ended demonstrations, recorded by both
 # env processes (the restarted one records only the missing ones, and the one
@@ -124,7 +125,7 @@ ckpt_has "$D" "flow.vel frozen.vel old.vel noise.log_std value.value optim.flow.
 # --- reach-flow with action chunks of 4; the env SIGKILLed during its scripted demonstrations ---
 D=$T/reach-flow-h4
 F=$SRC/configs/experiments/reach-flow.yaml
-H4_SETS="--set stop.updates=300 --set algorithm.bc_updates=150 --set buffer.scripted.episodes=6
+H4_SETS="--set stop.updates=500 --set algorithm.bc_updates=150 --set buffer.scripted.episodes=6
          --set algorithm.warmup_steps=200 --set checkpoint.every_updates=100 --set stop.eval_every_updates=100
          --set algorithm.max_staleness=4 --set algorithm.params.horizon=4"
 # shellcheck disable=SC2086
@@ -146,6 +147,17 @@ kill -9 "$E_PID"; wait "$E_PID" 2>/dev/null; E_PID=
 "$CORRAL" worker --role env --spec "$F" --dir "$D" --index 0 --robot "arm0:mujoco:reach2d" --robot-set realtime=false \
     --status-ms 100 $H4_SETS >"$T/h4-env2.log" 2>&1 &
 E_PID=$!
+# the learner SIGKILLed after a checkpoint of the RL phase: it resumes from it and the buffer
+start=$(date +%s)
+until [ "$(field "$D/status/learner.json" checkpoint)" -ge 200 ] 2>/dev/null || [ $(( $(date +%s) - start )) -gt 120 ]; do
+    sleep 0.1
+done
+ck=$(field "$D/status/learner.json" checkpoint)
+kill -9 "$L_PID"; wait "$L_PID" 2>/dev/null
+# shellcheck disable=SC2086
+"$CORRAL" worker --role learner --spec "$F" --dir "$D" --publish-every 20 --status-ms 100 $H4_SETS \
+    >"$T/h4-learner2.log" 2>&1 &
+L_PID=$!
 start=$(date +%s)
 while kill -0 "$L_PID" 2>/dev/null && [ $(( $(date +%s) - start )) -lt 240 ]; do sleep 0.5; done
 kill -0 "$L_PID" 2>/dev/null && { kill -TERM "$L_PID"; echo "  (learner still running after 240 s: stopped)"; }
@@ -160,6 +172,10 @@ S=$D/status/learner.json
     || bad "reach-flow, chunks of 4: learner exit $rc, status $(cat "$S" 2>/dev/null)"
 ckpt_has "$D" "flow.vel frozen.vel old.vel noise.log_std value.value" \
     && ok "reach-flow, chunks of 4: BC then RL (the checkpoint is of the RL phase)" || bad "reach-flow, chunks of 4: checkpoint"
+resumed=$(sed -n 's/.*resumed from .*ckpt-[0-9]*\/algo.safetensors: \([0-9]*\) updates.*/\1/p' "$T/h4-learner2.log")
+[ -n "$resumed" ] && [ "$resumed" -ge "$ck" ] && [ "$resumed" -lt 500 ] \
+    && ok "reach-flow, chunks of 4: the learner SIGKILLed after checkpoint $ck resumed from checkpoint $resumed and went on" \
+    || bad "reach-flow, chunks of 4: no resume from checkpoint $ck or later ($(grep -h "resumed\|error" "$T/h4-learner2.log" | head -2))"
 held=$(sed -n 's/.*the buffer holds \([0-9]*\) of the 6 scripted demonstrations.*/\1/p' "$T/h4-env2.log")
 if [ -n "$held" ] && python3 - "$D/buffer.db" "$held" <<'PY'
 import sqlite3, sys
