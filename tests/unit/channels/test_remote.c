@@ -3,7 +3,9 @@
  * (unknown channel, message over the consumer's limit, a peer sending malformed
  * frames, a peer that stalls) answered to that peer only, and a relay restart in the
  * middle of a transfer: the producers reconnect, resend what was not acknowledged,
- * and the consumer holds every message exactly once. */
+ * and the consumer holds every message exactly once. One full channel behind the
+ * relay holds back only its own producers: the hub's other tunnelled channels go
+ * on, and the stuck one, drained later, has each message once. */
 #include "tests/harness.h"
 /* ASSERT_OK puts its if and its body on one expanded line. */
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"
@@ -350,6 +352,110 @@ static void test_tunnel_in_order(void)
     ch_relay_destroy(r);
 }
 
+typedef struct putter {
+    ch_producer_t *p;
+    int from, to;
+    int rc;
+    cr_err_t e;
+} putter_t;
+
+static void *putter_main(void *arg)
+{
+    putter_t *t = arg;
+    for (int i = t->from; i < t->to && t->rc == 0; i++) t->rc = ch_put(t->p, &i, sizeof i, 1, 20000, &t->e);
+    return NULL;
+}
+
+/* Two channels tunnelled to one hub through one relay link, and the consumer of
+ * one never reads. Its producer is held back (the channel and then the window
+ * fill, put times out); the other channel's traffic keeps flowing all the while,
+ * past the stuck producer's ack time-out, when it reconnects and resends its
+ * window. Drained at last, the stuck channel has every message once, in order. */
+static void test_tunnel_full_channel_isolated(void)
+{
+    ch_relay_t *r;
+    cr_err_t e = {0};
+    ASSERT_OK(ch_relay_create("127.0.0.1:0", &r, &e), &e);
+    ch_hub_t *hc = hub("robot1", NULL, ch_relay_addr(r));
+    ch_hub_t *hp = hub("gpu1", NULL, ch_relay_addr(r));
+    ch_channel_t *stuck, *flow;
+    ch_opts_t so = {.capacity = 4}, fo = {.capacity = 16};
+    ASSERT_OK(ch_channel_create(hc, "stuck", &so, &stuck, &e), &e);
+    ASSERT_OK(ch_channel_create(hc, "flow", &fo, &flow, &e), &e);
+    ch_where_t w;
+    ch_hub_where(hc, &w);
+    ch_producer_opts_t po = {.window = 8};
+    ch_producer_t *ps, *pf;
+    ASSERT_OK(ch_producer_open(hp, "stuck", &w, &po, &ps, &e), &e);
+    ASSERT_OK(ch_producer_open(hp, "flow", &w, NULL, &pf, &e), &e);
+    ASSERT_INT_EQ(ch_producer_route(ps), CH_ROUTE_TUNNEL);
+
+    /* 4 fill the channel, 8 wait unacknowledged at the hub, the next put waits. */
+    int sent = 0, rc;
+    while (sent < 100 && (rc = ch_put(ps, &sent, sizeof sent, 1, 1000, &e)) == 0) sent++;
+    ASSERT_INT_EQ(rc, CR_ETIMEDOUT);
+    ASSERT_INT_EQ(sent, 12);
+
+    /* The other channel flows, for longer than the stuck producer's ack time-out. */
+    size_t len = 64 << 10;
+    uint8_t *buf = calloc(1, len);
+    uint64_t next = 1;
+    int64_t t0 = cr_now_ns();
+    while (cr_now_ns() - t0 < 6500 * CR_NS_PER_MS) {
+        for (int k = 0; k < 8; k++) {
+            memcpy(buf, &next, sizeof next);
+            ASSERT_OK(ch_put(pf, buf, len, 1, 5000, &e), &e);
+        }
+        for (int k = 0; k < 8; k++, next++) {
+            ch_msg_t *m;
+            ASSERT_OK(ch_get(flow, &m, 5000, &e), &e);
+            ASSERT_INT_EQ(m->seq, next);
+            ASSERT_INT_EQ(m->len, len);
+            ch_msg_free(m);
+        }
+    }
+    ASSERT_OK(ch_producer_flush(pf, 5000, &e), &e);
+    ASSERT_TRUE(ch_producer_reconnects(ps) >= 1); /* it timed out and resent its window */
+    ASSERT_INT_EQ(ch_producer_unacked(ps), 8);
+    ch_stats_t st;
+    ch_channel_stats(stuck, &st);
+    ASSERT_INT_EQ(st.accepted, 4);
+    ASSERT_INT_EQ(st.queued, 4);
+
+    /* Drained while its producer goes on: each message once, in order. */
+    putter_t t = {.p = ps, .from = 12, .to = 40};
+    pthread_t th;
+    pthread_create(&th, NULL, putter_main, &t);
+    for (int i = 0; i < 40; i++) {
+        ch_msg_t *m;
+        ASSERT_OK(ch_get(stuck, &m, 15000, &e), &e);
+        int v;
+        memcpy(&v, m->data, sizeof v);
+        ASSERT_INT_EQ(v, i);
+        ASSERT_INT_EQ(m->seq, (uint64_t)i + 1);
+        ch_msg_free(m);
+    }
+    pthread_join(th, NULL);
+    ASSERT_OK(t.rc, &t.e);
+    ASSERT_OK(ch_producer_flush(ps, 10000, &e), &e);
+    ch_msg_t *m;
+    ASSERT_INT_EQ(ch_get(stuck, &m, 300, &e), CR_ETIMEDOUT);
+    ch_channel_stats(stuck, &st);
+    ASSERT_INT_EQ(st.accepted, 40);
+    ch_channel_stats(flow, &st);
+    ASSERT_INT_EQ(st.accepted, next - 1);
+    ASSERT_INT_EQ(st.duplicates, 0);
+
+    free(buf);
+    ch_producer_close(ps);
+    ch_producer_close(pf);
+    ch_channel_destroy(stuck);
+    ch_channel_destroy(flow);
+    ch_hub_destroy(hp);
+    ch_hub_destroy(hc);
+    ch_relay_destroy(r);
+}
+
 /* Opens a raw Link stream, sends f, and returns the status the relay ended it with. */
 static rpc_code_t relay_verdict(const char *addr, const Corral__V1__RelayFrame *f, cr_err_t *e)
 {
@@ -648,6 +754,7 @@ int main(int argc, char **argv)
         {"direct_reconnects_and_resends", test_direct_reconnects_and_resends},
         {"consumer_that_never_reads", test_consumer_that_never_reads},
         {"tunnel_in_order", test_tunnel_in_order},
+        {"tunnel_full_channel_isolated", test_tunnel_full_channel_isolated},
         {"relay_refuses_bad_peers", test_relay_refuses_bad_peers},
         {"tunnel_relay_restart", test_tunnel_relay_restart},
         {"wsync_over_direct", test_wsync_over_direct},
