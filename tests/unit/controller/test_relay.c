@@ -4,7 +4,8 @@
  * Registry calls the same server keeps answering; insecure on loopback, and with
  * the controller serving mutual TLS, where hubs dial with their node's certificate
  * (made by rpc_certs_make, as `corral certs` does) and a hub without a valid one
- * is refused with an error that says so. */
+ * is refused with an error that says so; and a controller restart in the middle
+ * of a tunnelled transfer loses and duplicates nothing. */
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"  /* harness.h's ASSERT_OK */
 #include "tests/harness.h"
 #include "channels/channel.h"
@@ -221,11 +222,79 @@ static void test_edge_through_mtls_controller(void)
     ctl_server_destroy(srv);
 }
 
+/* The controller restarts in the middle of a tunnelled transfer: the edge's link
+ * and the producer reconnect to the new one on the same port, the producer resends
+ * what was not acknowledged, and the edge holds every message once, in order. */
+static void test_tunnel_survives_controller_restart(void)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/ctl", test_tmpdir());
+    ctl_opts_t o = {.listen = "127.0.0.1:0", .state_dir = dir};
+    ctl_server_t *srv;
+    cr_err_t e = {0};
+    ASSERT_OK(ctl_server_create(&o, &srv, &e), &e);
+    ASSERT_OK(ctl_server_start(srv, &e), &e);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ctl_server_port(srv));
+    ch_hub_opts_t eo = {.node = "edge1", .shm = -1, .relay = addr, .reconnect_ms = 50};
+    ch_hub_opts_t po = {.node = "cloud", .shm = -1, .relay = addr, .reconnect_ms = 50};
+    ch_hub_t *edge, *cloud;
+    ASSERT_OK(ch_hub_create(&eo, &edge, &e), &e);
+    ASSERT_OK(ch_hub_create(&po, &cloud, &e), &e);
+    ASSERT_OK(ch_hub_relay_wait(edge, 10000, &e), &e);
+    ch_where_t w;
+    ch_hub_where(edge, &w);
+    ch_channel_t *c;
+    ch_opts_t co = {.capacity = 512};
+    ASSERT_OK(ch_channel_create(edge, "act", &co, &c, &e), &e);
+    ch_producer_opts_t pro = {.window = 128};
+    ch_producer_t *p;
+    ASSERT_OK(ch_producer_open(cloud, "act", &w, &pro, &p, &e), &e);
+    size_t len = 64 << 10;
+    uint8_t *buf = calloc(1, len);
+    for (int i = 0; i < 100; i++) {
+        memcpy(buf, &i, sizeof i);
+        ASSERT_OK(ch_put(p, buf, len, 1, 10000, &e), &e);
+    }
+    /* Gone with messages in flight, and back on the same port and state. */
+    ctl_server_destroy(srv);
+    o.listen = addr;
+    ASSERT_OK(ctl_server_create(&o, &srv, &e), &e);
+    ASSERT_OK(ctl_server_start(srv, &e), &e);
+    for (int i = 100; i < 200; i++) {
+        memcpy(buf, &i, sizeof i);
+        ASSERT_OK(ch_put(p, buf, len, 1, 20000, &e), &e);
+    }
+    for (int i = 0; i < 200; i++) {
+        ch_msg_t *m;
+        ASSERT_OK(ch_get(c, &m, 20000, &e), &e);
+        int v;
+        memcpy(&v, m->data, sizeof v);
+        ASSERT_INT_EQ(v, i);
+        ASSERT_INT_EQ(m->seq, (uint64_t)i + 1);
+        ch_msg_free(m);
+    }
+    ASSERT_OK(ch_producer_flush(p, 20000, &e), &e);
+    ch_msg_t *m;
+    ASSERT_INT_EQ(ch_get(c, &m, 200, &e), CR_ETIMEDOUT);
+    ch_stats_t st;
+    ch_channel_stats(c, &st);
+    ASSERT_INT_EQ(st.accepted, 200);
+    ASSERT_TRUE(ch_producer_reconnects(p) >= 1);
+    free(buf);
+    ch_producer_close(p);
+    ch_channel_destroy(c);
+    ch_hub_destroy(cloud);
+    ch_hub_destroy(edge);
+    ctl_server_destroy(srv);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"edge_reached_through_controller", test_edge_reached_through_controller},
         {"edge_through_mtls_controller", test_edge_through_mtls_controller},
+        {"tunnel_survives_controller_restart", test_tunnel_survives_controller_restart},
         {NULL, NULL}};
     return test_main("controller.relay", cases, argc, argv);
 }
