@@ -608,7 +608,9 @@ static void link_failed(ch_net_t *n, const cr_err_t *e)
     pthread_mutex_unlock(&n->mu); /* the probe takes up to a second */
     ch_net_diagnose(n->relay, n->ro.security != RPC_INSECURE, n->ro.cert_dir, e->msg, why, sizeof why);
     pthread_mutex_lock(&n->mu);
-    if (strcmp(why, n->link_err) != 0 && !n->stop)
+    /* The same reason with other words from gRPC (in brackets) is not news. */
+    size_t k = strcspn(why, "[");
+    if ((strncmp(why, n->link_err, k) != 0 || strcspn(n->link_err, "[") != k) && !n->stop)
         CR_WARN("channels", "hub %s: relay link down: %s", ch_hub_node(n->h), why);
     snprintf(n->link_err, sizeof n->link_err, "%s", why);
     pthread_cond_broadcast(&n->cv);
