@@ -682,8 +682,11 @@ int main(int argc, char **argv)
     }
     if (do_routes) {
         if (only_tunnel) printf("  (medians of %d interleaved rounds)\n", ROUNDS);
-        printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6,
-               tcp > 0 ? direct / tcp : 0, rpcs > 0 ? direct / rpcs : 0);
+        if (only_tunnel)
+            printf("  direct gRPC        %8.0f MB/s   (baseline of the tunnels)\n", direct / 1e6);
+        else
+            printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
+                   direct / rpcs);
         /* Ratios are medians of each round's tunnel over the direct run beside it. */
         printf("  tunnel, relay      %8.0f MB/s   %.2f x direct   (a stand-alone relay)\n", tunnel / 1e6,
                tunnel_ratio);
