@@ -419,6 +419,25 @@ static int inbox_wake(inbox_t *ib, cr_err_t *err)
     return 0;
 }
 
+/* Under n->mu: the inbox of a channel the hub does not have is freed when idle
+ * (frames naming made-up channels leave nothing behind), else emptied of its
+ * producers, so a channel made again under the name starts afresh. */
+static void inbox_forget(ch_net_t *n, inbox_t *ib)
+{
+    ib->nseqs = 0;
+    if (ib->head || ib->busy || ib->running) return;
+    for (inbox_t **p = &n->inboxes; *p; p = &(*p)->next) {
+        if (*p == ib) {
+            *p = ib->next;
+            break;
+        }
+    }
+    if (ib->joinable) pthread_join(ib->thread, NULL); /* ended: running is 0 */
+    pthread_cond_destroy(&ib->cv);
+    free(ib->seqs);
+    free(ib);
+}
+
 /* The checks every DATA frame passes before it is delivered. */
 static int frame_check(const ch_wire_frame_t *f, cr_err_t *err)
 {
@@ -467,7 +486,7 @@ static int link_take(ch_net_t *n, const ch_wire_frame_t *f, const rpc_bytes_t *b
         pthread_mutex_lock(&n->mu);
         if (rc != CR_EBUSY) {
             if (rc == 0) rc = seq_note(ib, f->producer, f->seq, err);
-            else if (rc == CR_ENOENT) ib->nseqs = 0;
+            else if (rc == CR_ENOENT) inbox_forget(n, ib);
             pthread_mutex_unlock(&n->mu);
             *ack = rc == 0;
             return rc;
