@@ -17,7 +17,8 @@
  * nice 19, standing in for the actors' own machines. Sizes can be
  * scaled down with CORRAL_BENCH_SCALE (e.g. 0.25) on a slow machine,
  * CH_BENCH_ONLY=routes or =wsync runs one half, =tunnel the direct route and the
- * tunnels only, and CH_BENCH_VERBOSE=1 prints each round. */
+ * tunnels only, and CH_BENCH_VERBOSE=1 prints each round. The direct route's
+ * figure is the mean of its runs between the tunnels in each round. */
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <netinet/in.h>
@@ -631,21 +632,25 @@ int main(int argc, char **argv)
             tc[r] = bench_tcp(1, (uint64_t)scaled(256) * MIB);
             rs[r] = bench_rpc_stream(scaled(256));
         }
-        /* Each tunnel's ratio is taken against the direct run just before it, so
-         * a burst of load from elsewhere meets both sides of the same ratio. */
-        di[r] = bench_remote(VIA_DIRECT, scaled(256));
+        /* Direct runs go between the tunnels, and each tunnel's ratio is taken
+         * against the mean of the direct runs on either side of it, so a burst of
+         * load from elsewhere meets both sides of the same ratio. */
+        double d[4];
+        d[0] = bench_remote(VIA_DIRECT, scaled(256));
         tu[r] = bench_remote(VIA_RELAY, scaled(128));
-        tur[r] = di[r] > 0 ? tu[r] / di[r] : 0;
-        double d2 = bench_remote(VIA_DIRECT, scaled(256));
+        d[1] = bench_remote(VIA_DIRECT, scaled(256));
         ct[r] = bench_remote(VIA_CONTROLLER, scaled(128));
-        ctr[r] = d2 > 0 ? ct[r] / d2 : 0;
-        double d3 = bench_remote(VIA_DIRECT, scaled(256));
+        d[2] = bench_remote(VIA_DIRECT, scaled(256));
         cm[r] = bench_remote(VIA_CONTROLLER_MTLS, scaled(128));
-        cmr[r] = d3 > 0 ? cm[r] / d3 : 0;
+        d[3] = bench_remote(VIA_DIRECT, scaled(256));
+        di[r] = (d[0] + d[1] + d[2] + d[3]) / 4;
+        tur[r] = d[0] + d[1] > 0 ? 2 * tu[r] / (d[0] + d[1]) : 0;
+        ctr[r] = d[1] + d[2] > 0 ? 2 * ct[r] / (d[1] + d[2]) : 0;
+        cmr[r] = d[2] + d[3] > 0 ? 2 * cm[r] / (d[2] + d[3]) : 0;
         if (getenv("CH_BENCH_VERBOSE"))
-            fprintf(stderr, "round %d: direct %.0f %.0f %.0f  relay %.0f (%.2f)  controller %.0f (%.2f)  "
-                    "controller mTLS %.0f (%.2f) MB/s\n", r, di[r] / 1e6, d2 / 1e6, d3 / 1e6, tu[r] / 1e6,
-                    tur[r], ct[r] / 1e6, ctr[r], cm[r] / 1e6, cmr[r]);
+            fprintf(stderr, "round %d: direct %.0f %.0f %.0f %.0f  relay %.0f (%.2f)  controller %.0f (%.2f)  "
+                    "controller mTLS %.0f (%.2f) MB/s\n", r, d[0] / 1e6, d[1] / 1e6, d[2] / 1e6, d[3] / 1e6,
+                    tu[r] / 1e6, tur[r], ct[r] / 1e6, ctr[r], cm[r] / 1e6, cmr[r]);
     }
     if (certs_dir[0]) {
         char cmd[4300];
@@ -687,7 +692,7 @@ int main(int argc, char **argv)
         else
             printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
                    direct / rpcs);
-        /* Ratios are medians of each round's tunnel over the direct run beside it. */
+        /* Ratios are medians of each round's tunnel over the direct runs beside it. */
         printf("  tunnel, relay      %8.0f MB/s   %.2f x direct   (a stand-alone relay)\n", tunnel / 1e6,
                tunnel_ratio);
         printf("  tunnel, controller %8.0f MB/s   %.2f x direct   (the controller's relay; lowest round %.2f)\n",
