@@ -133,6 +133,7 @@ void ch_hub_relay_error(ch_hub_t *h, char *buf, size_t n)
     buf[0] = 0;
     if (h->relay && h->net) ch_net_relay_error(h->net, buf, n);
 }
+
 int64_t ch_hub_reconnect_ms(const ch_hub_t *h) { return h->reconnect_ms; }
 int ch_hub_shm(const ch_hub_t *h) { return h->shm; }
 

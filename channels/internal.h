@@ -194,11 +194,6 @@ struct rpc_opts;
 void ch_hub_relay_security(const ch_hub_t *h, struct rpc_opts *o);
 /* Why the hub's relay link is down, or "" while it is up or has not failed yet. */
 void ch_hub_relay_error(ch_hub_t *h, char *buf, size_t n);
-/* net.c: a sentence on why a connection to the relay at target failed (details:
- * what gRPC said), for logs and errors: whether anything accepts TCP there, and
- * if so, that the TLS handshake or the security settings are what was refused. */
-void ch_net_diagnose(const char *target, int secure, const char *cert_dir, const char *details, char *out,
-                     size_t n);
 /* queue.c: waits until deadline_ns (-1 forever) until c has room for one message:
  * 0, CR_ETIMEDOUT, or CR_ECLOSED once it is destroyed. Takes no room. */
 int ch_channel_wait_room(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err);

@@ -605,7 +605,10 @@ static int tcp_answers(const char *target, char *why, size_t n)
     return ok;
 }
 
-void ch_net_diagnose(const char *target, int secure, const char *cert_dir, const char *details, char *out,
+/* A sentence on why a connection to the relay at target failed (details: what
+ * gRPC said), for logs and errors: whether anything accepts TCP there, and if so,
+ * that the TLS handshake or the lack of TLS is what was refused. */
+static void diagnose(const char *target, int secure, const char *cert_dir, const char *details, char *out,
                      size_t n)
 {
     char why[128];
@@ -625,7 +628,7 @@ static void link_failed(ch_net_t *n, const cr_err_t *e)
 {
     char why[CR_ERR_MSG_MAX];
     pthread_mutex_unlock(&n->mu); /* the probe takes up to a second */
-    ch_net_diagnose(n->relay, n->ro.security != RPC_INSECURE, n->ro.cert_dir, e->msg, why, sizeof why);
+    diagnose(n->relay, n->ro.security != RPC_INSECURE, n->ro.cert_dir, e->msg, why, sizeof why);
     pthread_mutex_lock(&n->mu);
     /* The same reason with other words from gRPC (in brackets) is not news. */
     size_t k = strcspn(why, "[");
