@@ -316,6 +316,10 @@ static double bench_remote(via_t via, int n)
         }
         if (ctl_server_create(&co, &ctl, &e) || ctl_server_start(ctl, &e)) {
             fprintf(stderr, "bench: controller: %s\n", e.msg);
+            ctl_server_destroy(ctl);
+            char cmd[4300];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", state);
+            if (system(cmd) != 0) fprintf(stderr, "bench: cannot remove %s\n", state);
             return 0;
         }
         snprintf(relay, sizeof relay, "127.0.0.1:%d", ctl_server_port(ctl));
@@ -324,25 +328,25 @@ static double bench_remote(via_t via, int n)
     ch_hub_opts_t hc_o = {.node = "cons", .shm = -1, .listen = tunnel ? NULL : "127.0.0.1:0",
                           .relay = tunnel ? relay : NULL, .relay_rpc = &hub_rpc[0]};
     ch_hub_opts_t hp_o = {.node = "prod", .shm = -1, .relay = tunnel ? relay : NULL, .relay_rpc = &hub_rpc[1]};
-    ch_hub_t *hc, *hp;
-    ch_channel_t *c;
-    ch_producer_t *p;
+    ch_hub_t *hc = NULL, *hp = NULL;
+    ch_channel_t *c = NULL;
+    ch_producer_t *p = NULL;
     ch_opts_t co = {.capacity = 16, .max_msg_bytes = 2 * MIB};
     ch_producer_opts_t po = {.max_msg_bytes = 2 * MIB, .window = 16};
     ch_where_t w;
+    double rate = 0;
     if (ch_hub_create(&hc_o, &hc, &e) || ch_hub_create(&hp_o, &hp, &e) ||
-        ch_channel_create(hc, "b", &co, &c, &e) || (tunnel && ch_hub_relay_wait(hc, 10000, &e))) {
+        ch_channel_create(hc, "b", &co, &c, &e) || (tunnel && ch_hub_relay_wait(hc, 10000, &e)) ||
+        (ch_hub_where(hc, &w), ch_producer_open(hp, "b", &w, &po, &p, &e))) {
         fprintf(stderr, "bench: %s\n", e.msg);
-        return 0;
+    } else {
+        /* Warm-up: the connection, the relay registration, and the buffers of a
+         * window's worth of messages (their pages mapped), as on a route that has
+         * been up for a while. */
+        pump(p, c, 32, MIB);
+        rate = pump(p, c, n, MIB);
     }
-    ch_hub_where(hc, &w);
-    if (ch_producer_open(hp, "b", &w, &po, &p, &e)) return 0;
-    /* Warm-up: the connection, the relay registration, and the buffers of a
-     * window's worth of messages (their pages mapped), as on a route that has been
-     * up for a while. */
-    pump(p, c, 32, MIB);
-    double rate = pump(p, c, n, MIB);
-    ch_producer_close(p);
+    if (p) ch_producer_close(p);
     ch_channel_destroy(c);
     ch_hub_destroy(hp);
     ch_hub_destroy(hc);
