@@ -5,15 +5,20 @@
  *                                          the ring with the copying calls and the
  *                                          zero-copy ones: put in place, get a view)
  *   direct gRPC stream                     vs a TCP socket on loopback
- *   tunnel through the relay               vs the direct route
+ *   tunnel through a stand-alone relay     vs the direct route
+ *   tunnel through the controller's relay  vs the direct route (the real controller,
+ *                                          in this process, hosting Relay.Link on the
+ *                                          port its agents use; insecure and mTLS)
  *   weight sync of 100 MB to 4 actors      vs 4 x 100 MB over TCP loopback
  *   the learner's slowdown while it syncs  (a compute loop, alone vs during a sync)
  *
  * The actors live in a child process forked before anything else starts threads,
  * so the learner's process holds only the learner and its publisher; it runs at
  * nice 19, standing in for the actors' own machines. Sizes can be
- * scaled down with CORRAL_BENCH_SCALE (e.g. 0.25) on a slow machine, and
- * CH_BENCH_ONLY=routes or =wsync runs one half. */
+ * scaled down with CORRAL_BENCH_SCALE (e.g. 0.25) on a slow machine,
+ * CH_BENCH_ONLY=routes or =wsync runs one half, =tunnel the direct route and the
+ * tunnels only, and CH_BENCH_VERBOSE=1 prints each round. The direct route's
+ * figure is the mean of its runs between the tunnels in each round. */
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <netinet/in.h>
@@ -33,6 +38,7 @@
 #include "common/log.h"
 #include "common/rpc/echo.h"
 #include "common/time.h"
+#include "controller/controller.h"
 
 #define MIB (1u << 20)
 #define ACTORS 4
@@ -270,37 +276,87 @@ static double bench_tcp(int k, uint64_t bytes)
 
 /* ---- direct and tunnel ---- */
 
-static double bench_remote(int tunnel, int n)
+typedef enum { VIA_DIRECT, VIA_RELAY, VIA_CONTROLLER, VIA_CONTROLLER_MTLS } via_t;
+
+static char certs_dir[4200]; /* for VIA_CONTROLLER_MTLS, made once */
+
+/* A path under certs_dir, in one of three static buffers. */
+static const char *cert_sub(const char *name)
+{
+    static char buf[3][4300];
+    static int k;
+    k = (k + 1) % 3;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", certs_dir, name);
+    return buf[k];
+}
+
+/* Bytes/s of 1 MiB messages from a producer hub to a consumer hub (one process,
+ * two nodes): straight to the consumer's port, or tunnelled through a relay, be it
+ * stand-alone or the controller's (which is started here, as `corral controller`
+ * starts it, with mutual TLS when asked; both hubs then dial it with their own
+ * certificates). */
+static double bench_remote(via_t via, int n)
 {
     cr_err_t e = {0};
     ch_relay_t *r = NULL;
-    if (tunnel && ch_relay_create("127.0.0.1:0", &r, &e)) return 0;
+    ctl_server_t *ctl = NULL;
+    char relay[64] = "", state[4200] = "";
+    rpc_opts_t hub_rpc[2] = {{0}, {0}};
+    if (via == VIA_RELAY) {
+        if (ch_relay_create("127.0.0.1:0", &r, &e)) return 0;
+        snprintf(relay, sizeof relay, "%s", ch_relay_addr(r));
+    } else if (via == VIA_CONTROLLER || via == VIA_CONTROLLER_MTLS) {
+        snprintf(state, sizeof state, "/tmp/corral-bench-ctl-XXXXXX");
+        if (!mkdtemp(state)) return 0;
+        ctl_opts_t co = {.listen = "127.0.0.1:0", .state_dir = state};
+        if (via == VIA_CONTROLLER_MTLS) {
+            co.rpc = (rpc_opts_t){.security = RPC_MTLS, .cert_dir = cert_sub("server")};
+            hub_rpc[0] = (rpc_opts_t){.security = RPC_MTLS, .cert_dir = cert_sub("cons")};
+            hub_rpc[1] = (rpc_opts_t){.security = RPC_MTLS, .cert_dir = cert_sub("prod")};
+        }
+        if (ctl_server_create(&co, &ctl, &e) || ctl_server_start(ctl, &e)) {
+            fprintf(stderr, "bench: controller: %s\n", e.msg);
+            ctl_server_destroy(ctl);
+            char cmd[4300];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", state);
+            if (system(cmd) != 0) fprintf(stderr, "bench: cannot remove %s\n", state);
+            return 0;
+        }
+        snprintf(relay, sizeof relay, "127.0.0.1:%d", ctl_server_port(ctl));
+    }
+    int tunnel = via != VIA_DIRECT;
     ch_hub_opts_t hc_o = {.node = "cons", .shm = -1, .listen = tunnel ? NULL : "127.0.0.1:0",
-                          .relay = tunnel ? ch_relay_addr(r) : NULL};
-    ch_hub_opts_t hp_o = {.node = "prod", .shm = -1, .relay = tunnel ? ch_relay_addr(r) : NULL};
-    ch_hub_t *hc, *hp;
-    ch_channel_t *c;
-    ch_producer_t *p;
+                          .relay = tunnel ? relay : NULL, .relay_rpc = &hub_rpc[0]};
+    ch_hub_opts_t hp_o = {.node = "prod", .shm = -1, .relay = tunnel ? relay : NULL, .relay_rpc = &hub_rpc[1]};
+    ch_hub_t *hc = NULL, *hp = NULL;
+    ch_channel_t *c = NULL;
+    ch_producer_t *p = NULL;
     ch_opts_t co = {.capacity = 16, .max_msg_bytes = 2 * MIB};
     ch_producer_opts_t po = {.max_msg_bytes = 2 * MIB, .window = 16};
     ch_where_t w;
+    double rate = 0;
     if (ch_hub_create(&hc_o, &hc, &e) || ch_hub_create(&hp_o, &hp, &e) ||
-        ch_channel_create(hc, "b", &co, &c, &e)) {
+        ch_channel_create(hc, "b", &co, &c, &e) || (tunnel && ch_hub_relay_wait(hc, 10000, &e)) ||
+        (ch_hub_where(hc, &w), ch_producer_open(hp, "b", &w, &po, &p, &e))) {
         fprintf(stderr, "bench: %s\n", e.msg);
-        return 0;
+    } else {
+        /* Warm-up: the connection, the relay registration, and the buffers of a
+         * window's worth of messages (their pages mapped), as on a route that has
+         * been up for a while. */
+        pump(p, c, 32, MIB);
+        rate = pump(p, c, n, MIB);
     }
-    ch_hub_where(hc, &w);
-    if (ch_producer_open(hp, "b", &w, &po, &p, &e)) return 0;
-    /* Warm-up: the connection, the relay registration, and the buffers of a
-     * window's worth of messages (their pages mapped), as on a route that has been
-     * up for a while. */
-    pump(p, c, 32, MIB);
-    double rate = pump(p, c, n, MIB);
-    ch_producer_close(p);
+    if (p) ch_producer_close(p);
     ch_channel_destroy(c);
     ch_hub_destroy(hp);
     ch_hub_destroy(hc);
     ch_relay_destroy(r);
+    ctl_server_destroy(ctl);
+    if (state[0]) {
+        char cmd[4300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", state);
+        if (system(cmd) != 0) fprintf(stderr, "bench: cannot remove %s\n", state);
+    }
     return rate;
 }
 
@@ -550,29 +606,73 @@ int main(int argc, char **argv)
     /* CH_BENCH_ONLY=routes or =wsync runs one half (the targets of the other read 0). */
     const char *only = getenv("CH_BENCH_ONLY");
     int do_routes = !only || strcmp(only, "wsync") != 0, do_wsync = !only || strcmp(only, "routes") != 0;
+    /* CH_BENCH_ONLY=tunnel: only the direct route and the tunnels (the rest read 0). */
+    int only_tunnel = only && strcmp(only, "tunnel") == 0;
+    if (only_tunnel) do_wsync = 0;
     enum { ROUNDS = 7 }; /* the machine is shared: medians of more rounds hold still */
     double mc[ROUNDS], inp[ROUNDS], sh[ROUNDS], shz[ROUNDS], sht[ROUNDS], tc[ROUNDS], di[ROUNDS], tu[ROUNDS],
-        rs[ROUNDS];
+        rs[ROUNDS], ct[ROUNDS], cm[ROUNDS], tur[ROUNDS], ctr[ROUNDS], cmr[ROUNDS];
     memset(mc, 0, sizeof mc); memset(inp, 0, sizeof inp); memset(sh, 0, sizeof sh); memset(shz, 0, sizeof shz);
     memset(sht, 0, sizeof sht);
     memset(tc, 0, sizeof tc); memset(di, 0, sizeof di); memset(tu, 0, sizeof tu); memset(rs, 0, sizeof rs);
+    memset(ct, 0, sizeof ct); memset(cm, 0, sizeof cm); memset(tur, 0, sizeof tur); memset(ctr, 0, sizeof ctr);
+    memset(cmr, 0, sizeof cmr);
+    if (do_routes) {
+        snprintf(certs_dir, sizeof certs_dir, "/tmp/corral-bench-certs-XXXXXX");
+        const char *names[] = {"cons", "prod"};
+        cr_err_t ce = {0};
+        if (!mkdtemp(certs_dir) || rpc_certs_make(certs_dir, NULL, 0, names, 2, &ce)) {
+            fprintf(stderr, "bench: certificates: %s\n", ce.msg);
+            return 1;
+        }
+    }
     for (int r = 0; r < ROUNDS && do_routes; r++) {
-        mc[r] = bench_memcpy(scaled(1024));
-        inp[r] = bench_inproc(scaled(512));
-        sh[r] = bench_shm(scaled(512), 0, 0);
-        shz[r] = bench_shm(scaled(512), 1, 0);
-        sht[r] = bench_shm(scaled(512), 1, 1);
-        tc[r] = bench_tcp(1, (uint64_t)scaled(256) * MIB);
-        di[r] = bench_remote(0, scaled(256));
-        rs[r] = bench_rpc_stream(scaled(256));
-        tu[r] = bench_remote(1, scaled(128));
+        if (!only_tunnel) {
+            mc[r] = bench_memcpy(scaled(1024));
+            inp[r] = bench_inproc(scaled(512));
+            sh[r] = bench_shm(scaled(512), 0, 0);
+            shz[r] = bench_shm(scaled(512), 1, 0);
+            sht[r] = bench_shm(scaled(512), 1, 1);
+            tc[r] = bench_tcp(1, (uint64_t)scaled(256) * MIB);
+            rs[r] = bench_rpc_stream(scaled(256));
+        }
+        /* Direct runs go between the tunnels, and each tunnel's ratio is taken
+         * against the mean of the direct runs on either side of it, so a burst of
+         * load from elsewhere meets both sides of the same ratio. */
+        double d[4];
+        d[0] = bench_remote(VIA_DIRECT, scaled(256));
+        tu[r] = bench_remote(VIA_RELAY, scaled(128));
+        d[1] = bench_remote(VIA_DIRECT, scaled(256));
+        ct[r] = bench_remote(VIA_CONTROLLER, scaled(128));
+        d[2] = bench_remote(VIA_DIRECT, scaled(256));
+        cm[r] = bench_remote(VIA_CONTROLLER_MTLS, scaled(128));
+        d[3] = bench_remote(VIA_DIRECT, scaled(256));
+        di[r] = (d[0] + d[1] + d[2] + d[3]) / 4;
+        tur[r] = d[0] + d[1] > 0 ? 2 * tu[r] / (d[0] + d[1]) : 0;
+        ctr[r] = d[1] + d[2] > 0 ? 2 * ct[r] / (d[1] + d[2]) : 0;
+        cmr[r] = d[2] + d[3] > 0 ? 2 * cm[r] / (d[2] + d[3]) : 0;
+        if (getenv("CH_BENCH_VERBOSE"))
+            fprintf(stderr, "round %d: direct %.0f %.0f %.0f %.0f  relay %.0f (%.2f)  controller %.0f (%.2f)  "
+                    "controller mTLS %.0f (%.2f) MB/s\n", r, d[0] / 1e6, d[1] / 1e6, d[2] / 1e6, d[3] / 1e6,
+                    tu[r] / 1e6, tur[r], ct[r] / 1e6, ctr[r], cm[r] / 1e6, cmr[r]);
+    }
+    if (certs_dir[0]) {
+        char cmd[4300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", certs_dir);
+        if (system(cmd) != 0) fprintf(stderr, "bench: cannot remove %s\n", certs_dir);
     }
     double memcpy_bw = bench_percentile(mc, ROUNDS, 50), inproc = bench_percentile(inp, ROUNDS, 50);
     double shm = bench_percentile(sh, ROUNDS, 50), tcp = bench_percentile(tc, ROUNDS, 50);
     double shmz = bench_percentile(shz, ROUNDS, 50), shmt = bench_percentile(sht, ROUNDS, 50);
     double direct = bench_percentile(di, ROUNDS, 50), tunnel = bench_percentile(tu, ROUNDS, 50);
     double rpcs = bench_percentile(rs, ROUNDS, 50);
-    if (do_routes) {
+    double ctl_tunnel = bench_percentile(ct, ROUNDS, 50), ctl_mtls = bench_percentile(cm, ROUNDS, 50);
+    double tunnel_ratio = bench_percentile(tur, ROUNDS, 50), ctl_ratio = bench_percentile(ctr, ROUNDS, 50);
+    double mtls_ratio = bench_percentile(cmr, ROUNDS, 50);
+    double ctl_ratio_min = 1e9;
+    for (int r = 0; r < ROUNDS; r++)
+        if (ctr[r] < ctl_ratio_min) ctl_ratio_min = ctr[r];
+    if (do_routes && !only_tunnel) {
         printf("  (medians of %d interleaved rounds)\n", ROUNDS);
         printf("  memcpy             %8.0f MB/s   (baseline)\n", memcpy_bw / 1e6);
         printf("  in-process queue   %8.0f MB/s   %.2f x memcpy\n", inproc / 1e6, inproc / memcpy_bw);
@@ -588,9 +688,22 @@ int main(int argc, char **argv)
         printf("  TCP loopback       %8.0f MB/s   (baseline)\n", tcp / 1e6);
         printf("  rpc stream alone   %8.0f MB/s   %.2f x TCP   (the rpc layer under the direct route, no channel)\n",
                rpcs / 1e6, rpcs / tcp);
-        printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
-               direct / rpcs);
-        printf("  tunnel (relay)     %8.0f MB/s   %.2f x direct\n", tunnel / 1e6, tunnel / direct);
+    }
+    if (do_routes) {
+        if (only_tunnel) printf("  (medians of %d interleaved rounds)\n", ROUNDS);
+        if (only_tunnel)
+            printf("  direct gRPC        %8.0f MB/s   (baseline of the tunnels)\n", direct / 1e6);
+        else
+            printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
+                   direct / rpcs);
+        /* Ratios are medians of each round's tunnel over the direct runs beside it. */
+        printf("  tunnel, relay      %8.0f MB/s   %.2f x direct   (a stand-alone relay)\n", tunnel / 1e6,
+               tunnel_ratio);
+        printf("  tunnel, controller %8.0f MB/s   %.2f x direct   (the controller's relay; lowest round %.2f)\n",
+               ctl_tunnel / 1e6, ctl_ratio, ctl_ratio_min);
+        printf("  tunnel, ctl mTLS   %8.0f MB/s   %.2f x direct   (the same with mutual TLS on the tunnel's two\n"
+               "                                                    legs; the direct route is plain)\n",
+               ctl_mtls / 1e6, mtls_ratio);
     }
 
     double slowdown = do_wsync ? bench_wsync(&ah) : 0;
@@ -599,12 +712,15 @@ int main(int argc, char **argv)
     if (slowdown < 0) return 1;
 
     int ok = 1;
-    if (do_routes) {
+    if (do_routes && !only_tunnel) {
         ok &= bench_target("channels_shm_vs_memcpy_1MiB", shmz / memcpy_bw, ">=0.50");
         ok &= bench_target("channels_direct_vs_tcp", direct / tcp, ">=0.50");
-        ok &= bench_target("channels_tunnel_vs_direct", tunnel / direct, ">=0.40");
+    }
+    if (do_routes) {
+        ok &= bench_target("channels_tunnel_vs_direct", ctl_ratio, ">=0.40");
+        bench_target("channels_tunnel_relay_vs_direct", tunnel_ratio, ">=0.40");
     }
     if (do_wsync) ok &= bench_target("channels_learner_slowdown", slowdown, "<=0.10");
-    if (do_routes) bench_target("channels_inproc_vs_memcpy_1MiB", inproc / memcpy_bw, ">=0.50");
+    if (do_routes && !only_tunnel) bench_target("channels_inproc_vs_memcpy_1MiB", inproc / memcpy_bw, ">=0.50");
     return ok ? 0 : 0; /* figures are reported; a short target is not a crash */
 }

@@ -54,6 +54,8 @@ void ch_msg_free(ch_msg_t *m);
 
 /* ---- hub: one per process ------------------------------------------------------ */
 
+struct rpc_opts; /* common/rpc/rpc.h's rpc_opts_t */
+
 typedef struct ch_hub_opts {
     const char *node;       /* this process's node name (cr_name_valid); required */
     int shm;                /* export channels through shared memory rings (default on:
@@ -64,6 +66,12 @@ typedef struct ch_hub_opts {
                                listen host, or 127.0.0.1 when that is 0.0.0.0) */
     const char *relay;      /* "host:port" of the relay (the controller) to dial out to
                                for tunnelled channels, or NULL */
+    const struct rpc_opts *relay_rpc; /* how to dial the relay: pass the node's own
+                               options for the controller (the agent's rpc_opts_t), so
+                               a controller serving mutual TLS accepts the hub with the
+                               node's certificate. Only security, cert_dir, server_name
+                               and token are read (copied); NULL: insecure, for loopback
+                               and single-machine set-ups */
     int64_t reconnect_ms;   /* first reconnect back-off, default 100 ms (max 2 s) */
 } ch_hub_opts_t;
 
@@ -84,6 +92,14 @@ typedef struct ch_where {
 
 void ch_hub_where(const ch_hub_t *h, ch_where_t *out);
 uint64_t ch_hub_id(const ch_hub_t *h);
+
+/* Waits up to timeout_ms for the hub's link to the relay to be up (connected,
+ * TLS handshake done, registered). CR_EINVAL when the hub has no relay;
+ * CR_EUNAVAIL with the reason when the last attempt failed (nothing answers at the
+ * relay; it refused the TLS handshake, i.e. the node's certificate or security
+ * settings); CR_ETIMEDOUT when still connecting. The link keeps retrying either
+ * way: this only reports. */
+int ch_hub_relay_wait(ch_hub_t *h, int64_t timeout_ms, cr_err_t *err);
 
 /* ---- router (pure) ---------------------------------------------------------------- */
 

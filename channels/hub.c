@@ -1,8 +1,11 @@
 /* hub.c - a process's data-plane endpoint: its node name and id, the registry of
  * the channels its consumers created, and the servers that make them reachable
  * (shared-memory rings always; the direct gRPC route and the relay link when asked).
- * The registry is a short list under one mutex: channels are created and looked up
- * rarely (once per stream), never per message. */
+ * It also keeps how to dial the relay (the node's security settings: with a
+ * controller serving mutual TLS, the node's certificate), which the hub's own link
+ * and its tunnelled producers both use. The registry is a short list under one
+ * mutex: channels are created and looked up rarely (once per stream), never per
+ * message. */
 #include "channels/internal.h"
 
 #include <stdio.h>
@@ -11,12 +14,15 @@
 
 #include "common/id.h"
 #include "common/log.h"
+#include "common/rpc/rpc.h"
 
 /* net.c: the direct-route server and the relay link of a hub. */
 int ch_net_start(ch_hub_t *h, const char *listen, const char *advertise, const char *relay, void **net,
                  cr_err_t *err);
 void ch_net_stop(void *net);
 const char *ch_net_addr(void *net);
+int ch_net_relay_wait(void *net, int64_t timeout_ms, cr_err_t *err);
+void ch_net_relay_error(void *net, char *buf, size_t n);
 
 ch_channel_t **ch_channel_next_ptr(ch_channel_t *c);
 
@@ -25,11 +31,24 @@ struct ch_hub {
     uint64_t id;
     int shm;
     char *relay;
+    /* how to dial the relay (copied from ch_hub_opts_t.relay_rpc) */
+    rpc_security_t relay_security;
+    char *relay_cert_dir, *relay_server_name, *relay_token;
     int64_t reconnect_ms;
     pthread_mutex_t mu;
     ch_channel_t *channels;
     void *net;
 };
+
+static void hub_free(ch_hub_t *h)
+{
+    free(h->relay);
+    free(h->relay_cert_dir);
+    free(h->relay_server_name);
+    if (h->relay_token) memset(h->relay_token, 0, strlen(h->relay_token)); /* no secret left in freed memory */
+    free(h->relay_token);
+    free(h);
+}
 
 int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
 {
@@ -44,6 +63,18 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
     h->shm = o->shm >= 0;
     h->reconnect_ms = o->reconnect_ms > 0 ? o->reconnect_ms : 100;
     h->relay = o->relay ? strdup(o->relay) : NULL;
+    if (o->relay && o->relay_rpc) {
+        const rpc_opts_t *r = o->relay_rpc;
+        h->relay_security = r->security;
+        h->relay_cert_dir = r->cert_dir ? strdup(r->cert_dir) : NULL;
+        h->relay_server_name = r->server_name ? strdup(r->server_name) : NULL;
+        h->relay_token = r->token ? strdup(r->token) : NULL;
+        if (r->security != RPC_INSECURE && !r->cert_dir) {
+            hub_free(h);
+            return cr_err_set(err, CR_EINVAL, "hub %s: the relay's security is TLS but relay_rpc gives no "
+                              "certificate directory (cert_dir)", o->node);
+        }
+    }
     pthread_mutex_init(&h->mu, NULL);
     if (h->shm) {
         int n = ch_ring_sweep();
@@ -53,8 +84,7 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
         int rc = ch_net_start(h, o->listen, o->advertise, o->relay, &h->net, err);
         if (rc) {
             pthread_mutex_destroy(&h->mu);
-            free(h->relay);
-            free(h);
+            hub_free(h);
             return rc;
         }
     }
@@ -69,8 +99,7 @@ void ch_hub_destroy(ch_hub_t *h)
                              ch_channel_name(h->channels));
     if (h->net) ch_net_stop(h->net);
     pthread_mutex_destroy(&h->mu);
-    free(h->relay);
-    free(h);
+    hub_free(h);
 }
 
 void ch_hub_where(const ch_hub_t *h, ch_where_t *out)
@@ -84,6 +113,27 @@ void ch_hub_where(const ch_hub_t *h, ch_where_t *out)
 uint64_t ch_hub_id(const ch_hub_t *h) { return h->id; }
 const char *ch_hub_node(const ch_hub_t *h) { return h->node; }
 const char *ch_hub_relay(const ch_hub_t *h) { return h->relay; }
+
+void ch_hub_relay_security(const ch_hub_t *h, rpc_opts_t *o)
+{
+    o->security = h->relay_security;
+    o->cert_dir = h->relay_cert_dir;
+    o->server_name = h->relay_server_name;
+    o->token = h->relay_token;
+}
+
+int ch_hub_relay_wait(ch_hub_t *h, int64_t timeout_ms, cr_err_t *err)
+{
+    if (!h->relay || !h->net) return cr_err_set(err, CR_EINVAL, "hub %s has no relay", h->node);
+    return ch_net_relay_wait(h->net, timeout_ms, err);
+}
+
+void ch_hub_relay_error(ch_hub_t *h, char *buf, size_t n)
+{
+    buf[0] = 0;
+    if (h->relay && h->net) ch_net_relay_error(h->net, buf, n);
+}
+
 int64_t ch_hub_reconnect_ms(const ch_hub_t *h) { return h->reconnect_ms; }
 int ch_hub_shm(const ch_hub_t *h) { return h->shm; }
 

@@ -188,6 +188,15 @@ int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
 /* Hub internals the routes need. */
 const char *ch_hub_node(const ch_hub_t *h);
 const char *ch_hub_relay(const ch_hub_t *h);
+/* Sets security, cert_dir, server_name and token of o to the hub's way of dialing
+ * the relay (strings borrowed from the hub). */
+struct rpc_opts;
+void ch_hub_relay_security(const ch_hub_t *h, struct rpc_opts *o);
+/* Why the hub's relay link is down, or "" while it is up or has not failed yet. */
+void ch_hub_relay_error(ch_hub_t *h, char *buf, size_t n);
+/* queue.c: waits until deadline_ns (-1 forever) until c has room for one message:
+ * 0, CR_ETIMEDOUT, or CR_ECLOSED once it is destroyed. Takes no room. */
+int ch_channel_wait_room(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err);
 int64_t ch_hub_reconnect_ms(const ch_hub_t *h);
 int ch_hub_shm(const ch_hub_t *h);
 

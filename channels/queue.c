@@ -334,6 +334,21 @@ int ch_channel_full(ch_channel_t *c)
     return full;
 }
 
+int ch_channel_wait_room(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    while (!c->closed && !has_room(c, 0)) {
+        if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT) {
+            rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);
+            break;
+        }
+    }
+    if (c->closed) rc = cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err);
 
 /* A message of this node's producers on a replicated channel is also queued for

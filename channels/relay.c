@@ -10,6 +10,11 @@
  * reconnect and resend what was not acknowledged. It never drops a frame silently
  * inside a live stream, which keeps each producer's order intact.
  *
+ * Mounted on the controller's port, the relay is as secure as that port: with
+ * mutual TLS only nodes holding a certificate of the cluster's CA reach it (hubs
+ * dial with ch_hub_opts_t.relay_rpc). Endpoint names are not tied to certificate
+ * names: any admitted node may register any name.
+ *
  * Invariant: `eps` holds one entry per registered name, each holding a call
  * reference that on_done gives back. */
 #include "channels/relay.h"

@@ -2,7 +2,9 @@
  * gRPC stream to the consumer's node (corral.v1.Channel/Stream) and the same frames
  * tunnelled through the relay (corral.v1.Relay/Link) when the consumer's node
  * accepts no inbound connection. They differ only in where the stream goes and in
- * the envelope, so one sender serves both.
+ * the envelope, so one sender serves both. A tunnel dials the relay as its hub's
+ * own link does (the node's certificate when the controller serves mutual TLS), and
+ * a put or flush that times out there says why the hub cannot reach the relay.
  *
  * State machine of the sender thread (one per producer):
  *   DOWN --open stream--> UP --stream ends / no ack for ACK_TIMEOUT--> DOWN (backoff)
@@ -342,6 +344,16 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
+/* Why acknowledgements may not come, for a time-out's message: a tunnel whose hub
+ * cannot reach the relay says why (a refused certificate, nothing listening). */
+static const char *unreached(remote_t *r, char *buf, size_t n)
+{
+    buf[0] = 0;
+    if (r->tunnel) ch_hub_relay_error(r->p->hub, buf, n);
+    if (!buf[0]) snprintf(buf, n, "consumer slow or unreachable");
+    return buf;
+}
+
 static int remote_reserve(ch_producer_t *p, size_t len, void **buf, int64_t deadline_ns, cr_err_t *err)
 {
     remote_t *r = p->route;
@@ -350,8 +362,9 @@ static int remote_reserve(ch_producer_t *p, size_t len, void **buf, int64_t dead
         if (timed_wait(&r->room, &r->mu, deadline_ns) == ETIMEDOUT) {
             if (!r->fatal && r->n < p->window) break; /* room came, short of the wake-up mark */
             pthread_mutex_unlock(&r->mu);
-            return cr_err_set(err, CR_ETIMEDOUT, "channel %s: %zu messages unacknowledged (consumer "
-                              "slow or unreachable)", p->name, p->window);
+            char why[CR_ERR_MSG_MAX];
+            return cr_err_set(err, CR_ETIMEDOUT, "channel %s: %zu messages unacknowledged (%s)", p->name,
+                              p->window, unreached(r, why, sizeof why));
         }
     }
     int code = r->fatal;
@@ -411,7 +424,9 @@ static int remote_flush(ch_producer_t *p, int64_t deadline_ns, cr_err_t *err)
         if (timed_wait(&r->cv, &r->mu, deadline_ns) == ETIMEDOUT) {
             size_t n = r->n;
             pthread_mutex_unlock(&r->mu);
-            return cr_err_set(err, CR_ETIMEDOUT, "channel %s: %zu messages still unacknowledged", p->name, n);
+            char why[CR_ERR_MSG_MAX];
+            return cr_err_set(err, CR_ETIMEDOUT, "channel %s: %zu messages still unacknowledged (%s)", p->name, n,
+                              unreached(r, why, sizeof why));
         }
     }
     int code = r->fatal;
@@ -493,6 +508,7 @@ int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err)
     if (!r->pend) return free(r), cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", p->name);
     rpc_opts_t o;
     ch_rpc_opts(&o, p->max_msg, ch_hub_reconnect_ms(p->hub));
+    if (r->tunnel) ch_hub_relay_security(p->hub, &o); /* the node's certificate for a secure relay */
     int rc = rpc_channel_create(&r->rch, target, &o, err);
     if (rc) {
         free(r->pend);

@@ -65,6 +65,15 @@ int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
     /* A relay forward may wait up to 5 s for a slow receiver on a handler thread:
      * more of them, so tunnels never hold up Registry calls. */
     if (ro.pool_threads == 0) ro.pool_threads = 6;
+    /* Tunnels carry the data plane's bulk streams through this port: the fixed
+     * large flow-control windows of the data plane (BDP probing keeps windows
+     * small on fast links, and a producer then waits on WINDOW_UPDATEs: the tunnel
+     * ran ~20% slower, build/bench/channels), but not its large socket reads, whose
+     * buffer would stay with each of many idle agent connections. The message
+     * limit (64 MiB by default) must pass a tunnelled message of the channels'
+     * default largest size with its envelope. */
+    if (ro.bulk == 0) ro.bulk = RPC_BULK_WINDOWS;
+    if (ro.max_message && ro.max_message < CH_RELAY_MIN_MESSAGE) ro.max_message = CH_RELAY_MIN_MESSAGE;
     rc = rpc_server_create(&srv->rpc, srv->listen, &ro, srv->methods, n, err);
     if (rc) {
         cr_err_wrap(err, "listen on %s", srv->listen);

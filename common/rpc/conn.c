@@ -76,6 +76,13 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
          * path at 160 MB/s, and the receiver holds at most that much per stream. */
         arg_int(a, GRPC_ARG_HTTP2_BDP_PROBE, 0);
         arg_int(a, GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, RPC_BULK_WINDOW);
+        /* Left at gRPC's defaults, measured without a gain on 1 MiB streams:
+         * GRPC_ARG_HTTP2_MAX_FRAME_SIZE (16 KiB frames; 64 KiB to 16 MiB changed
+         * nothing beyond noise) and GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE (it only
+         * matters with write-buffer hints, which the send queue sets anyway).
+         * Message size limits are set above for every channel (max_message). */
+    }
+    if (o && o->bulk == 1) {
         /* Socket reads start at 1 MiB and adapt between 256 KiB and 4 MiB (gRPC's
          * default starts at 8 KiB): fewer reads and fewer, larger slices per
          * message, so less work per byte in the HTTP/2 parser and for on_raw
@@ -83,11 +90,6 @@ void rpc_args_build(rpc_args_t *a, const rpc_opts_t *o, int server)
         arg_int(a, GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
         arg_int(a, GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
         arg_int(a, GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
-        /* Left at gRPC's defaults, measured without a gain on 1 MiB streams:
-         * GRPC_ARG_HTTP2_MAX_FRAME_SIZE (16 KiB frames; 64 KiB to 16 MiB changed
-         * nothing beyond noise) and GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE (it only
-         * matters with write-buffer hints, which the send queue sets anyway).
-         * Message size limits are set above for every channel (max_message). */
     }
     if (server) /* a second server on a taken port is an error, not a silent share */
         arg_int(a, GRPC_ARG_ALLOW_REUSEPORT, 0);

@@ -88,6 +88,7 @@ typedef enum rpc_security {
 #define RPC_DEFAULT_MAX_MESSAGE (64u << 20)  /* bytes, each direction */
 #define RPC_DEFAULT_KEEPALIVE_MS 1000        /* ping period and ping timeout */
 #define RPC_DEFAULT_SEND_QUEUE 8             /* messages queued per call */
+#define RPC_BULK_WINDOWS 2                   /* rpc_opts_t.bulk: windows without large reads */
 
 /* Everything about a connection that is not the method: security, identity,
  * limits, liveness. Zero-initialise, then set what differs from the defaults.
@@ -105,7 +106,12 @@ typedef struct rpc_opts {
     int send_queue;                /* per-call queued sends; 0 = RPC_DEFAULT_SEND_QUEUE */
     int bulk;                      /* 1: streams carry large messages at a high rate (the
                                       data plane): fixed large HTTP/2 windows and large
-                                      socket reads (conn.c says why); costs memory */
+                                      socket reads (conn.c says why); costs memory.
+                                      RPC_BULK_WINDOWS: the windows only, for a server
+                                      whose few bulk streams share it with many small
+                                      ones (the controller: its relay beside the agents'
+                                      sessions), where a large read buffer would stay
+                                      with every idle connection */
     /* server only */
     int queue_threads;             /* completion-queue threads; 0 = 1 */
     int pool_threads;              /* handler threads; 0 = 2 */
