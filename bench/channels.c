@@ -6,6 +6,8 @@
  *                                          zero-copy ones: put in place, get a view)
  *   direct gRPC stream                     vs a TCP socket on loopback
  *   tunnel through the relay               vs the direct route
+ *   a put on a replica's node, acknowledged vs the direct route
+ *   once the other replica has it
  *   weight sync of 100 MB to 4 actors      vs 4 x 100 MB over TCP loopback
  *   the learner's slowdown while it syncs  (a compute loop, alone vs during a sync)
  *
@@ -304,6 +306,51 @@ static double bench_remote(int tunnel, int n)
     return rate;
 }
 
+/* ---- replicated ---- */
+
+/* A producer on the node of replica a (in-process route); every message is
+ * forwarded to replica b on another node and acknowledged to the producer only once
+ * b has it. The rate is until b holds them all and the producer's flush returns:
+ * the cost of a replicated put over a plain direct one. */
+static double bench_replicated(int n)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ha_o = {.node = "ra", .shm = -1, .listen = "127.0.0.1:0"};
+    ch_hub_opts_t hb_o = {.node = "rb", .shm = -1, .listen = "127.0.0.1:0"};
+    ch_hub_t *ha, *hb;
+    ch_channel_t *ca, *cb;
+    ch_producer_t *p;
+    ch_opts_t co = {.capacity = 16, .max_msg_bytes = 2 * MIB};
+    ch_producer_opts_t po = {.max_msg_bytes = 2 * MIB, .window = 16};
+    ch_where_t w[2];
+    if (ch_hub_create(&ha_o, &ha, &e) || ch_hub_create(&hb_o, &hb, &e) ||
+        ch_channel_create(ha, "r", &co, &ca, &e) || ch_channel_create(hb, "r", &co, &cb, &e)) {
+        fprintf(stderr, "bench: %s\n", e.msg);
+        return 0;
+    }
+    ch_hub_where(ha, &w[0]);
+    ch_hub_where(hb, &w[1]);
+    if (ch_channel_replicate(ca, w, 2, NULL, &e) || ch_channel_replicate(cb, w, 2, NULL, &e) ||
+        ch_producer_open_replicated(ha, "r", w, 2, &po, &p, &e)) {
+        fprintf(stderr, "bench: %s\n", e.msg);
+        return 0;
+    }
+    /* Replica a's own consumer reads too, or its queue would hold the puts up. */
+    drain_t da = {.c = ca, .n = 32 + n, .views = 1};
+    pthread_t t;
+    pthread_create(&t, NULL, drain_main, &da);
+    pump(p, cb, 32, MIB); /* warm-up, as for the direct route */
+    double rate = pump(p, cb, n, MIB);
+    if (ch_producer_flush(p, 30000, &e) != 0) rate = 0;
+    pthread_join(t, NULL);
+    ch_producer_close(p);
+    ch_channel_destroy(ca);
+    ch_channel_destroy(cb);
+    ch_hub_destroy(ha);
+    ch_hub_destroy(hb);
+    return da.ok ? rate : 0;
+}
+
 /* The rpc layer's own client stream of 1 MiB messages (its Echo Collect method):
  * what the direct route is built on, shown so its overhead can be read off. */
 static double bench_rpc_stream(int n)
@@ -552,10 +599,11 @@ int main(int argc, char **argv)
     int do_routes = !only || strcmp(only, "wsync") != 0, do_wsync = !only || strcmp(only, "routes") != 0;
     enum { ROUNDS = 7 }; /* the machine is shared: medians of more rounds hold still */
     double mc[ROUNDS], inp[ROUNDS], sh[ROUNDS], shz[ROUNDS], sht[ROUNDS], tc[ROUNDS], di[ROUNDS], tu[ROUNDS],
-        rs[ROUNDS];
+        rs[ROUNDS], rp[ROUNDS];
     memset(mc, 0, sizeof mc); memset(inp, 0, sizeof inp); memset(sh, 0, sizeof sh); memset(shz, 0, sizeof shz);
     memset(sht, 0, sizeof sht);
     memset(tc, 0, sizeof tc); memset(di, 0, sizeof di); memset(tu, 0, sizeof tu); memset(rs, 0, sizeof rs);
+    memset(rp, 0, sizeof rp);
     for (int r = 0; r < ROUNDS && do_routes; r++) {
         mc[r] = bench_memcpy(scaled(1024));
         inp[r] = bench_inproc(scaled(512));
@@ -566,12 +614,13 @@ int main(int argc, char **argv)
         di[r] = bench_remote(0, scaled(256));
         rs[r] = bench_rpc_stream(scaled(256));
         tu[r] = bench_remote(1, scaled(128));
+        rp[r] = bench_replicated(scaled(128));
     }
     double memcpy_bw = bench_percentile(mc, ROUNDS, 50), inproc = bench_percentile(inp, ROUNDS, 50);
     double shm = bench_percentile(sh, ROUNDS, 50), tcp = bench_percentile(tc, ROUNDS, 50);
     double shmz = bench_percentile(shz, ROUNDS, 50), shmt = bench_percentile(sht, ROUNDS, 50);
     double direct = bench_percentile(di, ROUNDS, 50), tunnel = bench_percentile(tu, ROUNDS, 50);
-    double rpcs = bench_percentile(rs, ROUNDS, 50);
+    double rpcs = bench_percentile(rs, ROUNDS, 50), repl = bench_percentile(rp, ROUNDS, 50);
     if (do_routes) {
         printf("  (medians of %d interleaved rounds)\n", ROUNDS);
         printf("  memcpy             %8.0f MB/s   (baseline)\n", memcpy_bw / 1e6);
@@ -591,6 +640,9 @@ int main(int argc, char **argv)
         printf("  direct gRPC        %8.0f MB/s   %.2f x TCP   %.2f x rpc stream\n", direct / 1e6, direct / tcp,
                direct / rpcs);
         printf("  tunnel (relay)     %8.0f MB/s   %.2f x direct\n", tunnel / 1e6, tunnel / direct);
+        printf("  replicated put     %8.0f MB/s   %.2f x direct   (a producer on replica a's node; acknowledged\n"
+               "                                                      once replica b on another node has it)\n",
+               repl / 1e6, repl / direct);
     }
 
     double slowdown = do_wsync ? bench_wsync(&ah) : 0;
@@ -606,5 +658,6 @@ int main(int argc, char **argv)
     }
     if (do_wsync) ok &= bench_target("channels_learner_slowdown", slowdown, "<=0.10");
     if (do_routes) bench_target("channels_inproc_vs_memcpy_1MiB", inproc / memcpy_bw, ">=0.50");
+    if (do_routes) bench_target("channels_replicated_vs_direct", repl / direct, ">=0.50");
     return ok ? 0 : 0; /* figures are reported; a short target is not a crash */
 }

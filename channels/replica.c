@@ -354,6 +354,7 @@ static void *peer_main(void *arg)
             continue;
         }
         ch_fwd_t *f = p->q[p->head];
+        atomic_fetch_add(&f->refs, 1); /* the thread's own: the queue may let go meanwhile (mark_gone) */
         p->busy = 1;
         pthread_mutex_unlock(&r->mu);
         cr_err_t e = {0};
@@ -391,6 +392,7 @@ static void *peer_main(void *arg)
         } else {
             mark_gone(p, e.msg[0] ? e.msg : "refused");
         }
+        ch_fwd_unref(f);
     }
     pthread_mutex_unlock(&r->mu);
     origins_end(p);
