@@ -7,7 +7,8 @@
  * consumer gets every message exactly once. Then a's consumer is SIGKILLed and
  * started again: it joins the set as a new process and gets exactly what is put
  * afterwards, from all three producers, which followed the set without being
- * restarted; b still has everything once.
+ * restarted; b still has everything once. Last, node a's agent is SIGKILLed: the
+ * controller marks the node lost and a's replica leaves its set.
  * directory_set_changes: a stand-alone directory in this process: a lost node's
  * replica leaves the set (and joins again while its hub still reaches the
  * directory), a destroyed channel leaves it, a newer replica on the same node
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +79,7 @@ static pid_t spawn(const char *logname, int in_fd, int out_fd, char *const argv[
 {
     pid_t pid = fork();
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves no process behind */
         char path[128];
         snprintf(path, sizeof path, "%s/%s", tmp, logname);
         int log = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -111,6 +114,16 @@ static pid_t start_controller(int *port)
     }
     (void)line;
     return pid;
+}
+
+static pid_t start_agent(const char *node, const char *dir)
+{
+    char exe[512], state[96];
+    snprintf(exe, sizeof exe, "%s", test_build_path("corral"));
+    snprintf(state, sizeof state, "%s/agent-%s", tmp, node);
+    char *argv[] = {exe, "agent", "--name", (char *)node, "--controller", (char *)dir, "--state", state,
+                    "--no-gpus", NULL};
+    return spawn("agent.log", -1, -1, argv);
 }
 
 static pid_t start_consumer(const char *node, const char *dir, const char *outname)
@@ -221,6 +234,7 @@ static void test_controller_places_replicas(void)
     ASSERT_TRUE(port > 0);
     char dir[64], line[256], path[128];
     snprintf(dir, sizeof dir, "127.0.0.1:%d", port);
+    pid_t agent = start_agent("a", dir);
     pid_t ca = start_consumer("a", dir, "a1.out");
     pid_t cb = start_consumer("b", dir, "b.out");
     snprintf(path, sizeof path, "%s/a1.out", tmp);
@@ -264,6 +278,25 @@ static void test_controller_places_replicas(void)
     for (int i = 0; i < NPROD; i++) ASSERT_STR_EQ(ps[i].route, routes[i]);
     ASSERT_INT_EQ(check_consumer("a2.out", ps, 301, 600), 0);
     ASSERT_INT_EQ(check_consumer("b.out", ps, 1, 600), 0);
+
+    /* Node a's agent dies: once the controller marks the node lost, a's replica
+     * leaves the set (its process, still alive here, joins again). */
+    snprintf(path, sizeof path, "%s/controller.log", tmp);
+    char *log;
+    read_file(path, &log);
+    ASSERT_TRUE(log && strstr(log, "node a lost") == NULL);
+    free(log);
+    kill(agent, SIGKILL);
+    waitpid(agent, NULL, 0);
+    deadline = cr_now_ns() + 20 * CR_NS_PER_S;
+    int lost = 0;
+    while (!lost && cr_now_ns() < deadline) {
+        read_file(path, &log);
+        lost = log && strstr(log, "node a lost: 1 channel replica(s) left their sets") != NULL;
+        free(log);
+        if (!lost) cr_sleep_ns(100 * CR_NS_PER_MS);
+    }
+    ASSERT_TRUE(lost);
 
     for (int i = 0; i < NPROD; i++) {
         fclose(ps[i].in);
