@@ -168,15 +168,16 @@ int ch_get_batch_view(ch_channel_t *c, ch_msg_t **out, size_t max_count, double 
  * replica whose process dies right after a put was acknowledged leaves that
  * message at every other live replica: nothing acknowledged is lost while one
  * replica lives. The local producer keeps its window meanwhile (the shared-memory
- * ring; producer window messages in process), so it does not wait a round trip
- * per message.
+ * ring, or on the in-process route up to its `window` messages waiting), so it
+ * does not wait a round trip per message.
  *
  * Placement: the channel directory, hosted by the controller, tells every
  * process where the replicas are. A consumer's channel joins it
  * (ch_channel_join); the directory hands every replica the set, with a
  * generation, and again at every change, and the replica re-replicates with it.
  * A producer opens the channel by name (ch_producer_open_named) and follows the
- * set: the replica on its node when there is one, else all. A replica leaves the
+ * set: the replica on its node when there is one, else the only replica plainly
+ * when there is one, else all. A replica leaves the
  * set when its channel is destroyed, its process dies (its call to the directory
  * ends) or its node's agent is lost; a restarted consumer joins again as a new
  * process and gets what is put from then on. ch_channel_replicate and
@@ -264,8 +265,9 @@ int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t 
                                 size_t n, const ch_producer_opts_t *o, ch_producer_t **out,
                                 cr_err_t *err);
 /* Opens channel `name` through the hub's channel directory (hub option directory):
- * the replica on this hub's node when there is one, else every replica (see
- * "replicas" above), following every change of the set at the next put. Waits up
+ * the replica on this hub's node when there is one, else the only replica by its
+ * route (direct or tunnel), else every replica (fan-out; see "replicas" above),
+ * following every change of the set at the next put. Waits up
  * to timeout_ms for the directory's first answer (CR_EUNAVAIL when none came).
  * While the set is empty, puts wait for a replica (up to their time-out). */
 int ch_producer_open_named(ch_hub_t *h, const char *name, const ch_producer_opts_t *o, int64_t timeout_ms,
@@ -295,11 +297,13 @@ int ch_put_commit(ch_producer_t *p, size_t len, double weight, cr_err_t *err);
 void ch_put_abort(ch_producer_t *p);
 
 /* Waits until every message put so far is acknowledged by the consumer's channel
- * (queued there; for a large message read in place from shared memory: freed). */
+ * (queued there; for a large message read in place from shared memory: freed; on
+ * a replicated channel: at every live replica). */
 int ch_producer_flush(ch_producer_t *p, int64_t timeout_ms, cr_err_t *err);
 
 /* Messages put but not yet acknowledged. */
 size_t ch_producer_unacked(ch_producer_t *p);
+/* The route (for a producer opened by name: the one of the moment). */
 ch_route_kind_t ch_producer_route(const ch_producer_t *p);
 uint64_t ch_producer_id(const ch_producer_t *p);
 /* Times the route was re-established after a break (remote routes). */

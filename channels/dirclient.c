@@ -14,6 +14,9 @@
  * of the same channel on its node: it does not join again (it would take the
  * place back and the two would alternate), and says so in the log.
  *
+ * Sets are told apart by the hub's own count of sets received (version), not by
+ * the directory's generation, which starts again when the controller restarts.
+ *
  * Invariants, under dc->mu: a watch is removed from the list only by the thread;
  * `c` is cleared by ch_dirclient_leave, which waits until no new set is being
  * applied to it, so the channel is never used after it left. */
@@ -53,6 +56,7 @@ struct ch_dir_watch {
     rpc_backoff_t bo;
     ch_dir_set_t set;         /* newest received */
     uint64_t applied;         /* generation applied to c */
+    uint64_t applied_version; /* version (ch_dir_set_t) applied to c: 0 none */
     struct ch_dir_watch *next;
 };
 
@@ -78,6 +82,7 @@ static int timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_
 static void set_copy(ch_dir_set_t *dst, const ch_dir_set_t *src)
 {
     dst->gen = src->gen;
+    dst->version = src->version;
     dst->n = src->n;
     for (size_t i = 0; i < src->n; i++) {
         memcpy(dst->node[i], src->node[i], sizeof dst->node[i]);
@@ -113,7 +118,8 @@ static void on_message(rpc_stream_t *st, const ProtobufCMessage *msg, void *user
                                       .inbound = r->inbound, .max_msg = (size_t)r->max_msg};
             d->n++;
         }
-        d->gen = s->generation ? s->generation : 1; /* 0 means "none yet" here */
+        d->gen = s->generation;
+        d->version++;
         rpc_backoff_reset(&w->bo);
         pthread_cond_broadcast(&dc->cv);
     }
@@ -209,6 +215,7 @@ static void apply_set(ch_dirclient_t *dc, ch_dir_watch_t *w)
     pthread_mutex_lock(&dc->mu);
     w->applying = 0;
     w->applied = s.gen;
+    w->applied_version = s.version;
     pthread_cond_broadcast(&dc->cv);
 }
 
@@ -239,7 +246,7 @@ static void *dir_main(void *arg)
                 open_call(dc, w);
                 again = 1;
             }
-            if (w->c && w->set.gen && w->set.gen != w->applied && !w->leaving) {
+            if (w->c && w->set.version != w->applied_version && !w->leaving) {
                 apply_set(dc, w);
                 again = 1;
             }
@@ -352,7 +359,7 @@ int ch_channel_join(ch_channel_t *c, const ch_replica_opts_t *o, int64_t timeout
     dc->ws = w;
     pthread_cond_broadcast(&dc->cv);
     int rc = 0;
-    while (!(w->applied && w->applied == w->set.gen && set_has_me(dc, &w->set))) {
+    while (!(w->applied_version && w->applied_version == w->set.version && set_has_me(dc, &w->set))) {
         if (w->replaced) {
             rc = cr_err_set(err, CR_EBUSY, "channel %s: another replica on node %s took this one's place", name,
                             ch_hub_node(h));
@@ -410,7 +417,7 @@ int ch_dirclient_watch(ch_dirclient_t *dc, const char *name, int64_t deadline_ns
         pthread_cond_broadcast(&dc->cv);
     }
     int rc = 0;
-    while (!w->set.gen) {
+    while (!w->set.version) {
         if (timed_wait(&dc->cv, &dc->mu, deadline_ns) == ETIMEDOUT) {
             rc = cr_err_set(err, CR_EUNAVAIL, "channel %s: the channel directory at %s did not answer", name,
                             dc->addr);
@@ -429,19 +436,19 @@ void ch_dir_watch_get(ch_dir_watch_t *w, ch_dir_set_t *out)
     pthread_mutex_unlock(&w->dc->mu);
 }
 
-uint64_t ch_dir_watch_gen(ch_dir_watch_t *w)
+uint64_t ch_dir_watch_version(ch_dir_watch_t *w)
 {
     pthread_mutex_lock(&w->dc->mu);
-    uint64_t g = w->set.gen;
+    uint64_t v = w->set.version;
     pthread_mutex_unlock(&w->dc->mu);
-    return g;
+    return v;
 }
 
-int ch_dir_watch_wait(ch_dir_watch_t *w, uint64_t gen, int64_t deadline_ns, cr_err_t *err)
+int ch_dir_watch_wait(ch_dir_watch_t *w, uint64_t v, int64_t deadline_ns, cr_err_t *err)
 {
     int rc = 0;
     pthread_mutex_lock(&w->dc->mu);
-    while (w->set.gen == gen && rc == 0)
+    while (w->set.version == v && rc == 0)
         if (timed_wait(&w->dc->cv, &w->dc->mu, deadline_ns) == ETIMEDOUT)
             rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s: the replica set did not change in time", w->name);
     pthread_mutex_unlock(&w->dc->mu);

@@ -225,7 +225,9 @@ int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
 
 /* A replica set as the directory sent it; w[i] point into node[i] and addr[i]. */
 typedef struct ch_dir_set {
-    uint64_t gen;  /* 0: none received yet */
+    uint64_t gen;     /* the directory's generation (restarts with the directory) */
+    uint64_t version; /* this hub's count of sets received: 0 none yet; changes with
+                         every set, also across a restart of the directory */
     size_t n;
     ch_where_t w[CH_DIR_MAX];
     char node[CH_DIR_MAX][CH_NAME_MAX];
@@ -243,11 +245,12 @@ void ch_dirclient_leave(ch_dirclient_t *dc, ch_channel_t *c);
  * waiting until deadline_ns for a first set from the directory. */
 int ch_dirclient_watch(ch_dirclient_t *dc, const char *name, int64_t deadline_ns, ch_dir_watch_t **out,
                        cr_err_t *err);
-/* Copies the newest set of w into out (its generation in out->gen). */
+/* Copies the newest set of w into out. */
 void ch_dir_watch_get(ch_dir_watch_t *w, ch_dir_set_t *out);
-uint64_t ch_dir_watch_gen(ch_dir_watch_t *w);
-/* Waits until w's set is not generation gen, or deadline_ns: 0 or CR_ETIMEDOUT. */
-int ch_dir_watch_wait(ch_dir_watch_t *w, uint64_t gen, int64_t deadline_ns, cr_err_t *err);
+/* The version (ch_dir_set_t) of w's newest set. */
+uint64_t ch_dir_watch_version(ch_dir_watch_t *w);
+/* Waits until w's newest set is not of version v, or deadline_ns: 0 or CR_ETIMEDOUT. */
+int ch_dir_watch_wait(ch_dir_watch_t *w, uint64_t v, int64_t deadline_ns, cr_err_t *err);
 ch_dirclient_t *ch_hub_dir(const ch_hub_t *h);
 /* route_named.c: a producer that follows the replica set of watch w. */
 int ch_route_named_open(ch_producer_t *p, ch_dir_watch_t *w, const ch_producer_opts_t *o, cr_err_t *err);

@@ -2,16 +2,18 @@
  * the channel directory says where the channel's replicas are, and this route
  * follows every change of that set, writing through an inner producer that the
  * router picks for the set of the moment: the replica on this node (in-process or
- * shared memory) when there is one, else every replica (fan-out). The inner
- * producer keeps this producer's id and numbering, so replicas drop duplicates
- * across a change.
+ * shared memory) when there is one, else the one replica plainly (direct or
+ * tunnel) when there is one, else every replica (fan-out). The inner producer
+ * keeps this producer's id and numbering, so replicas drop duplicates across a
+ * change.
  *
  * A change is taken up at the next put (reserve), never in between a reserve and
  * its commit:
  *   - a replica joined or left elsewhere, no replica here: the fan-out adds or
  *     closes the one replica (ch_route_fanout_update); the others carry on;
- *   - a replica appeared on this node: what the fan-out has in flight is flushed
- *     first (so the replicas that stay lose nothing), then puts go to it;
+ *   - a replica appeared on this node, or the set grew from one replica to more or
+ *     shrank to one: what is in flight to replicas that stay is flushed first (so
+ *     they lose nothing), then puts go the new way;
  *   - the replica here is another process now, or gone: its route is dead, so
  *     what it had not acknowledged is lost with it (ch_producer_flush said so, it
  *     was never acknowledged); puts go to the new one, or to every replica left;
@@ -27,12 +29,18 @@
 #include "common/log.h"
 #include "common/time.h"
 
+#define SLICE_MS 100
+
+/* What inner writes to. */
+enum { TO_NONE = 0, TO_LOCAL, TO_PLAIN, TO_FANOUT };
+
 typedef struct named {
     ch_dir_watch_t *w;
-    uint64_t gen;          /* the set generation inner follows */
+    uint64_t version;      /* the set (its version, ch_dir_set_t) inner follows */
     ch_producer_t *inner;  /* NULL while the set is empty */
-    int local;             /* inner writes to the replica on this node */
-    uint64_t local_process;
+    int to;                /* TO_*: the replica here, the one replica elsewhere, or all */
+    char node[CH_NAME_MAX];/* TO_LOCAL, TO_PLAIN: that replica */
+    uint64_t process;
     ch_producer_opts_t o;
     ch_dir_set_t set;      /* scratch, large: not on the stack */
 } named_t;
@@ -51,24 +59,35 @@ static void close_inner(named_t *n)
 {
     ch_producer_close(n->inner);
     n->inner = NULL;
-    n->local = 0;
-    n->local_process = 0;
+    n->to = TO_NONE;
 }
 
-/* Opens inner for the set in n->set, numbered from p's next seq. */
-static int open_inner(ch_producer_t *p, named_t *n, cr_err_t *err)
+/* Whether inner's one replica (TO_LOCAL, TO_PLAIN) is still in the set. */
+static int target_in_set(const named_t *n)
+{
+    for (size_t i = 0; i < n->set.n; i++)
+        if (strcmp(n->set.w[i].node, n->node) == 0 && n->set.w[i].process == n->process) return 1;
+    return 0;
+}
+
+/* Opens inner to `to` (t: its one replica, or NULL for all), numbered from p's
+ * next seq. */
+static int open_inner(ch_producer_t *p, named_t *n, int to, const ch_where_t *t, cr_err_t *err)
 {
     ch_producer_opts_t o = n->o;
     o.id = p->id;
     o.next_seq = p->next_seq;
-    int i = ch_replica_pick(n->set.w, n->set.n, ch_hub_node(p->hub));
-    int rc = ch_producer_open_replicated(p->hub, p->name, n->set.w, n->set.n, &o, &n->inner, err);
+    int rc = t ? ch_producer_open(p->hub, p->name, t, &o, &n->inner, err)
+               : ch_producer_open_replicated(p->hub, p->name, n->set.w, n->set.n, &o, &n->inner, err);
     if (rc) return rc;
-    n->local = i >= 0;
-    n->local_process = i >= 0 ? n->set.w[i].process : 0;
+    n->to = to;
+    snprintf(n->node, sizeof n->node, "%s", t ? t->node : "");
+    n->process = t ? t->process : 0;
     p->kind = n->inner->kind;
-    CR_INFO("channels", "channel %s: producer %016llx writes %s (replica set generation %llu, %zu replica(s))",
-            p->name, (unsigned long long)p->id, i >= 0 ? "to the replica on this node" : "to every replica",
+    CR_INFO("channels", "channel %s: producer %016llx writes %s%s over %s (replica set generation %llu, %zu "
+            "replica(s))", p->name, (unsigned long long)p->id,
+            to == TO_LOCAL ? "to the replica on this node" : to == TO_PLAIN ? "to the one replica, on node " :
+            "to every replica", to == TO_PLAIN ? t->node : "", ch_route_name(p->kind),
             (unsigned long long)n->set.gen, n->set.n);
     return 0;
 }
@@ -76,28 +95,29 @@ static int open_inner(ch_producer_t *p, named_t *n, cr_err_t *err)
 /* Brings inner in line with the directory's newest set. */
 static int follow(ch_producer_t *p, named_t *n, int64_t deadline_ns, cr_err_t *err)
 {
-    if (n->inner && ch_dir_watch_gen(n->w) == n->gen) return 0;
+    if (n->inner && ch_dir_watch_version(n->w) == n->version) return 0;
     ch_dir_watch_get(n->w, &n->set);
     int i = ch_replica_pick(n->set.w, n->set.n, ch_hub_node(p->hub));
+    int want = n->set.n == 0 ? TO_NONE : i >= 0 ? TO_LOCAL : n->set.n == 1 ? TO_PLAIN : TO_FANOUT;
+    const ch_where_t *t = want == TO_LOCAL ? &n->set.w[i] : want == TO_PLAIN ? &n->set.w[0] : NULL;
     int rc = 0;
-    if (n->set.n == 0) {
-        if (n->inner) close_inner(n); /* every replica left */
-    } else if (i >= 0) {
-        if (!n->inner || !n->local || n->local_process != n->set.w[i].process) {
-            if (n->inner && !n->local) { /* the replicas that stay get what is in flight */
-                rc = ch_producer_flush(n->inner, ms_left(deadline_ns), err);
-                if (rc == CR_ETIMEDOUT) return rc;
-            }
-            if (n->inner) close_inner(n);
-            rc = open_inner(p, n, err);
-        }
-    } else if (n->inner && !n->local) {
-        rc = ch_route_fanout_update(n->inner, n->set.w, n->set.n, err);
+    if (n->inner && want == n->to && (!t || (strcmp(t->node, n->node) == 0 && t->process == n->process))) {
+        if (want == TO_FANOUT) rc = ch_route_fanout_update(n->inner, n->set.w, n->set.n, err);
     } else {
-        if (n->inner) close_inner(n); /* the replica here left */
-        rc = open_inner(p, n, err);
+        /* Switching: the replicas that stay get what is in flight to them first;
+         * what a replica that left had not acknowledged goes with it. */
+        if (n->to == TO_FANOUT) {
+            rc = ch_route_fanout_update(n->inner, n->set.w, n->set.n, err);
+            if (rc == 0) rc = ch_producer_flush(n->inner, ms_left(deadline_ns), err);
+        } else if (n->to == TO_PLAIN && target_in_set(n)) {
+            rc = ch_producer_flush(n->inner, ms_left(deadline_ns), err);
+        }
+        if (rc == CR_ETIMEDOUT) return rc;
+        rc = 0;
+        if (n->inner) close_inner(n);
+        if (want != TO_NONE) rc = open_inner(p, n, want, t, err);
     }
-    if (rc == 0) n->gen = n->set.gen;
+    if (rc == 0) n->version = n->set.version;
     return rc;
 }
 
@@ -105,7 +125,7 @@ static int named_reserve(ch_producer_t *p, size_t len, void **buf, int64_t deadl
 {
     named_t *n = p->route;
     for (;;) {
-        uint64_t seen = ch_dir_watch_gen(n->w);
+        uint64_t seen = ch_dir_watch_version(n->w);
         int rc = follow(p, n, deadline_ns, err);
         if (rc && replica_gone(rc)) { /* the replica here died and the directory does not know yet */
             if (ch_dir_watch_wait(n->w, seen, deadline_ns, NULL) != 0) return rc;
@@ -118,12 +138,16 @@ static int named_reserve(ch_producer_t *p, size_t len, void **buf, int64_t deadl
             continue;
         }
         n->inner->next_seq = p->next_seq;
-        rc = ch_put_reserve(n->inner, len, buf, ms_left(deadline_ns), err);
-        if (rc == 0 || !n->local || !replica_gone(rc)) return rc;
+        /* In slices, so a put held up by a replica that left moves on with the set. */
+        int64_t slice = ms_left(deadline_ns);
+        if (slice < 0 || slice > SLICE_MS) slice = SLICE_MS;
+        rc = ch_put_reserve(n->inner, len, buf, slice, err);
+        if (rc == CR_ETIMEDOUT && (deadline_ns < 0 || cr_now_ns() < deadline_ns)) continue;
+        if (rc == 0 || n->to != TO_LOCAL || !replica_gone(rc)) return rc;
         /* The replica on this node is gone: the directory's next set says where to go. */
         CR_INFO("channels", "channel %s: producer %016llx: the replica on this node is gone; waiting for the "
                 "directory's next set", p->name, (unsigned long long)p->id);
-        if (ch_dir_watch_gen(n->w) == n->gen && ch_dir_watch_wait(n->w, n->gen, deadline_ns, NULL) != 0)
+        if (ch_dir_watch_version(n->w) == n->version && ch_dir_watch_wait(n->w, n->version, deadline_ns, NULL) != 0)
             return cr_err_set(err, CR_ETIMEDOUT, "channel %s: the replica on this node is gone and the "
                               "directory named no other in time", p->name);
     }

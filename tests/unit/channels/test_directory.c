@@ -399,10 +399,20 @@ static void test_directory_set_changes(void)
     ch_msg_free(m);
     ASSERT_INT_EQ(ch_get(cb, &m, 300, &e), CR_ETIMEDOUT);
 
-    /* A destroyed channel leaves the set. */
+    /* A destroyed channel leaves the set; with one replica left the producer
+     * writes to it plainly. */
     ch_channel_destroy(ca);
     wait_replicas(d, 1);
     wait_peers(cb2, 0);
+    want = ch_channel_directory_generation(cb2);
+    deadline = cr_now_ns() + 10 * CR_NS_PER_S;
+    while (ch_hub_directory_generation(hc, "x") < want && cr_now_ns() < deadline) cr_sleep_ns(10 * CR_NS_PER_MS);
+    ASSERT_OK(ch_put(p, "3", 1, 1, 5000, &e), &e);
+    ASSERT_OK(ch_producer_flush(p, 10000, &e), &e);
+    ASSERT_STR_EQ(ch_route_name(ch_producer_route(p)), "direct");
+    ASSERT_OK(ch_get(cb2, &m, 5000, &e), &e);
+    ASSERT_INT_EQ(m->seq, 3);
+    ch_msg_free(m);
     ch_producer_close(p);
     ch_channel_destroy(cb);
     ch_channel_destroy(cb2);
