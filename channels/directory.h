@@ -10,7 +10,10 @@
  * with the directory's change counter as its generation. One replica per node: a
  * newer replica of the same channel on the same node replaces the older (a
  * restarted process whose predecessor's call has not ended yet), whose call ends
- * with ABORTED.
+ * with ABORTED. A replica whose node was marked lost while its hub still reaches
+ * the directory joins again when its hub calls back (a node lost by mistake). The
+ * directory keeps nothing on disk: after a controller restart the hubs call again
+ * and the sets form anew (their generations start again).
  *
  * The controller does, before rpc_server_create:
  *     ch_directory_create(NULL, &dir, err);

@@ -298,10 +298,14 @@ static void test_controller_places_replicas(void)
     }
     ASSERT_TRUE(lost);
 
-    for (int i = 0; i < NPROD; i++) {
+    for (int i = 0; i < NPROD; i++) { /* at the end of their input they close and exit 0 */
         fclose(ps[i].in);
         fclose(ps[i].out);
-        waitpid(ps[i].pid, NULL, 0);
+        int status = -1;
+        waitpid(ps[i].pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fprintf(stderr, "  producer on node %s ended with status %#x\n", pnodes[i], status);
+        ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
     kill(ca, SIGKILL);
     kill(cb, SIGKILL);
