@@ -11,7 +11,11 @@
  *   - refs counts threads inside the channel (server threads delivering, in-process
  *     producers, blocked readers); destroy unregisters, wakes everyone with
  *     closed, waits for refs to reach 0, then frees.
- * Every route ends in ch_channel_push, so these rules hold whatever the route. */
+ * Every route ends in push (ch_channel_push and its variants), so these rules hold
+ * whatever the route. On a replica, push also hands a local producer's message to
+ * the peers (replica.c) and tells the producer's route when every live peer has it
+ * (the _acked variants); destroy first leaves the channel directory, so no new
+ * replica set reaches a channel being freed. */
 #include "channels/internal.h"
 
 #include <errno.h>
