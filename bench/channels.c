@@ -9,6 +9,8 @@
  *   tunnel through the controller's relay  vs the direct route (the real controller,
  *                                          in this process, hosting Relay.Link on the
  *                                          port its agents use; insecure and mTLS)
+ *   a put on a replica's node, acknowledged vs the direct route
+ *   once the other replica has it
  *   weight sync of 100 MB to 4 actors      vs 4 x 100 MB over TCP loopback
  *   the learner's slowdown while it syncs  (a compute loop, alone vs during a sync)
  *
@@ -360,6 +362,51 @@ static double bench_remote(via_t via, int n)
     return rate;
 }
 
+/* ---- replicated ---- */
+
+/* A producer on the node of replica a (in-process route); every message is
+ * forwarded to replica b on another node and acknowledged to the producer only once
+ * b has it. The rate is until b holds them all and the producer's flush returns:
+ * the cost of a replicated put over a plain direct one. */
+static double bench_replicated(int n)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ha_o = {.node = "ra", .shm = -1, .listen = "127.0.0.1:0"};
+    ch_hub_opts_t hb_o = {.node = "rb", .shm = -1, .listen = "127.0.0.1:0"};
+    ch_hub_t *ha, *hb;
+    ch_channel_t *ca, *cb;
+    ch_producer_t *p;
+    ch_opts_t co = {.capacity = 16, .max_msg_bytes = 2 * MIB};
+    ch_producer_opts_t po = {.max_msg_bytes = 2 * MIB, .window = 16};
+    ch_where_t w[2];
+    if (ch_hub_create(&ha_o, &ha, &e) || ch_hub_create(&hb_o, &hb, &e) ||
+        ch_channel_create(ha, "r", &co, &ca, &e) || ch_channel_create(hb, "r", &co, &cb, &e)) {
+        fprintf(stderr, "bench: %s\n", e.msg);
+        return 0;
+    }
+    ch_hub_where(ha, &w[0]);
+    ch_hub_where(hb, &w[1]);
+    if (ch_channel_replicate(ca, w, 2, NULL, &e) || ch_channel_replicate(cb, w, 2, NULL, &e) ||
+        ch_producer_open_replicated(ha, "r", w, 2, &po, &p, &e)) {
+        fprintf(stderr, "bench: %s\n", e.msg);
+        return 0;
+    }
+    /* Replica a's own consumer reads too, or its queue would hold the puts up. */
+    drain_t da = {.c = ca, .n = 32 + n, .views = 1};
+    pthread_t t;
+    pthread_create(&t, NULL, drain_main, &da);
+    pump(p, cb, 32, MIB); /* warm-up, as for the direct route */
+    double rate = pump(p, cb, n, MIB);
+    if (ch_producer_flush(p, 30000, &e) != 0) rate = 0;
+    pthread_join(t, NULL);
+    ch_producer_close(p);
+    ch_channel_destroy(ca);
+    ch_channel_destroy(cb);
+    ch_hub_destroy(ha);
+    ch_hub_destroy(hb);
+    return da.ok ? rate : 0;
+}
+
 /* The rpc layer's own client stream of 1 MiB messages (its Echo Collect method):
  * what the direct route is built on, shown so its overhead can be read off. */
 static double bench_rpc_stream(int n)
@@ -611,12 +658,12 @@ int main(int argc, char **argv)
     if (only_tunnel) do_wsync = 0;
     enum { ROUNDS = 7 }; /* the machine is shared: medians of more rounds hold still */
     double mc[ROUNDS], inp[ROUNDS], sh[ROUNDS], shz[ROUNDS], sht[ROUNDS], tc[ROUNDS], di[ROUNDS], tu[ROUNDS],
-        rs[ROUNDS], ct[ROUNDS], cm[ROUNDS], tur[ROUNDS], ctr[ROUNDS], cmr[ROUNDS];
+        rs[ROUNDS], ct[ROUNDS], cm[ROUNDS], tur[ROUNDS], ctr[ROUNDS], cmr[ROUNDS], rp[ROUNDS];
     memset(mc, 0, sizeof mc); memset(inp, 0, sizeof inp); memset(sh, 0, sizeof sh); memset(shz, 0, sizeof shz);
     memset(sht, 0, sizeof sht);
     memset(tc, 0, sizeof tc); memset(di, 0, sizeof di); memset(tu, 0, sizeof tu); memset(rs, 0, sizeof rs);
     memset(ct, 0, sizeof ct); memset(cm, 0, sizeof cm); memset(tur, 0, sizeof tur); memset(ctr, 0, sizeof ctr);
-    memset(cmr, 0, sizeof cmr);
+    memset(cmr, 0, sizeof cmr); memset(rp, 0, sizeof rp);
     if (do_routes) {
         snprintf(certs_dir, sizeof certs_dir, "/tmp/corral-bench-certs-XXXXXX");
         const char *names[] = {"cons", "prod"};
@@ -635,6 +682,7 @@ int main(int argc, char **argv)
             sht[r] = bench_shm(scaled(512), 1, 1);
             tc[r] = bench_tcp(1, (uint64_t)scaled(256) * MIB);
             rs[r] = bench_rpc_stream(scaled(256));
+            rp[r] = bench_replicated(scaled(128));
         }
         /* Direct runs go between the tunnels, and each tunnel's ratio is taken
          * against the mean of the direct runs on either side of it, so a burst of
@@ -665,7 +713,7 @@ int main(int argc, char **argv)
     double shm = bench_percentile(sh, ROUNDS, 50), tcp = bench_percentile(tc, ROUNDS, 50);
     double shmz = bench_percentile(shz, ROUNDS, 50), shmt = bench_percentile(sht, ROUNDS, 50);
     double direct = bench_percentile(di, ROUNDS, 50), tunnel = bench_percentile(tu, ROUNDS, 50);
-    double rpcs = bench_percentile(rs, ROUNDS, 50);
+    double rpcs = bench_percentile(rs, ROUNDS, 50), repl = bench_percentile(rp, ROUNDS, 50);
     double ctl_tunnel = bench_percentile(ct, ROUNDS, 50), ctl_mtls = bench_percentile(cm, ROUNDS, 50);
     double tunnel_ratio = bench_percentile(tur, ROUNDS, 50), ctl_ratio = bench_percentile(ctr, ROUNDS, 50);
     double mtls_ratio = bench_percentile(cmr, ROUNDS, 50);
@@ -704,6 +752,10 @@ int main(int argc, char **argv)
         printf("  tunnel, ctl mTLS   %8.0f MB/s   %.2f x direct   (the same with mutual TLS on the tunnel's two\n"
                "                                                    legs; the direct route is plain)\n",
                ctl_mtls / 1e6, mtls_ratio);
+        if (!only_tunnel)
+            printf("  replicated put     %8.0f MB/s   %.2f x direct   (a producer on replica a's node; acknowledged\n"
+                   "                                                      once replica b on another node has it)\n",
+                   repl / 1e6, repl / direct);
     }
 
     double slowdown = do_wsync ? bench_wsync(&ah) : 0;
@@ -722,5 +774,6 @@ int main(int argc, char **argv)
     }
     if (do_wsync) ok &= bench_target("channels_learner_slowdown", slowdown, "<=0.10");
     if (do_routes && !only_tunnel) bench_target("channels_inproc_vs_memcpy_1MiB", inproc / memcpy_bw, ">=0.50");
+    if (do_routes && !only_tunnel) bench_target("channels_replicated_vs_direct", repl / direct, ">=0.50");
     return ok ? 0 : 0; /* figures are reported; a short target is not a crash */
 }

@@ -8,6 +8,10 @@
  * direct gRPC stream to the consumer's node, or a stream tunnelled through a relay
  * (hosted by the controller) when the consumer's node accepts no inbound connection.
  *
+ * A channel with consumers on several nodes has one replica per node (see
+ * "replicas" below); the channel directory on the controller tells the processes
+ * where the replicas are, and producers by name write to their own node's.
+ *
  * Delivery: every message carries (producer id, sequence). Messages of one producer
  * arrive in order. A remote route keeps what the consumer has not acknowledged and
  * resends it after reconnecting; the channel drops duplicates by (producer, seq), so
@@ -71,7 +75,10 @@ typedef struct ch_hub_opts {
                                a controller serving mutual TLS accepts the hub with the
                                node's certificate. Only security, cert_dir, server_name
                                and token are read (copied); NULL: insecure, for loopback
-                               and single-machine set-ups */
+                               and single-machine set-ups. The directory client dials
+                               with them too */
+    const char *directory;  /* "host:port" of the channel directory (the controller) for
+                               ch_channel_join and ch_producer_open_named, or NULL */
     int64_t reconnect_ms;   /* first reconnect back-off, default 100 ms (max 2 s) */
 } ch_hub_opts_t;
 
@@ -88,6 +95,8 @@ typedef struct ch_where {
     uint64_t process;     /* the consumer hub's id (ch_hub_id) */
     const char *addr;     /* direct route address, "" or NULL when none */
     int inbound;          /* whether the node accepts inbound connections */
+    size_t max_msg;       /* replicas: the channel's max_msg_bytes there, when known
+                             (the channel directory says); 0: unknown */
 } ch_where_t;
 
 void ch_hub_where(const ch_hub_t *h, ch_where_t *out);
@@ -169,16 +178,37 @@ int ch_get_batch_view(ch_channel_t *c, ch_msg_t **out, size_t max_count, double 
  * replica writes to that one (in-process or shared memory), which forwards what its
  * local producers put to every other replica, keeping (producer, seq), so the
  * copies crossing nodes are one per replica; a producer on a node without one
- * writes to every replica itself. A replica acknowledges a local producer once the
- * message is in its own queue and queued for forwarding (the producer shares its
- * node, so it is gone with it); the replicas themselves drop duplicates.
+ * writes to every replica itself. The replicas themselves drop duplicates.
+ *
+ * Acknowledgement: a replica acknowledges a local producer's message only once
+ * every live peer replica has acknowledged it (or was dropped as gone), so a
+ * replica whose process dies right after a put was acknowledged leaves that
+ * message at every other live replica: nothing acknowledged is lost while one
+ * replica lives. The local producer keeps its window meanwhile (the shared-memory
+ * ring, or on the in-process route up to its `window` messages waiting), so it
+ * does not wait a round trip per message.
+ *
+ * Placement: the channel directory, hosted by the controller, tells every
+ * process where the replicas are. A consumer's channel joins it
+ * (ch_channel_join); the directory hands every replica the set, with a
+ * generation, and again at every change, and the replica re-replicates with it.
+ * A producer opens the channel by name (ch_producer_open_named) and follows the
+ * set: the replica on its node when there is one, else the only replica plainly
+ * when there is one, else all. A replica leaves the
+ * set when its channel is destroyed, its process dies (its call to the directory
+ * ends) or its node's agent is lost; a restarted consumer joins again as a new
+ * process and gets what is put from then on. ch_channel_replicate and
+ * ch_producer_open_replicated remain for a set given by hand.
  *
  * When a replica's node goes away, the others lose nothing of what live producers
  * put: a peer that acknowledges nothing for peer_timeout_ms (or refuses the
  * channel) is dropped from the set, with a log line, and is no longer waited for.
  * Until then a forward queue that is full (max_pending messages) holds up the
  * local producers: a slow replica slows the channel rather than missing messages.
- * A replica that comes back is a new process: give the set again (replicate). */
+ * A replica that refuses one message (too large for it) is not dropped: when its
+ * limit is known (from the directory: ch_where_t.max_msg) ch_put refuses the
+ * message at once with CR_ETOOBIG; otherwise the replica skips it (counted in
+ * refused, logged) and, for a fan-out producer, ch_producer_flush reports it. */
 typedef struct ch_replica_opts {
     int64_t peer_timeout_ms; /* default 10 s */
     size_t max_pending;      /* messages queued per peer; default 4096 */
@@ -193,6 +223,7 @@ int ch_channel_replicate(ch_channel_t *c, const ch_where_t *replicas, size_t n, 
 typedef struct ch_replica_peer_stats {
     char node[64];
     uint64_t forwarded;      /* acknowledged by the peer */
+    uint64_t refused;        /* single messages the peer refused (too large there) */
     size_t pending;          /* queued or in flight */
     int gone;                /* dropped from the set */
 } ch_replica_peer_stats_t;
@@ -201,6 +232,19 @@ typedef struct ch_replica_peer_stats {
 size_t ch_channel_replica_stats(ch_channel_t *c, ch_replica_peer_stats_t *out, size_t max);
 /* Waits until every live peer has acknowledged everything forwarded so far. */
 int ch_channel_replica_flush(ch_channel_t *c, int64_t timeout_ms, cr_err_t *err);
+
+/* Makes c this node's replica of its channel through the hub's channel directory
+ * (hub option directory): registers it, and from then on replicates it with every
+ * set the directory sends, until c is destroyed (which leaves the set). Waits up to
+ * timeout_ms for the first set that holds c (CR_ETIMEDOUT otherwise: c stays
+ * registered and joins when the directory answers). CR_EEXIST when c joined
+ * already; CR_EBUSY when a newer replica of the channel on this node took its place. */
+int ch_channel_join(ch_channel_t *c, const ch_replica_opts_t *o, int64_t timeout_ms, cr_err_t *err);
+/* The generation of the directory's set c was last replicated with; 0 before any. */
+uint64_t ch_channel_directory_generation(ch_channel_t *c);
+/* The generation of the newest set of channel name this hub's producers follow
+ * (they take it up at their next put); 0 when none was received. */
+uint64_t ch_hub_directory_generation(ch_hub_t *h, const char *name);
 
 typedef struct ch_stats {
     uint64_t accepted;   /* messages queued */
@@ -237,6 +281,14 @@ int ch_producer_open(ch_hub_t *h, const char *name, const ch_where_t *to,
 int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t *replicas,
                                 size_t n, const ch_producer_opts_t *o, ch_producer_t **out,
                                 cr_err_t *err);
+/* Opens channel `name` through the hub's channel directory (hub option directory):
+ * the replica on this hub's node when there is one, else the only replica by its
+ * route (direct or tunnel), else every replica (fan-out; see "replicas" above),
+ * following every change of the set at the next put. Waits up
+ * to timeout_ms for the directory's first answer (CR_EUNAVAIL when none came).
+ * While the set is empty, puts wait for a replica (up to their time-out). */
+int ch_producer_open_named(ch_hub_t *h, const char *name, const ch_producer_opts_t *o, int64_t timeout_ms,
+                           ch_producer_t **out, cr_err_t *err);
 /* Does not wait for acknowledgements: call ch_producer_flush first to be sure. */
 void ch_producer_close(ch_producer_t *p);
 
@@ -262,15 +314,20 @@ int ch_put_commit(ch_producer_t *p, size_t len, double weight, cr_err_t *err);
 void ch_put_abort(ch_producer_t *p);
 
 /* Waits until every message put so far is acknowledged by the consumer's channel
- * (queued there; for a large message read in place from shared memory: freed). */
+ * (queued there; for a large message read in place from shared memory: freed; on
+ * a replicated channel: at every live replica). */
 int ch_producer_flush(ch_producer_t *p, int64_t timeout_ms, cr_err_t *err);
 
 /* Messages put but not yet acknowledged. */
 size_t ch_producer_unacked(ch_producer_t *p);
+/* The route (for a producer opened by name: the one of the moment). */
 ch_route_kind_t ch_producer_route(const ch_producer_t *p);
 uint64_t ch_producer_id(const ch_producer_t *p);
 /* Times the route was re-established after a break (remote routes). */
 uint64_t ch_producer_reconnects(const ch_producer_t *p);
+/* Messages the consumer refused one by one (too large for its channel); each is
+ * also reported once by the ch_producer_flush that follows. */
+uint64_t ch_producer_refused(const ch_producer_t *p);
 
 /* ---- relay (hosted by the controller) --------------------------------------------- */
 

@@ -1,11 +1,12 @@
 /* hub.c - a process's data-plane endpoint: its node name and id, the registry of
  * the channels its consumers created, and the servers that make them reachable
- * (shared-memory rings always; the direct gRPC route and the relay link when asked).
+ * (shared-memory rings always; the direct gRPC route and the relay link when asked),
+ * and its client of the channel directory (dirclient.c) when one is named.
  * It also keeps how to dial the relay (the node's security settings: with a
- * controller serving mutual TLS, the node's certificate), which the hub's own link
- * and its tunnelled producers both use. The registry is a short list under one
- * mutex: channels are created and looked up rarely (once per stream), never per
- * message. */
+ * controller serving mutual TLS, the node's certificate), which the hub's own link,
+ * its tunnelled producers and the directory client all use. The registry is a
+ * short list under one mutex: channels are created and looked up rarely (once per
+ * stream), never per message. */
 #include "channels/internal.h"
 
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct ch_hub {
     pthread_mutex_t mu;
     ch_channel_t *channels;
     void *net;
+    ch_dirclient_t *dir;  /* the channel directory's client, or NULL */
 };
 
 static void hub_free(ch_hub_t *h)
@@ -63,7 +65,7 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
     h->shm = o->shm >= 0;
     h->reconnect_ms = o->reconnect_ms > 0 ? o->reconnect_ms : 100;
     h->relay = o->relay ? strdup(o->relay) : NULL;
-    if (o->relay && o->relay_rpc) {
+    if ((o->relay || o->directory) && o->relay_rpc) {
         const rpc_opts_t *r = o->relay_rpc;
         h->relay_security = r->security;
         h->relay_cert_dir = r->cert_dir ? strdup(r->cert_dir) : NULL;
@@ -88,6 +90,16 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
             return rc;
         }
     }
+    if (o->directory) {
+        int rc = ch_dirclient_start(h, o->directory, &h->dir, err);
+        if (rc) {
+            if (h->net) ch_net_stop(h->net);
+            pthread_mutex_destroy(&h->mu);
+            free(h->relay);
+            free(h);
+            return rc;
+        }
+    }
     *out = h;
     return 0;
 }
@@ -97,6 +109,7 @@ void ch_hub_destroy(ch_hub_t *h)
     if (!h) return;
     if (h->channels) CR_WARN("channels", "hub %s destroyed with channel %s still open", h->node,
                              ch_channel_name(h->channels));
+    ch_dirclient_stop(h->dir); /* its producers' watches go with it: close producers first */
     if (h->net) ch_net_stop(h->net);
     pthread_mutex_destroy(&h->mu);
     hub_free(h);
@@ -108,6 +121,7 @@ void ch_hub_where(const ch_hub_t *h, ch_where_t *out)
     out->process = h->id;
     out->addr = h->net ? ch_net_addr(h->net) : "";
     out->inbound = out->addr && out->addr[0];
+    out->max_msg = 0;
 }
 
 uint64_t ch_hub_id(const ch_hub_t *h) { return h->id; }
@@ -136,6 +150,7 @@ void ch_hub_relay_error(ch_hub_t *h, char *buf, size_t n)
 
 int64_t ch_hub_reconnect_ms(const ch_hub_t *h) { return h->reconnect_ms; }
 int ch_hub_shm(const ch_hub_t *h) { return h->shm; }
+ch_dirclient_t *ch_hub_dir(const ch_hub_t *h) { return h->dir; }
 
 void ch_hub_lock(ch_hub_t *h) { pthread_mutex_lock(&h->mu); }
 void ch_hub_unlock(ch_hub_t *h) { pthread_mutex_unlock(&h->mu); }

@@ -21,6 +21,12 @@ ch_msg_t *ch_msg_alloc(size_t len);
  * (its data does not follow the struct), releasing the ring space. */
 void ch_shm_view_free(ch_msg_t *m);
 
+/* Called once a message of a local producer is acknowledged: by every live peer
+ * replica, or at once when the channel is not replicated or did not queue it.
+ * Runs on any thread (a peer's, or the pusher's own), perhaps under the replica's
+ * lock: it must only record the acknowledgement and never call into the channel. */
+typedef void (*ch_ack_fn)(void *user, uint64_t arg);
+
 /* The replica side of a replicated channel (replica.c), or NULL. */
 typedef struct ch_replica ch_replica_t;
 
@@ -36,6 +42,14 @@ int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t 
 int ch_channel_reserve(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err);
 int ch_channel_push_reserved(ch_channel_t *c, ch_msg_t *m, cr_err_t *err);
 void ch_channel_unreserve(ch_channel_t *c);
+/* As ch_channel_push / ch_channel_push_reserved, for a local producer that wants
+ * to know when the message is safe: done(user, arg) runs exactly once, when every
+ * live peer replica acknowledged it, or at once (before return, perhaps) when the
+ * channel is not replicated, the message is a duplicate, or it was refused. */
+int ch_channel_push_acked(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, ch_ack_fn done, void *user,
+                          uint64_t arg, cr_err_t *err);
+int ch_channel_push_reserved_acked(ch_channel_t *c, ch_msg_t *m, ch_ack_fn done, void *user, uint64_t arg,
+                                   cr_err_t *err);
 /* The same for a message that came from another node (net.c): a replica forwards
  * only what its own node's producers put, never what other nodes sent it. */
 int ch_channel_push_remote(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err);
@@ -46,9 +60,14 @@ int ch_channel_full(ch_channel_t *c);
 
 /* ---- replicas (replica.c) ---- */
 
-/* A message's copy on its way to the peers, shared by their queues. */
+/* A message's copy on its way to the peers, shared by their queues. Every peer
+ * holds a reference until the peer acknowledged it (or was dropped); the last
+ * reference runs done, so done means "every live peer has it". */
 typedef struct ch_fwd {
     atomic_int refs;
+    ch_ack_fn done;
+    void *done_user;
+    uint64_t done_arg;
     uint64_t producer, seq;
     double weight;
     size_t len;
@@ -64,6 +83,12 @@ int ch_replica_reserve(ch_replica_t *r, int64_t deadline_ns, cr_err_t *err);
 /* Queues f (when not NULL: the message was accepted) for every live peer and
  * gives the room back. Takes f. */
 void ch_replica_commit(ch_replica_t *r, ch_fwd_t *f);
+/* The largest message every live peer with a known limit takes (SIZE_MAX when none
+ * says), and the node of the smallest (for the error); a local message over it is
+ * refused at once rather than forwarded and refused there. */
+size_t ch_replica_limit(ch_replica_t *r, char *node, size_t node_len);
+/* Wakes the peers' threads: a forwarding producer was acknowledged. */
+void ch_replica_poke(void *r);
 /* Stop wakes everyone waiting for room (CR_ECLOSED) and refuses new messages;
  * destroy, once no put can reach the replica, joins its threads and frees. */
 void ch_replica_stop(ch_replica_t *r);
@@ -78,6 +103,7 @@ int ch_replica_flush(ch_replica_t *r, int64_t deadline_ns, cr_err_t *err);
 int ch_channel_seen(ch_channel_t *c, uint64_t producer, uint64_t seq);
 void ch_channel_count_rejected(ch_channel_t *c);
 size_t ch_channel_max_msg(const ch_channel_t *c);
+ch_hub_t *ch_channel_hub(const ch_channel_t *c);
 
 /* Finds a channel and holds it against destruction until ch_channel_release; for
  * server threads that deliver into it. */
@@ -170,6 +196,11 @@ struct ch_producer {
     size_t window;
     size_t max_msg;
     _Atomic uint64_t reconnects;
+    _Atomic uint64_t refused; /* messages the consumer refused one by one (too large) */
+    /* Optional: run by the remote route (on its stream's thread, under its lock)
+     * whenever an acknowledgement arrives; replica.c wakes its forwarding thread. */
+    void (*on_ack)(void *user);
+    void *on_ack_user;
     void *route; /* the route's own state */
 };
 
@@ -182,8 +213,47 @@ int64_t ch_producer_stalled_ns(ch_producer_t *p);
 int ch_route_inproc_open(ch_producer_t *p, cr_err_t *err);
 int ch_route_fanout_open(ch_producer_t *p, const ch_where_t *replicas, size_t n, int64_t peer_timeout_ms,
                          const ch_producer_opts_t *o, cr_err_t *err);
+/* Follows a new replica set: replicas that left are closed, new ones get this
+ * producer's messages from its next seq on (route_fanout.c). */
+int ch_route_fanout_update(ch_producer_t *p, const ch_where_t *replicas, size_t n, cr_err_t *err);
 int ch_route_shm_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
 int ch_route_remote_open(ch_producer_t *p, const ch_where_t *to, cr_err_t *err);
+
+/* ---- the channel directory's client (dirclient.c) ---- */
+
+#define CH_DIR_MAX 64
+
+/* A replica set as the directory sent it; w[i] point into node[i] and addr[i]. */
+typedef struct ch_dir_set {
+    uint64_t gen;     /* the directory's generation (restarts with the directory) */
+    uint64_t version; /* this hub's count of sets received: 0 none yet; changes with
+                         every set, also across a restart of the directory */
+    size_t n;
+    ch_where_t w[CH_DIR_MAX];
+    char node[CH_DIR_MAX][CH_NAME_MAX];
+    char addr[CH_DIR_MAX][160];
+} ch_dir_set_t;
+
+typedef struct ch_dirclient ch_dirclient_t;
+typedef struct ch_dir_watch ch_dir_watch_t;
+
+int ch_dirclient_start(ch_hub_t *h, const char *addr, ch_dirclient_t **out, cr_err_t *err);
+void ch_dirclient_stop(ch_dirclient_t *dc);
+/* The channel's replica leaves the directory (before the channel is freed). */
+void ch_dirclient_leave(ch_dirclient_t *dc, ch_channel_t *c);
+/* The hub's watch of channel name (made on first use; lives as long as the hub),
+ * waiting until deadline_ns for a first set from the directory. */
+int ch_dirclient_watch(ch_dirclient_t *dc, const char *name, int64_t deadline_ns, ch_dir_watch_t **out,
+                       cr_err_t *err);
+/* Copies the newest set of w into out. */
+void ch_dir_watch_get(ch_dir_watch_t *w, ch_dir_set_t *out);
+/* The version (ch_dir_set_t) of w's newest set. */
+uint64_t ch_dir_watch_version(ch_dir_watch_t *w);
+/* Waits until w's newest set is not of version v, or deadline_ns: 0 or CR_ETIMEDOUT. */
+int ch_dir_watch_wait(ch_dir_watch_t *w, uint64_t v, int64_t deadline_ns, cr_err_t *err);
+ch_dirclient_t *ch_hub_dir(const ch_hub_t *h);
+/* route_named.c: a producer that follows the replica set of watch w. */
+int ch_route_named_open(ch_producer_t *p, ch_dir_watch_t *w, const ch_producer_opts_t *o, cr_err_t *err);
 
 /* Hub internals the routes need. */
 const char *ch_hub_node(const ch_hub_t *h);

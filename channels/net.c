@@ -9,8 +9,10 @@
  * copy its data once into the message the consumer gets, hand it to the channel
  * (ch_channel_push_remote: a replica does not forward what another node sent) and
  * acknowledge it afterwards, so an acknowledgement means "queued". A frame for an
- * unknown channel, over the size limit or malformed is refused to its sender only,
- * with a message naming what was wrong; other streams and channels go on.
+ * unknown channel or malformed is refused to its sender only, with a message
+ * naming what was wrong; other streams and channels go on. A message over the
+ * channel's size limit is refused alone: an ERROR frame naming its producer and
+ * seq, and the stream goes on with the next message.
  *
  * Back-pressure. A direct stream carries one producer's frames: its handler runs on
  * the server's queue thread while the channel has room (no thread hop per message)
@@ -149,12 +151,27 @@ static int deliver(ch_hub_t *h, const ch_wire_frame_t *f, const rpc_bytes_t *b, 
     return rc;
 }
 
-static void ack_frame(Corral__V1__ChFrame *a, const ch_wire_frame_t *f)
+static void ack_seq(Corral__V1__ChFrame *a, uint64_t producer, uint64_t seq)
 {
     corral__v1__ch_frame__init(a);
     a->kind = CORRAL__V1__CH_FRAME__KIND__ACK;
-    a->producer = f->producer;
-    a->seq = f->seq;
+    a->producer = producer;
+    a->seq = seq;
+}
+
+/* Whether a refusal is about the one message (its size), not about the stream. */
+static int refuses_message_only(int rc) { return rc == CR_ETOOBIG; }
+
+static void refusal_frame(Corral__V1__ChFrame *a, const ch_wire_frame_t *f, int rc, const char *msg)
+{
+    corral__v1__ch_frame__init(a);
+    a->kind = CORRAL__V1__CH_FRAME__KIND__ERROR;
+    a->code = rc;
+    a->message = (char *)msg;
+    if (refuses_message_only(rc)) { /* names the message: the producer goes on */
+        a->producer = f->producer;
+        a->seq = f->seq;
+    }
 }
 
 /* ---- direct route server ---- */
@@ -168,6 +185,13 @@ static int srv_message(rpc_call_t *call, rpc_bytes_t *msg)
     if (rc == 0) rc = deliver(n->h, &f, msg, rpc_call_may_block(call), &e);
     if (rc == CR_EBUSY) return RPC_RAW_LATER; /* full: again on a handler thread, which waits */
     rpc_bytes_free(msg);
+    Corral__V1__ChFrame a;
+    if (rc && refuses_message_only(rc)) {
+        CR_WARN("channels", "direct stream from %s: message refused: %s", rpc_call_peer(call)->address, e.msg);
+        refusal_frame(&a, &f, rc, e.msg);
+        rpc_call_send(call, &a.base, -1, NULL);
+        return 0;
+    }
     if (rc) {
         CR_WARN("channels", "direct stream from %s refused: %s", rpc_call_peer(call)->address, e.msg);
         rpc_call_fail(call, &e);
@@ -175,8 +199,7 @@ static int srv_message(rpc_call_t *call, rpc_bytes_t *msg)
     }
     /* Acknowledgements are cumulative: if the queue thread finds the send queue
      * full, the next one covers this message too. */
-    Corral__V1__ChFrame a;
-    ack_frame(&a, &f);
+    ack_seq(&a, f.producer, f.seq);
     rpc_call_send(call, &a.base, -1, NULL);
     return 0;
 }
@@ -224,14 +247,6 @@ static void link_reply(rpc_stream_t *st, const char *dst, Corral__V1__ChFrame *f
     cr_err_t e = {0};
     if (rpc_stream_send(st, &rf.base, 0, &e) != 0)
         CR_DEBUG("channels", "relay link: reply to %s not sent: %s", dst, e.msg);
-}
-
-static void ack_seq(Corral__V1__ChFrame *a, uint64_t producer, uint64_t seq)
-{
-    corral__v1__ch_frame__init(a);
-    a->kind = CORRAL__V1__CH_FRAME__KIND__ACK;
-    a->producer = producer;
-    a->seq = seq;
 }
 
 static void error_frame(Corral__V1__ChFrame *a, const cr_err_t *e)
@@ -542,7 +557,7 @@ static void link_message(rpc_stream_t *st, rpc_bytes_t *msg, void *user)
     Corral__V1__ChFrame a;
     if (rc) {
         CR_WARN("channels", "tunnelled stream from %s refused: %s", rf.src, e.msg);
-        error_frame(&a, &e);
+        refusal_frame(&a, &rf.f, rc, e.msg);
     } else if (ack) {
         ack_seq(&a, rf.f.producer, rf.f.seq);
     } else {

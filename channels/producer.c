@@ -83,6 +83,28 @@ int ch_producer_open_replicated(ch_hub_t *h, const char *name, const ch_where_t 
     return 0;
 }
 
+int ch_producer_open_named(ch_hub_t *h, const char *name, const ch_producer_opts_t *o, int64_t timeout_ms,
+                           ch_producer_t **out, cr_err_t *err)
+{
+    *out = NULL;
+    ch_dirclient_t *dc = h ? ch_hub_dir(h) : NULL;
+    if (h && !dc)
+        return cr_err_set(err, CR_EINVAL, "channel %s: hub of node %s has no channel directory (hub option "
+                          "directory)", name ? name : "(null)", ch_hub_node(h));
+    ch_producer_t *p;
+    int rc = producer_new(h, name, o, &p, err);
+    if (rc) return rc;
+    ch_dir_watch_t *w;
+    rc = ch_dirclient_watch(dc, name, deadline_of(timeout_ms), &w, err);
+    if (rc == 0) rc = ch_route_named_open(p, w, o, err);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
 void ch_producer_close(ch_producer_t *p)
 {
     if (!p) return;
@@ -159,3 +181,4 @@ size_t ch_producer_unacked(ch_producer_t *p) { return p->ops->unacked(p); }
 ch_route_kind_t ch_producer_route(const ch_producer_t *p) { return p->kind; }
 uint64_t ch_producer_id(const ch_producer_t *p) { return p->id; }
 uint64_t ch_producer_reconnects(const ch_producer_t *p) { return atomic_load(&((ch_producer_t *)p)->reconnects); }
+uint64_t ch_producer_refused(const ch_producer_t *p) { return atomic_load(&((ch_producer_t *)p)->refused); }

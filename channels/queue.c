@@ -11,7 +11,11 @@
  *   - refs counts threads inside the channel (server threads delivering, in-process
  *     producers, blocked readers); destroy unregisters, wakes everyone with
  *     closed, waits for refs to reach 0, then frees.
- * Every route ends in ch_channel_push, so these rules hold whatever the route. */
+ * Every route ends in push (ch_channel_push and its variants), so these rules hold
+ * whatever the route. On a replica, push also hands a local producer's message to
+ * the peers (replica.c) and tells the producer's route when every live peer has it
+ * (the _acked variants); destroy first leaves the channel directory, so no new
+ * replica set reaches a channel being freed. */
 #include "channels/internal.h"
 
 #include <errno.h>
@@ -146,6 +150,7 @@ int ch_channel_create(ch_hub_t *h, const char *name, const ch_opts_t *o, ch_chan
 void ch_channel_destroy(ch_channel_t *c)
 {
     if (!c) return;
+    if (ch_hub_dir(c->hub)) ch_dirclient_leave(ch_hub_dir(c->hub), c); /* no new set is applied to it */
     ch_replica_t *r = atomic_load(&c->replica);
     if (r) ch_replica_stop(r); /* puts waiting for room to forward give up */
     ch_hub_unregister(c->hub, c);
@@ -170,6 +175,7 @@ void ch_channel_destroy(ch_channel_t *c)
 }
 
 const char *ch_channel_name(const ch_channel_t *c) { return c->name; }
+ch_hub_t *ch_channel_hub(const ch_channel_t *c) { return c->hub; }
 size_t ch_channel_max_msg(const ch_channel_t *c) { return c->o.max_msg_bytes; }
 
 int ch_channel_find(ch_hub_t *h, const char *name, ch_channel_t **out, cr_err_t *err)
@@ -304,26 +310,46 @@ void ch_channel_unreserve(ch_channel_t *c)
 
 enum { PUSH_RESERVED = 1, PUSH_REMOTE = 2, PUSH_TRY = 4 };
 
-static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err);
+typedef struct ack_cb {
+    ch_ack_fn fn;
+    void *user;
+    uint64_t arg;
+} ack_cb_t;
+
+static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, const ack_cb_t *ack, cr_err_t *err);
 
 int ch_channel_push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err)
 {
-    return push(c, m, deadline_ns, 0, err);
+    return push(c, m, deadline_ns, 0, NULL, err);
 }
 
 int ch_channel_push_reserved(ch_channel_t *c, ch_msg_t *m, cr_err_t *err)
 {
-    return push(c, m, 0, PUSH_RESERVED, err);
+    return push(c, m, 0, PUSH_RESERVED, NULL, err);
+}
+
+int ch_channel_push_acked(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, ch_ack_fn done, void *user,
+                          uint64_t arg, cr_err_t *err)
+{
+    ack_cb_t a = {done, user, arg};
+    return push(c, m, deadline_ns, 0, &a, err);
+}
+
+int ch_channel_push_reserved_acked(ch_channel_t *c, ch_msg_t *m, ch_ack_fn done, void *user, uint64_t arg,
+                                   cr_err_t *err)
+{
+    ack_cb_t a = {done, user, arg};
+    return push(c, m, 0, PUSH_RESERVED, &a, err);
 }
 
 int ch_channel_push_remote(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, cr_err_t *err)
 {
-    return push(c, m, deadline_ns, PUSH_REMOTE, err);
+    return push(c, m, deadline_ns, PUSH_REMOTE, NULL, err);
 }
 
 int ch_channel_try_push_remote(ch_channel_t *c, ch_msg_t *m, cr_err_t *err)
 {
-    return push(c, m, 0, PUSH_REMOTE | PUSH_TRY, err);
+    return push(c, m, 0, PUSH_REMOTE | PUSH_TRY, NULL, err);
 }
 
 int ch_channel_full(ch_channel_t *c)
@@ -351,33 +377,64 @@ int ch_channel_wait_room(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
 
 static int queue_msg(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err);
 
+static void ack_now(const ack_cb_t *ack)
+{
+    if (ack && ack->fn) ack->fn(ack->user, ack->arg);
+}
+
 /* A message of this node's producers on a replicated channel is also queued for
  * the other replicas, with room there taken first, so nothing accepted here is
- * missing there; one that came from another node is only queued here. */
-static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, cr_err_t *err)
+ * missing there; one that came from another node is only queued here. The local
+ * producer's acknowledgement (ack) waits for every live peer: its copy's last
+ * reference runs it, so a replica that dies right after acknowledging leaves
+ * nothing acknowledged that only it had. */
+static int push(ch_channel_t *c, ch_msg_t *m, int64_t deadline_ns, int flags, const ack_cb_t *ack, cr_err_t *err)
 {
     ch_replica_t *r = (flags & PUSH_REMOTE) ? NULL : atomic_load(&c->replica);
-    if (!r) return queue_msg(c, m, deadline_ns, flags, err);
+    if (!r) {
+        int rc = queue_msg(c, m, deadline_ns, flags, err);
+        ack_now(ack);
+        return rc;
+    }
     if (!(flags & PUSH_RESERVED)) {
         int rc = ch_replica_reserve(r, deadline_ns, err);
         if (rc) {
             ch_msg_free(m);
+            ack_now(ack);
             return rc;
         }
+    }
+    char node[CH_NAME_MAX];
+    size_t limit = ch_replica_limit(r, node, sizeof node);
+    if (m->len > limit) { /* refused here, for this message only: no peer would take it */
+        size_t len = m->len;
+        ch_replica_commit(r, NULL);
+        if (flags & PUSH_RESERVED) ch_channel_unreserve_slot(c);
+        ch_msg_free(m);
+        ch_channel_count_rejected(c);
+        ack_now(ack);
+        return cr_err_set(err, CR_ETOOBIG, "channel %s: message of %zu bytes is over the limit of %zu of "
+                          "the replica on node %s", c->name, len, limit, node);
     }
     ch_fwd_t *f = ch_fwd_new(m);
     if (!f) {
         ch_replica_commit(r, NULL);
         if (flags & PUSH_RESERVED) ch_channel_unreserve_slot(c);
         ch_msg_free(m);
+        ack_now(ack);
         return cr_err_set(err, CR_ENOMEM, "channel %s: out of memory", c->name);
+    }
+    if (ack) {
+        f->done = ack->fn;
+        f->done_user = ack->user;
+        f->done_arg = ack->arg;
     }
     int rc = queue_msg(c, m, deadline_ns, flags, err);
     if (rc == 0) {
-        ch_replica_commit(r, f);
+        ch_replica_commit(r, f); /* takes f: done runs when the last peer lets go */
     } else {
         ch_replica_commit(r, NULL);
-        ch_fwd_unref(f);
+        ch_fwd_unref(f); /* runs done: nothing to wait for */
     }
     return rc;
 }

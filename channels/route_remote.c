@@ -8,7 +8,10 @@
  *
  * State machine of the sender thread (one per producer):
  *   DOWN --open stream--> UP --stream ends / no ack for ACK_TIMEOUT--> DOWN (backoff)
- *   any --consumer refuses (unknown channel, too large, bad frame)--> FAILED
+ *   any --consumer refuses the stream (unknown channel, bad frame)--> FAILED
+ * A message the consumer refuses on its own (too large for its channel: an ERROR
+ * frame naming its seq) is only that message's failure: it counts as answered (it
+ * is never resent), ch_producer_flush reports it once, and the stream goes on.
  * Invariants: `pend` holds every message put and not yet acknowledged, in seq order;
  * put blocks while it holds `window` messages; on every (re)connect the sender starts
  * again from the oldest unacknowledged message, so nothing acknowledged is resent
@@ -78,6 +81,8 @@ typedef struct remote {
     int stop;
     int fatal;          /* CR_E* code once the consumer refused the stream */
     char fatal_msg[CR_ERR_MSG_MAX];
+    int refused;        /* CR_E* code of a single message refused since the last flush */
+    char refused_msg[CR_ERR_MSG_MAX];
     uint64_t gen;       /* stream generation, so callbacks of an old stream are ignored */
     uint64_t sending;   /* seq being sent outside the lock (by the sender thread or
                            by put itself), or 0: one send at a time keeps the order */
@@ -134,6 +139,21 @@ static void note_ack(remote_t *r, uint64_t seq)
     r->last_progress_ns = now();
     wake_room(r);
     if (r->n == 0) pthread_cond_broadcast(&r->cv); /* flush */
+    if (r->p->on_ack) r->p->on_ack(r->p->on_ack_user);
+}
+
+/* Under r->mu: the consumer refused message seq alone; the stream goes on. */
+static void note_refused(remote_t *r, uint64_t seq, int code, const char *msg)
+{
+    atomic_fetch_add(&r->p->refused, 1);
+    CR_WARN("channels", "channel %s: the consumer refused message %llu of producer %016llx: %s", r->p->name,
+            (unsigned long long)seq, (unsigned long long)r->p->id, msg);
+    if (!r->refused) {
+        r->refused = code;
+        snprintf(r->refused_msg, sizeof r->refused_msg, "channel %s: message %llu refused by the consumer: %s",
+                 r->p->name, (unsigned long long)seq, msg);
+    }
+    if (seq > r->acked) note_ack(r, seq); /* answered: never resent */
 }
 
 static void set_fatal(remote_t *r, int code, const char *msg)
@@ -153,6 +173,8 @@ static void on_frame(remote_t *r, uint64_t gen, const Corral__V1__ChFrame *f)
     if (gen == r->gen && f) {
         if (f->kind == CORRAL__V1__CH_FRAME__KIND__ACK && f->producer == r->p->id)
             note_ack(r, f->seq);
+        else if (f->kind == CORRAL__V1__CH_FRAME__KIND__ERROR && f->seq && f->producer == r->p->id)
+            note_refused(r, f->seq, f->code < 0 ? f->code : CR_EPROTO, f->message ? f->message : "refused");
         else if (f->kind == CORRAL__V1__CH_FRAME__KIND__ERROR)
             set_fatal(r, f->code < 0 ? f->code : CR_EPROTO, f->message ? f->message : "refused");
     }
@@ -430,9 +452,15 @@ static int remote_flush(ch_producer_t *p, int64_t deadline_ns, cr_err_t *err)
         }
     }
     int code = r->fatal;
+    if (code) {
+        pthread_mutex_unlock(&r->mu);
+        return cr_err_set(err, code, "%s", r->fatal_msg);
+    }
+    code = r->refused; /* reported once */
+    if (code) cr_err_set(err, code, "%s", r->refused_msg);
+    r->refused = 0;
     pthread_mutex_unlock(&r->mu);
-    if (code) return cr_err_set(err, code, "%s", r->fatal_msg);
-    return 0;
+    return code;
 }
 
 static size_t remote_unacked(ch_producer_t *p)

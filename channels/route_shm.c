@@ -7,7 +7,9 @@
  * (ch_put_reserve) is never copied at all; ch_get copies it out then. A record is
  * released from the ring only once the queue took its copy, or once its view was
  * freed, and in ring order; so a full queue, or a view kept, fills the ring and
- * the writers block: back-pressure crosses the process boundary.
+ * the writers block: back-pressure crosses the process boundary. On a replica
+ * (replica.c) a record is also held until every live peer replica acknowledged its
+ * copy, so the release position passing a message means every replica has it.
  * Producer side: a message is written into the ring; it counts as acknowledged when
  * the ring's release position passes its end. */
 #include "channels/internal.h"
@@ -25,13 +27,15 @@
 
 typedef struct pend_rec {
     uint64_t end;  /* ring position just past the record */
-    int freed;     /* copied out, or its view freed */
+    int holds;     /* until copied out (or its view freed), and until every peer
+                      replica acknowledged it: released at 0 */
 } pend_rec_t;
 
 /* Consumer state of one channel's ring. The ring is released in record order, so
  * `pend` lists the records read and not yet released; the tail advances over the
- * freed prefix. refs: 1 for the channel, 1 per view a caller holds; the last one
- * unmaps the ring (views may outlive the channel). */
+ * prefix with no holds left. refs: 1 for the channel, 1 per view a caller holds, 1
+ * per record waiting for the peer replicas; the last one unmaps the ring (views
+ * and peers' acknowledgements may outlive the channel). */
 typedef struct shm_export {
     ch_channel_t *c;
     ch_ring_t *ring;
@@ -61,7 +65,7 @@ static void export_free(shm_export_t *x)
 }
 
 /* Under x->mu: remembers a record read; -1 when out of memory. */
-static int pend_add(shm_export_t *x, uint64_t end, int freed)
+static int pend_add(shm_export_t *x, uint64_t end, int holds)
 {
     if (x->n == x->cap) {
         size_t ncap = x->cap ? 2 * x->cap : 64;
@@ -73,23 +77,24 @@ static int pend_add(shm_export_t *x, uint64_t end, int freed)
         x->first = 0;
         x->cap = ncap;
     }
-    x->pend[(x->first + x->n) % x->cap] = (pend_rec_t){end, freed};
+    x->pend[(x->first + x->n) % x->cap] = (pend_rec_t){end, holds};
     x->n++;
     return 0;
 }
 
-/* Under x->mu: marks the record ending at end freed and releases the freed prefix. */
+/* Under x->mu: gives back one hold of the record ending at end and releases the
+ * prefix of records with none left. */
 static void pend_free(shm_export_t *x, uint64_t end)
 {
     for (size_t i = 0; i < x->n; i++) {
         pend_rec_t *p = &x->pend[(x->first + i) % x->cap];
         if (p->end == end) {
-            p->freed = 1;
+            if (p->holds > 0) p->holds--;
             break;
         }
     }
     uint64_t tail = 0;
-    while (x->n && x->pend[x->first].freed) {
+    while (x->n && x->pend[x->first].holds == 0) {
         tail = x->pend[x->first].end;
         x->first = (x->first + 1) % x->cap;
         x->n--;
@@ -116,7 +121,8 @@ static ch_msg_t *take_record(shm_export_t *x, const ch_ring_rec_t *r)
     ch_msg_t *m = NULL;
     int view = r->len >= VIEW_MIN;
     pthread_mutex_lock(&x->mu);
-    if (pend_add(x, r->end, 0) == 0) {
+    if (pend_add(x, r->end, 2) == 0) {
+        x->refs++; /* for the peers' acknowledgement (peers_acked) */
         if (view) {
             shm_view_t *v = malloc(sizeof *v);
             if (v) {
@@ -131,6 +137,10 @@ static ch_msg_t *take_record(shm_export_t *x, const ch_ring_rec_t *r)
             if (m) memcpy(m->data, r->data, r->len);
         }
     }
+    if (!m) { /* forget the record: it is read again */
+        x->n--;
+        x->refs--;
+    }
     pthread_mutex_unlock(&x->mu);
     if (!m) return NULL;
     m->producer = r->producer;
@@ -138,6 +148,18 @@ static ch_msg_t *take_record(shm_export_t *x, const ch_ring_rec_t *r)
     m->weight = r->weight;
     m->len = r->len;
     return m;
+}
+
+/* The peers' hold on a record: runs once every live peer replica acknowledged it
+ * (or at once). May be the last user of the export. */
+static void peers_acked(void *user, uint64_t end)
+{
+    shm_export_t *x = user;
+    pthread_mutex_lock(&x->mu);
+    pend_free(x, end);
+    int last = --x->refs == 0;
+    pthread_mutex_unlock(&x->mu);
+    if (last) export_free(x);
 }
 
 static void *drain_main(void *arg)
@@ -152,7 +174,7 @@ static void *drain_main(void *arg)
             CR_ERROR("channels", "channel %s: %s", ch_channel_name(x->c), e.msg);
             ch_channel_count_rejected(x->c);
             pthread_mutex_lock(&x->mu);
-            if (pend_add(x, r.end, 0) == 0) pend_free(x, r.end);
+            if (pend_add(x, r.end, 1) == 0) pend_free(x, r.end);
             pthread_mutex_unlock(&x->mu);
             continue;
         }
@@ -163,7 +185,9 @@ static void *drain_main(void *arg)
             continue;
         }
         int is_view = m->data != (void *)(m + 1);
-        rc = ch_channel_push(x->c, m, -1, &e); /* a view is released when freed */
+        /* A view is released when freed; every record also once the peer replicas
+         * have it (at once when the channel is not replicated). */
+        rc = ch_channel_push_acked(x->c, m, -1, peers_acked, x, r.end, &e);
         if (rc < 0 && rc != CR_ECLOSED)
             CR_ERROR("channels", "channel %s: shm message refused: %s", ch_channel_name(x->c), e.msg);
         if (!is_view) { /* a copy: acknowledged now that the queue took it */

@@ -1,9 +1,12 @@
 /* controller.h - the public API of the control plane: the controller daemon, its
  * registry (registry.h) and the client calls the CLI and tools use to reach it.
  *
- * The daemon serves two gRPC services of package corral.v1 on one port:
+ * The daemon serves these gRPC services of package corral.v1 on one port:
  *   Registry   unary calls over robots, GPUs and nodes (registry.proto)
  *   AgentLink  Session, one bidirectional stream per node agent (agentlink.proto)
+ *   Experiments  the experiment lifecycle (expservice.h)
+ *   Relay, ChannelDirectory  the data plane's tunnel relay and the directory of
+ *              channel replicas (channels/relay.h, channels/directory.h)
  * All state lives in DIR/state.db (see registry.h); liveness (which agent speaks
  * for which node, heartbeats) lives in memory and is rebuilt when agents
  * reconnect after a restart. */

@@ -1,7 +1,9 @@
 /* server.c - the controller daemon's object: registry, liveness table and the
  * gRPC server carrying Registry, AgentLink, Experiments and the data plane's tunnel
- * relay (Relay.Link, for nodes that accept no inbound connection), started and
- * stopped in the order that lets every handler finish before what it uses goes away. */
+ * relay (Relay.Link, for nodes that accept no inbound connection) and channel
+ * directory (ChannelDirectory.Watch: where each channel's replicas are; a lost
+ * node's replicas leave their sets), started and stopped in the order that lets
+ * every handler finish before what it uses goes away. */
 #include "controller/server_int.h"
 #include "common/log.h"
 
@@ -18,7 +20,9 @@
  * the kernel when the process dies, so a kill -9 leaves no stale lock. */
 static void node_lost(void *ud, const char *node)
 {
-    (void)node;
+    ctl_server_t *srv = ud;
+    size_t n = ch_directory_node_lost(srv->chdir, node);
+    if (n) CR_INFO("controller", "node %s lost: %zu channel replica(s) left their sets", node, n);
     ctl_exphost_nodes_changed(ud);
 }
 
@@ -61,6 +65,8 @@ int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
     if ((rc = ctl_exphost_create(srv, srv->methods, &n, err))) goto fail;
     if ((rc = ch_relay_create(NULL, &srv->relay, err))) goto fail;
     ch_relay_method(srv->relay, &srv->methods[n++]);
+    if ((rc = ch_directory_create(NULL, &srv->chdir, err))) goto fail;
+    ch_directory_method(srv->chdir, &srv->methods[n++]);
     rpc_opts_t ro = opts->rpc;
     /* A relay forward may wait up to 5 s for a slow receiver on a handler thread:
      * more of them, so tunnels never hold up Registry calls. */
@@ -130,6 +136,7 @@ void ctl_server_destroy(ctl_server_t *srv)
     srv->lv = NULL;
     rpc_server_destroy(srv->rpc);
     ch_relay_destroy(srv->relay); /* after the server: its streams are gone */
+    ch_directory_destroy(srv->chdir);
     ctl_exphost_destroy(srv);
     ctl_registry_close(srv->reg);
     if (srv->lock_fd >= 0) close(srv->lock_fd);

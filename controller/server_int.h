@@ -3,6 +3,7 @@
 #ifndef CORRAL_CONTROLLER_SERVER_INT_H
 #define CORRAL_CONTROLLER_SERVER_INT_H
 
+#include "channels/directory.h"
 #include "channels/relay.h"
 #include "controller/controller.h"
 #include "controller/expservice.h"
@@ -31,8 +32,9 @@ struct ctl_server {
     ctl_liveness_t *lv;
     ctl_workq_t *wq;          /* SQLite work handed off by AgentLink callbacks */
     rpc_server_t *rpc;
-    rpc_method_t methods[CTL_REGISTRY_METHODS + 1 + CTL_EXP_METHODS + 1];
+    rpc_method_t methods[CTL_REGISTRY_METHODS + 1 + CTL_EXP_METHODS + 2];
     ch_relay_t *relay;        /* the data plane's tunnel relay, on the same port */
+    ch_directory_t *chdir;    /* the data plane's channel directory, on the same port */
     ctl_handler_t handlers[CTL_REGISTRY_METHODS];
     int started, stopped;
     int lock_fd;              /* DIR/controller.lock, flock'ed while we run */

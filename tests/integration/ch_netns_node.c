@@ -14,9 +14,26 @@
  *   ch_netns_node replica NODE CHANNEL [PNODE PADDR PID]...
  *       a replica of CHANNEL on NODE (listening on 127.0.0.1), replicated with the
  *       peers given; prints "ADDR HUBID" on stdout, then consumes until killed (the
- *       replica tests kill it to take its node away). */
+ *       replica tests kill it to take its node away);
+ *   ch_netns_node rput NODE CHANNEL COUNT [PNODE PADDR PID]...
+ *       the same replica, and COUNT messages of 1 KiB put to it by two producers of
+ *       its node, one in its process (in-process route) and one through shared
+ *       memory; once both flushed (every message acknowledged) prints "acked ID1
+ *       ID2 COUNT MSGS_PER_S" and waits to be killed;
+ *   ch_netns_node djoin NODE DIRECTORY CHANNEL OUTFILE
+ *       a consumer on NODE whose channel joins the channel directory (the
+ *       controller) as the node's replica; appends to OUTFILE "ready HUBID GEN" once
+ *       in the set, "set GEN" whenever it is replicated with a new set, and "m
+ *       PRODUCER SEQ VALUE" for every message, until killed;
+ *   ch_netns_node dput NODE DIRECTORY CHANNEL
+ *       a producer on NODE that opens CHANNEL by name through the directory and
+ *       obeys lines on stdin: "put FROM TO" puts messages FROM..TO-1 (1 KiB, the
+ *       value first) and flushes, answering "ok ID ROUTE" or "err MESSAGE"; "wait
+ *       GEN" waits until its hub holds the set of generation GEN or newer, answering
+ *       "ok". Ends at end of input. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +198,150 @@ static int run_replica(const char *node, const char *name, char **peers, int npe
     }
 }
 
+/* Reads "NODE ADDR HUBID" triples into w[1..], after w[0]; returns the count. */
+static int parse_peers(ch_where_t *w, int n, char **peers, int npeers)
+{
+    for (int i = 0; i + 2 < npeers * 3 && n <= MAX_PRODUCERS; i += 3, n++) {
+        uint64_t id = strtoull(peers[i + 2], NULL, 16);
+        w[n] = (ch_where_t){.node = peers[i], .process = id, .addr = peers[i + 1], .inbound = 1};
+    }
+    return n;
+}
+
+static int run_rput(const char *node, const char *name, int count, char **peers, int npeers)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho = {.node = node, .listen = "127.0.0.1:0", .reconnect_ms = 50};
+    ch_hub_opts_t ho2 = {.node = node, .reconnect_ms = 50};
+    ch_hub_t *h, *h2;
+    ch_channel_t *c;
+    ch_opts_t co = {.capacity = 8192};
+    if (ch_hub_create(&ho, &h, &e) || ch_hub_create(&ho2, &h2, &e) || ch_channel_create(h, name, &co, &c, &e)) {
+        fprintf(stderr, "rput: %s\n", e.msg);
+        return 1;
+    }
+    ch_where_t w[MAX_PRODUCERS + 1];
+    ch_hub_where(h, &w[0]);
+    int n = parse_peers(w, 1, peers, npeers);
+    ch_producer_t *p[2];
+    ch_producer_opts_t po = {.window = 256};
+    if (ch_channel_replicate(c, w, (size_t)n, NULL, &e) ||
+        ch_producer_open_replicated(h, name, w, (size_t)n, &po, &p[0], &e) ||
+        ch_producer_open_replicated(h2, name, w, (size_t)n, &po, &p[1], &e)) {
+        fprintf(stderr, "rput: %s\n", e.msg);
+        return 1;
+    }
+    if (ch_producer_route(p[0]) != CH_ROUTE_INPROC || ch_producer_route(p[1]) != CH_ROUTE_SHM) {
+        fprintf(stderr, "rput: routes %s and %s, expected inproc and shm\n", ch_route_name(ch_producer_route(p[0])),
+                ch_route_name(ch_producer_route(p[1])));
+        return 1;
+    }
+    static char buf[1024];
+    int64_t t0 = cr_now_ns();
+    for (int64_t i = 0; i < count; i++) {
+        memcpy(buf, &i, sizeof i);
+        for (int k = 0; k < 2; k++)
+            if (ch_put(p[k], buf, sizeof buf, 1, 20000, &e)) {
+                fprintf(stderr, "rput: put %lld: %s\n", (long long)i, e.msg);
+                return 1;
+            }
+    }
+    for (int k = 0; k < 2; k++)
+        if (ch_producer_flush(p[k], 20000, &e)) {
+            fprintf(stderr, "rput: flush: %s\n", e.msg);
+            return 1;
+        }
+    double s = (double)(cr_now_ns() - t0) / CR_NS_PER_S;
+    printf("acked %016llx %016llx %d %.0f\n", (unsigned long long)ch_producer_id(p[0]),
+           (unsigned long long)ch_producer_id(p[1]), count, 2.0 * count / s);
+    for (;;) {
+        ch_msg_t *m;
+        if (ch_get(c, &m, 1000, &e) == 0) ch_msg_free(m);
+    }
+}
+
+static void out_line(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_line(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fflush(f);
+}
+
+static int run_djoin(const char *node, const char *dir, const char *name, const char *outfile)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho = {.node = node, .listen = "127.0.0.1:0", .directory = dir, .reconnect_ms = 50};
+    ch_hub_t *h;
+    ch_channel_t *c;
+    ch_opts_t co = {.capacity = 8192};
+    FILE *f = fopen(outfile, "a");
+    if (!f || ch_hub_create(&ho, &h, &e) || ch_channel_create(h, name, &co, &c, &e)) {
+        fprintf(stderr, "djoin: %s\n", f ? e.msg : "cannot open the output file");
+        return 1;
+    }
+    ch_replica_opts_t ro = {.peer_timeout_ms = 3000};
+    if (ch_channel_join(c, &ro, 20000, &e)) {
+        fprintf(stderr, "djoin: %s\n", e.msg);
+        return 1;
+    }
+    uint64_t gen = ch_channel_directory_generation(c);
+    out_line(f, "ready %016llx %llu\n", (unsigned long long)ch_hub_id(h), (unsigned long long)gen);
+    for (;;) {
+        ch_msg_t *m;
+        int rc = ch_get(c, &m, 50, &e);
+        uint64_t g = ch_channel_directory_generation(c);
+        if (g != gen) out_line(f, "set %llu\n", (unsigned long long)(gen = g));
+        if (rc) continue;
+        int64_t v = -1;
+        if (m->len >= sizeof v) memcpy(&v, m->data, sizeof v);
+        out_line(f, "m %016llx %llu %lld\n", (unsigned long long)m->producer, (unsigned long long)m->seq,
+                 (long long)v);
+        ch_msg_free(m);
+    }
+}
+
+static int run_dput(const char *node, const char *dir, const char *name)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho = {.node = node, .directory = dir, .reconnect_ms = 50};
+    ch_hub_t *h;
+    ch_producer_t *p;
+    ch_producer_opts_t po = {.window = 256, .peer_timeout_ms = 3000};
+    if (ch_hub_create(&ho, &h, &e) || ch_producer_open_named(h, name, &po, 20000, &p, &e)) {
+        printf("err %s\n", e.msg);
+        return 1;
+    }
+    char line[256];
+    static char buf[1024];
+    while (fgets(line, sizeof line, stdin)) {
+        long long a, b;
+        unsigned long long g;
+        int rc = 0;
+        if (sscanf(line, "put %lld %lld", &a, &b) == 2) {
+            for (int64_t i = a; i < b && rc == 0; i++) {
+                memcpy(buf, &i, sizeof i);
+                rc = ch_put(p, buf, sizeof buf, 1, 20000, &e);
+            }
+            if (rc == 0) rc = ch_producer_flush(p, 20000, &e);
+            if (rc) printf("err %s\n", e.msg);
+            else printf("ok %016llx %s\n", (unsigned long long)ch_producer_id(p), ch_route_name(ch_producer_route(p)));
+        } else if (sscanf(line, "wait %llu", &g) == 1) {
+            int64_t deadline = cr_now_ns() + 20 * CR_NS_PER_S;
+            while (ch_hub_directory_generation(h, name) < g && cr_now_ns() < deadline) cr_sleep_ns(10 * CR_NS_PER_MS);
+            if (ch_hub_directory_generation(h, name) < g) printf("err generation %llu not reached\n", g);
+            else printf("ok\n");
+        } else {
+            printf("err unknown command\n");
+        }
+    }
+    ch_producer_close(p);
+    ch_hub_destroy(h);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -191,7 +352,13 @@ int main(int argc, char **argv)
         return run_produce(argv[2], argv[3], argv[4], argv[5], argv[6], atoi(argv[7]), atoi(argv[8]));
     if (argc >= 4 && (argc - 4) % 3 == 0 && strcmp(argv[1], "replica") == 0)
         return run_replica(argv[2], argv[3], argv + 4, (argc - 4) / 3);
+    if (argc >= 5 && (argc - 5) % 3 == 0 && strcmp(argv[1], "rput") == 0)
+        return run_rput(argv[2], argv[3], atoi(argv[4]), argv + 5, (argc - 5) / 3);
+    if (argc == 6 && strcmp(argv[1], "djoin") == 0) return run_djoin(argv[2], argv[3], argv[4], argv[5]);
+    if (argc == 5 && strcmp(argv[1], "dput") == 0) return run_dput(argv[2], argv[3], argv[4]);
     fprintf(stderr, "usage: ch_netns_node relay ADDR | consume NODE RELAY CHANNEL COUNT IDFILE |"
-                    " produce NODE RELAY CHANNEL CNODE CID COUNT RATE | replica NODE CHANNEL [PNODE PADDR PID]...\n");
+                    " produce NODE RELAY CHANNEL CNODE CID COUNT RATE | replica NODE CHANNEL [PNODE PADDR PID]... |"
+                    " rput NODE CHANNEL COUNT [PNODE PADDR PID]... | djoin NODE DIRECTORY CHANNEL OUTFILE |"
+                    " dput NODE DIRECTORY CHANNEL\n");
     return 1;
 }
