@@ -75,6 +75,10 @@ struct agent {
     agent_progress_t *prog;
     char worker_exe[4096];
     rpc_stream_t *st;
+    /* what every worker is told of the node (agent_wcmd_node_t points into these) */
+    agent_wcmd_node_t wnode;
+    char adv_host[256];
+    char *cert_dir, *server_name;
 };
 
 /* ---- the agent id -------------------------------------------------------- */
@@ -128,6 +132,30 @@ static int workers_create(agent_t *a, const agent_opts_t *o, cr_err_t *err)
         if (n <= 0) return cr_err_set(err, CR_EIO, "cannot read /proc/self/exe: %s", strerror(errno));
         a->worker_exe[n] = '\0';
     }
+    static const char *const security[] = {"insecure", "tls", "mtls"};
+    a->cert_dir = o->rpc.cert_dir ? strdup(o->rpc.cert_dir) : NULL;
+    a->server_name = o->rpc.server_name ? strdup(o->rpc.server_name) : NULL;
+    if ((o->rpc.cert_dir && !a->cert_dir) || (o->rpc.server_name && !a->server_name))
+        return cr_err_set(err, CR_ENOMEM, "agent");
+    int inbound = o->advertise && *o->advertise;
+    if (inbound) { /* the host part: workers listen on a port of their own there */
+        snprintf(a->adv_host, sizeof a->adv_host, "%.*s", (int)(strrchr(o->advertise, ':') - o->advertise),
+                 o->advertise);
+        size_t l = strlen(a->adv_host);
+        if (l > 2 && a->adv_host[0] == '[' && a->adv_host[l - 1] == ']') { /* [v6]: the address alone */
+            memmove(a->adv_host, a->adv_host + 1, l - 2);
+            a->adv_host[l - 2] = '\0';
+        }
+    }
+    a->wnode = (agent_wcmd_node_t){
+        .node = a->node,
+        .controller = a->controller,
+        .security = o->rpc.security <= RPC_MTLS ? security[o->rpc.security] : "insecure",
+        .cert_dir = a->cert_dir,
+        .server_name = a->server_name,
+        .inbound = inbound,
+        .advertise_host = a->adv_host,
+    };
     agent_sup_config_t cfg = {.state_dir = a->state_dir, .on_event = on_worker_event, .ud = a};
     int rc = agent_progress_create(a->state_dir, &a->prog, err);
     return rc ? rc : agent_sup_create(&cfg, &a->sup, err);
@@ -215,6 +243,9 @@ int agent_create(const agent_opts_t *o, agent_t **out, cr_err_t *err)
         if (!colon || colon == o->advertise || !end || *end || port < 1 || port > 65535)
             return cr_err_set(err, CR_EINVAL, "--advertise '%.100s': expected HOST:PORT with a port 1..65535",
                               o->advertise);
+        if (o->no_inbound)
+            return cr_err_set(err, CR_EINVAL, "--advertise %.100s and --no-inbound contradict each other: a node "
+                              "peers can dial advertises where, one behind NAT says --no-inbound", o->advertise);
     }
     agent_t *a = calloc(1, sizeof *a);
     if (!a) return cr_err_set(err, CR_ENOMEM, "agent");
@@ -465,7 +496,7 @@ static void run_cmd(agent_t *a, const Corral__V1__ControllerMessage *m)
     switch (m->body_case) {
     case CORRAL__V1__CONTROLLER_MESSAGE__BODY_START_WORKER: {
         const Corral__V1__WorkerSpec *w = m->start_worker->spec;
-        rc = agent_wcmd_start(a->sup, a->state_dir, a->worker_exe, w, &err);
+        rc = agent_wcmd_start(a->sup, a->state_dir, a->worker_exe, &a->wnode, w, &err);
         if (rc == CR_EEXIST) rc = 0;  /* already running (adopted, or a repeated START) */
         if (rc) CR_WARN("agent", "cannot start worker: %s", err.msg);
         send_result(a, m->start_worker->command_id, rc, &err);
@@ -685,6 +716,8 @@ void agent_destroy(agent_t *a)
         free(c);
     }
     if (a->inv) protobuf_c_message_free_unpacked(&a->inv->base, NULL);
+    free(a->cert_dir);
+    free(a->server_name);
     pthread_cond_destroy(&a->cond);
     pthread_mutex_destroy(&a->mu);
     free(a);

@@ -13,7 +13,11 @@
  * from the controller are carried out on the agent's thread, each state change is
  * reported as a WorkerStatus, and every session starts with the Inventory then a
  * WorkerList, so a restarted controller adopts what runs. Workers outlive the
- * agent (a restarted agent adopts them); agent_stop_workers ends them. */
+ * agent (a restarted agent adopts them); agent_stop_workers ends them. Every
+ * worker is told the node's name, the controller's address (its channels' tunnel
+ * relay and directory), the agent's security settings for it (rpc: security,
+ * cert_dir, server_name) and whether the node accepts inbound connections, so
+ * the data plane tunnels traffic to the workers of a node behind NAT. */
 #ifndef CORRAL_AGENTS_AGENT_H
 #define CORRAL_AGENTS_AGENT_H
 
@@ -33,6 +37,8 @@ typedef struct agent_opts {
     const char *state_dir;        /* NULL: AGENT_DEFAULT_STATE_DIR; holds the agent's id */
     const char *advertise;        /* host:port peers may dial this node at; NULL: it
                                      accepts no inbound connections */
+    int no_inbound;               /* 1: the node accepts no inbound connection (behind
+                                     NAT), said outright; refused with advertise */
     const char *const *robots;    /* robot specs "name:driver[:model[:port]]" */
     size_t n_robots;
     const char *const *robot_labels; /* "name:label": a label for a robot of robots[] */

@@ -1,10 +1,54 @@
 /* worker.c - the entry of `corral worker`: parses the role, loads the experiment
  * spec with its overrides, checks the flags every role needs, and runs the role
- * (worker_learner.c or worker_env.c). */
+ * (worker_learner.c or worker_env.c). It also turns the node's data-plane flags
+ * (controller, security, inbound) into the hub options both roles use. */
 #include "agents/worker_int.h"
 #include "common/id.h"
 
+#include <stdio.h>
 #include <string.h>
+
+int wk_hub_opts(const agent_worker_opts_t *o, const char *listen, ch_hub_opts_t *ho, rpc_opts_t *rpc,
+                char *listen_buf, size_t cap, cr_err_t *err)
+{
+    memset(ho, 0, sizeof *ho);
+    memset(rpc, 0, sizeof *rpc);
+    ho->node = o->node;
+    ho->advertise = o->advertise;
+    if (o->no_inbound) {
+        /* Behind NAT: nothing may be dialled here; peers come through the relay. */
+        if (o->listen)
+            return cr_err_set(err, CR_EINVAL, "--listen %s and --no-inbound contradict each other", o->listen);
+        listen = NULL;
+    } else if (o->listen) {
+        listen = o->listen;
+    } else if (!listen && o->advertise && *o->advertise) {
+        snprintf(listen_buf, cap, "0.0.0.0:0"); /* a port of its own, dialled at the advertised host */
+        listen = listen_buf;
+    }
+    ho->listen = listen;
+    if (!o->controller || !*o->controller) {
+        if (o->no_inbound)
+            return cr_err_set(err, CR_EINVAL, "--no-inbound needs --controller ADDR: the relay through which peers "
+                              "on other nodes reach this worker");
+        return 0;
+    }
+    if (!strchr(o->controller, ':'))
+        return cr_err_set(err, CR_EINVAL, "--controller '%s': expected HOST:PORT", o->controller);
+    const char *sec = o->rpc_security ? o->rpc_security : "insecure";
+    if (!strcmp(sec, "insecure")) rpc->security = RPC_INSECURE;
+    else if (!strcmp(sec, "tls")) rpc->security = RPC_TLS;
+    else if (!strcmp(sec, "mtls")) rpc->security = RPC_MTLS;
+    else return cr_err_set(err, CR_EINVAL, "--rpc-security '%s': expected insecure, tls or mtls", sec);
+    if (rpc->security != RPC_INSECURE && !o->rpc_cert_dir)
+        return cr_err_set(err, CR_EINVAL, "--rpc-security %s needs --rpc-cert-dir DIR (the node's certificates)", sec);
+    rpc->cert_dir = o->rpc_cert_dir;
+    rpc->server_name = o->rpc_server_name;
+    ho->relay = o->controller;
+    ho->directory = o->controller;
+    ho->relay_rpc = rpc;
+    return 0;
+}
 
 int agent_worker_role_parse(const char *s, agent_worker_role_t *out)
 {

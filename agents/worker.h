@@ -76,6 +76,19 @@ typedef struct agent_worker_opts {
      * shared experiment directory), else this: "NODE@HOST:PORT" or "HOST:PORT" (a
      * learner on another node). learner: listen there when --listen is not given. */
     const char *learner;
+    /* The node's data-plane settings, from the agent: the controller (the relay for
+     * tunnelled channels and the channel directory; NULL: none), how to dial it
+     * (security "insecure" | "tls" | "mtls", the node's certificate directory, the
+     * name in the controller's certificate), and whether the node accepts no
+     * inbound connection: then the worker serves no direct route (--listen is
+     * refused) and peers on other nodes reach it through the relay. An --advertise
+     * without --listen (an inbound node) serves the direct route on a port of its
+     * own on every interface, dialled at that host. */
+    const char *controller;
+    const char *rpc_security;
+    const char *rpc_cert_dir;
+    const char *rpc_server_name;
+    int no_inbound;
     /* env: the robot, as the agent knows it: name, driver, model (driver and model
      * default to the spec's robots.driver and robots.model), options. */
     const char *robot_name;

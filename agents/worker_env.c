@@ -760,8 +760,17 @@ static int setup(env_t *E, cr_err_t *err)
     if (rc) return cr_err_wrap(err, "algorithm %s", E->s->algorithm.type);
     E->have_algo = 1;
     nn_rng_seed(&E->rng, seed ^ 0x9e3779b97f4a7c15ULL);
-    ch_hub_opts_t ho = {.node = o->node, .listen = o->listen, .advertise = o->advertise};
+    ch_hub_opts_t ho;
+    rpc_opts_t rpc;
+    char lbuf[WK_STR_MAX];
+    if ((rc = wk_hub_opts(o, NULL, &ho, &rpc, lbuf, sizeof lbuf, err)) != 0) return rc;
     if ((rc = ch_hub_create(&ho, &E->hub, err)) != 0) return rc;
+    ch_where_t me;
+    ch_hub_where(E->hub, &me);
+    /* Where the learner's acknowledgements and weights come in, for the log. */
+    if (me.inbound) CR_INFO(TAG, "node %s: the learner's traffic comes by the direct route at %s", me.node, me.addr);
+    else if (ho.relay) CR_INFO(TAG, "node %s accepts no inbound connection: the learner's traffic comes by the tunnel "
+                               "route through the relay at %s", me.node, ho.relay);
     ch_opts_t co = {.capacity = 1024};
     if ((rc = ch_channel_create(E->hub, "ctl", &co, &E->ctl, err)) != 0) return rc;
     if ((rc = ch_channel_create(E->hub, "weights", &co, &E->weights, err)) != 0) return rc;

@@ -10,6 +10,8 @@
 #include <stdint.h>
 
 #include "agents/worker.h"
+#include "channels/channel.h"
+#include "common/rpc/rpc.h"
 #include "common/config/config.h"
 #include "common/expspec/expspec.h"
 #include "policies/policies.h"
@@ -135,6 +137,14 @@ int wk_ckpt_newest(const char *dir, char *path, size_t cap, wk_counters_t *c, cr
 int wk_mkdirs(const char *path, cr_err_t *err);
 /* Replaces path with text: temporary file, rename (fsync when durable). */
 int wk_write_file(const char *path, const char *text, int durable, cr_err_t *err);
+
+/* ---- the hub (worker.c) ---------------------------------------------------------- */
+/* The hub options of a worker from its flags (see agent_worker_opts_t.controller):
+ * listen (the role's own choice, or NULL; a learner passes the address it was placed
+ * at), relay, directory and their credentials. ho points into *rpc and *listen_buf,
+ * which must outlive ch_hub_create. CR_EINVAL names a bad flag. */
+int wk_hub_opts(const agent_worker_opts_t *o, const char *listen, ch_hub_opts_t *ho, struct rpc_opts *rpc,
+                char *listen_buf, size_t cap, cr_err_t *err);
 
 /* ---- roles ------------------------------------------------------------------------ */
 int wk_learner_run(const agent_worker_opts_t *o, const exp_spec_t *s, volatile sig_atomic_t *stop,

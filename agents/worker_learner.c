@@ -310,8 +310,10 @@ static void on_hello(learner_t *L, const wk_hello_t *h)
     sl->need_weights = 1;
     sl->ack_sent = UINT64_MAX;
     pthread_mutex_unlock(&L->mu);
-    CR_INFO(TAG, "env %u (robot %s on %s, producer %" PRIu64 ") connected; acknowledged through %" PRIu64,
-            h->index, h->robot, h->node, h->producer, atomic_load(&sl->committed));
+    CR_INFO(TAG, "env %u (robot %s on %s, producer %" PRIu64 ") connected; acknowledged through %" PRIu64
+            "; acknowledgements and weights by the %s route",
+            h->index, h->robot, h->node, h->producer, atomic_load(&sl->committed),
+            ch_route_name(ch_producer_route(sl->wprod)));
     send_ack(L, sl, cr_now_ns());
 }
 
@@ -676,15 +678,19 @@ static int setup(learner_t *L, volatile sig_atomic_t *stop, cr_err_t *err)
     snprintf(p, sizeof p, "%s/status", o->dir);
     int rc = wk_mkdirs(p, err);
     if (rc) return rc;
-    ch_hub_opts_t ho = {.node = o->node, .listen = o->listen, .advertise = o->advertise};
-    char listen[WK_STR_MAX];
-    if (!o->listen && o->learner) { /* the address the controller placed us at */
+    char listen[WK_STR_MAX], lbuf[WK_STR_MAX];
+    const char *placed = NULL;
+    if (o->learner) { /* the address the controller placed us at */
         wk_where_t w;
         rc = wk_where_parse(o->learner, &w, err);
         if (rc) return rc;
         snprintf(listen, sizeof listen, "%s", w.addr);
-        ho.listen = listen;
+        placed = listen;
     }
+    ch_hub_opts_t ho;
+    rpc_opts_t rpc;
+    rc = wk_hub_opts(o, placed, &ho, &rpc, lbuf, sizeof lbuf, err);
+    if (rc) return rc;
     rc = ch_hub_create(&ho, &L->hub, err);
     if (rc) return rc;
     ch_opts_t co = {.capacity = 4096};

@@ -27,8 +27,22 @@ static int address_ok(const char *s)
     return 1;
 }
 
+/* The node's part of a worker's command line (at most 14 words); see workercmd.h. */
+static size_t node_args(const agent_wcmd_node_t *nd, char **argv)
+{
+    size_t n = 0;
+    if (nd->node && *nd->node) argv[n++] = "--node", argv[n++] = (char *)nd->node;
+    if (nd->controller && *nd->controller) argv[n++] = "--controller", argv[n++] = (char *)nd->controller;
+    if (nd->security && *nd->security) argv[n++] = "--rpc-security", argv[n++] = (char *)nd->security;
+    if (nd->cert_dir && *nd->cert_dir) argv[n++] = "--rpc-cert-dir", argv[n++] = (char *)nd->cert_dir;
+    if (nd->server_name && *nd->server_name) argv[n++] = "--rpc-server-name", argv[n++] = (char *)nd->server_name;
+    if (!nd->inbound) argv[n++] = "--no-inbound";
+    else if (nd->advertise_host && *nd->advertise_host) argv[n++] = "--advertise", argv[n++] = (char *)nd->advertise_host;
+    return n;
+}
+
 int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral,
-                     const Corral__V1__WorkerSpec *spec, cr_err_t *err)
+                     const agent_wcmd_node_t *node, const Corral__V1__WorkerSpec *spec, cr_err_t *err)
 {
     if (!spec) return cr_err_set(err, CR_EINVAL, "StartWorker without a spec");
     if (!cr_name_valid(spec->experiment))
@@ -66,7 +80,7 @@ int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral
         size_t len = strlen(gpus);
         snprintf(gpus + len, sizeof gpus - len, "%s%d", i ? "," : "", spec->gpus[i]);
     }
-    char *argv[MAX_ARGS + 32];
+    char *argv[MAX_ARGS + 48];
     size_t n = 0;
     argv[n++] = (char *)corral;
     argv[n++] = "worker";
@@ -79,6 +93,7 @@ int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral
     if (*spec->robot) argv[n++] = "--robot", argv[n++] = spec->robot;
     if (*spec->buffer_address) argv[n++] = "--buffer", argv[n++] = spec->buffer_address;
     if (*spec->learner_address) argv[n++] = "--learner", argv[n++] = spec->learner_address;
+    if (node) n += node_args(node, argv + n);
     for (size_t i = 0; i < spec->n_args; i++) argv[n++] = spec->args[i];
     argv[n] = NULL;
     char *env[MAX_ENV + 2];

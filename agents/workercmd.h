@@ -10,9 +10,15 @@
  * A started worker runs
  *     CORRAL worker --role R --experiment E --index I --generation G
  *                   --spec <state>/experiments/E/spec.yaml --state-dir <state>
- *                   [--robot NAME] [--buffer ADDR] [--learner ADDR] ARGS...
+ *                   [--robot NAME] [--buffer ADDR] [--learner ADDR]
+ *                   [--node NODE --controller ADDR [--rpc-security S --rpc-cert-dir DIR
+ *                    --rpc-server-name NAME] --no-inbound | --advertise HOST] ARGS...
  * with CUDA_VISIBLE_DEVICES set to its GPUs ("" for the CPU) and the spec's
- * environment additions; the experiment file is written there atomically first. */
+ * environment additions; the experiment file is written there atomically first.
+ * The bracketed node part comes from the agent (agent_wcmd_node_t): the worker's
+ * hub dials the controller as its tunnel relay and channel directory with the
+ * node's own security settings, and on a node that accepts no inbound connection
+ * it serves no direct route, so peers on other nodes reach it through the relay. */
 #ifndef CORRAL_AGENTS_WORKERCMD_H
 #define CORRAL_AGENTS_WORKERCMD_H
 
@@ -25,12 +31,25 @@
 
 #define AGENT_LOG_CHUNK_MAX (1u << 20) /* bytes per ReadLog answer */
 
+/* What the agent tells every worker it starts about the node (all borrowed). */
+typedef struct agent_wcmd_node {
+    const char *node;          /* the node's name */
+    const char *controller;    /* host:port: the tunnel relay and channel directory */
+    const char *security;      /* "insecure", "tls" or "mtls": how the agent dials it */
+    const char *cert_dir;      /* TLS: the node's certificates, or NULL */
+    const char *server_name;   /* TLS: the name in the controller's certificate, or NULL */
+    int inbound;               /* 1: peers may dial this node at advertise_host */
+    const char *advertise_host; /* inbound: the host part of the agent's --advertise */
+} agent_wcmd_node_t;
+
 /* Starts the worker of a StartWorker command. corral is the path of the corral
  * binary (or, in tests, any program taking the same arguments); state_dir is the
- * agent's state directory (the supervisor's). Errors: CR_EINVAL (a bad field,
- * named), CR_EEXIST (already running), and the supervisor's. */
+ * agent's state directory (the supervisor's); node is what the worker is told of
+ * its node, or NULL for nothing (the worker's defaults: one node, no relay).
+ * Errors: CR_EINVAL (a bad field, named), CR_EEXIST (already running), and the
+ * supervisor's. */
 int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral,
-                     const Corral__V1__WorkerSpec *spec, cr_err_t *err);
+                     const agent_wcmd_node_t *node, const Corral__V1__WorkerSpec *spec, cr_err_t *err);
 
 /* Stops one worker, or all of an experiment's when cmd->role is "". */
 int agent_wcmd_stop(agent_sup_t *sup, const Corral__V1__StopWorker *cmd, cr_err_t *err);

@@ -16,13 +16,16 @@
 static const char usage_text[] =
     "usage: corral agent --name NODE [--controller ADDR] [--state DIR] [--advertise HOST:PORT]\n"
     "                    [--robot NAME:DRIVER[:MODEL[:PORT]] ...] [--robot-label NAME:LABEL ...]\n"
-    "                    [--no-gpus] [--log-level L]\n"
+    "                    [--no-inbound] [--no-gpus] [--log-level L]\n"
     "       corral agent --stop-workers [--state DIR]\n"
     "  --name NODE        this node's name (a-z 0-9 _ -, at most 63 characters)\n"
     "  --controller ADDR  the controller (default $CORRAL_CONTROLLER or 127.0.0.1:7070)\n"
     "  --state DIR        the agent's state (default " AGENT_DEFAULT_STATE_DIR ")\n"
     "  --advertise ADDR   where peers can dial this node; without it the node accepts no\n"
     "                     inbound connections and its traffic is relayed\n"
+    "  --no-inbound       say outright that the node is behind NAT (no --advertise): its\n"
+    "                     workers serve no direct route, their traffic is tunnelled\n"
+    "                     through the controller\n"
     "  --robot SPEC       a robot attached to this node (repeat for several)\n"
     "  --robot-label NAME:LABEL  a label (key=value or a tag) of robot NAME, which\n"
     "                     experiments select robots by (robots.labels); repeat\n"
@@ -49,6 +52,10 @@ int cli_agent_main(int argc, char **argv)
         }
         if (strcmp(a, "--no-gpus") == 0) {
             o.probe_gpus = 0;
+            continue;
+        }
+        if (strcmp(a, "--no-inbound") == 0) {
+            o.no_inbound = 1;
             continue;
         }
         if (strcmp(a, "--stop-workers") == 0) {

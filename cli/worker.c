@@ -30,7 +30,15 @@ static const char usage_text[] =
     "  --status-ms N       status file period (default 500)\n"
     "  --listen HOST:PORT  serve the direct route for peers on other nodes (the learner for\n"
     "                      its envs; an env for the learner's acknowledgements and weights)\n"
-    "  --advertise HOST    the host they dial (default: the listen host)\n"
+    "  --advertise HOST    the host they dial (default: the listen host); without --listen:\n"
+    "                      serve the direct route on a free port of every interface\n"
+    "  --controller ADDR   the controller: the relay that tunnels channels to and from nodes\n"
+    "                      that accept no inbound connection, and the channel directory\n"
+    "  --rpc-security S    how to dial it: insecure (default), tls or mtls\n"
+    "  --rpc-cert-dir DIR  the node's certificates for tls / mtls (ca.pem, cert.pem, key.pem)\n"
+    "  --rpc-server-name N the name in the controller's certificate, when not its host\n"
+    "  --no-inbound        this node accepts no inbound connection: serve no direct route;\n"
+    "                      peers on other nodes come through the controller's relay\n"
     " learner:\n"
     "  --publish-every N   updates between policy versions (default 100)\n"
     "  --no-rate-limit     train without the update-to-data cap (for comparisons)\n"
@@ -107,6 +115,10 @@ int cli_worker_main(int argc, char **argv)
             o.sync = 1;
             continue;
         }
+        if (!strcmp(a, "--no-inbound")) {
+            o.no_inbound = 1;
+            continue;
+        }
         if (!strcmp(a, "--no-rate-limit")) {
             o.no_rate_limit = 1;
             continue;
@@ -161,6 +173,14 @@ int cli_worker_main(int argc, char **argv)
             o.listen = v;
         } else if (!strcmp(a, "--advertise")) {
             o.advertise = v;
+        } else if (!strcmp(a, "--controller")) {
+            o.controller = v;
+        } else if (!strcmp(a, "--rpc-security")) {
+            o.rpc_security = v;
+        } else if (!strcmp(a, "--rpc-cert-dir")) {
+            o.rpc_cert_dir = v;
+        } else if (!strcmp(a, "--rpc-server-name")) {
+            o.rpc_server_name = v;
         } else if (!strcmp(a, "--learner")) {
             o.learner = v;
         } else if (!strcmp(a, "--index")) {

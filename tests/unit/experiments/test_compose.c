@@ -70,7 +70,7 @@ static void execute(const ctl_cmds_t *cmds)
             Corral__V1__StartWorker *got = corral__v1__start_worker__unpack(NULL, len, buf);
             free(buf);
             ASSERT_TRUE(got != NULL);
-            int rc = agent_wcmd_start(W.sup, W.dir, W.corral, got->spec, &err);
+            int rc = agent_wcmd_start(W.sup, W.dir, W.corral, NULL, got->spec, &err);
             ASSERT_TRUE(rc == 0 || rc == CR_EEXIST); /* EEXIST: it runs already, which is the goal */
             corral__v1__start_worker__free_unpacked(got, NULL);
             W.starts_sent++;

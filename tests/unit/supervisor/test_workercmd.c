@@ -72,8 +72,8 @@ static void test_start_list_logs_stop(void)
     spec.gpus = gpus;
     spec.n_gpus = 2;
     spec.buffer_address = "127.0.0.1:7000";
-    ASSERT_OK(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), &err);
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), CR_EEXIST);
+    ASSERT_OK(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), &err);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), CR_EEXIST);
 
     char log[4400], want[9000], specfile[4400];
     snprintf(log, sizeof log, "%s/experiments/e1/logs/actor-1.log", f.dir);
@@ -153,30 +153,61 @@ static void test_bad_commands(void)
     spec.experiment = "e1";
     spec.generation = 1;
     spec.role = "env";
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &err), CR_EINVAL);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, NULL, &err), CR_EINVAL);
     spec.experiment = "../e1";
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), CR_EINVAL);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), CR_EINVAL);
     ASSERT_TRUE(strstr(err.msg, "bad experiment name") != NULL);
     spec.experiment = "e1";
     spec.generation = 0;
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), CR_EINVAL);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), CR_EINVAL);
     spec.generation = 1;
     spec.robot = "Arm 1";
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), CR_EINVAL);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), CR_EINVAL);
     spec.robot = "";
     spec.learner_address = "host port";
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), CR_EINVAL);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), CR_EINVAL);
     spec.learner_address = "";
     char *env[] = {"=x"};
     spec.env = env;
     spec.n_env = 1;
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, &spec, &err), CR_EINVAL);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, f.corral, NULL, &spec, &err), CR_EINVAL);
     ASSERT_TRUE(strstr(err.msg, "not KEY=VALUE") != NULL);
     spec.n_env = 0;
     /* A corral path that does not exist: refused synchronously. */
-    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, "/no/such/corral", &spec, &err), CR_ENOENT);
+    ASSERT_INT_EQ(agent_wcmd_start(f.sup, f.dir, "/no/such/corral", NULL, &spec, &err), CR_ENOENT);
     agent_worker_info_t info[2];
     ASSERT_INT_EQ(agent_sup_list(f.sup, info, 2), 0);
+    agent_sup_destroy(f.sup);
+}
+
+/* The node's part of the command line: the controller as relay with the agent's
+ * security settings, and either --no-inbound (behind NAT) or the advertised host
+ * (the worker serves the direct route there). */
+static void test_node_args(void)
+{
+    fixture_t f;
+    setup(&f);
+    cr_err_t err = {0};
+    Corral__V1__WorkerSpec spec = CORRAL__V1__WORKER_SPEC__INIT;
+    spec.experiment = "e3";
+    spec.generation = 1;
+    spec.role = "env";
+    spec.learner_address = "10.0.0.5:7100";
+    agent_wcmd_node_t edge = {.node = "edge", .controller = "10.0.0.1:7070", .security = "mtls",
+                              .cert_dir = "/etc/corral/certs", .server_name = "ctl.lab", .inbound = 0};
+    ASSERT_OK(agent_wcmd_start(f.sup, f.dir, f.corral, &edge, &spec, &err), &err);
+    char log[4400];
+    snprintf(log, sizeof log, "%s/experiments/e3/logs/env-0.log", f.dir);
+    ASSERT_TRUE(file_has(log, "--learner 10.0.0.5:7100 --node edge --controller 10.0.0.1:7070 --rpc-security mtls "
+                              "--rpc-cert-dir /etc/corral/certs --rpc-server-name ctl.lab --no-inbound\n"));
+    agent_wcmd_node_t cloud = {.node = "cloud", .controller = "10.0.0.1:7070", .security = "insecure",
+                               .inbound = 1, .advertise_host = "10.0.0.5"};
+    spec.role = "learner";
+    spec.learner_address = "";
+    ASSERT_OK(agent_wcmd_start(f.sup, f.dir, f.corral, &cloud, &spec, &err), &err);
+    snprintf(log, sizeof log, "%s/experiments/e3/logs/learner-0.log", f.dir);
+    ASSERT_TRUE(file_has(log, "--node cloud --controller 10.0.0.1:7070 --rpc-security insecure --advertise 10.0.0.5\n"));
+    ASSERT_OK(agent_sup_stop_all(f.sup, 3000, &err), &err);
     agent_sup_destroy(f.sup);
 }
 
@@ -188,7 +219,7 @@ static void start_one(fixture_t *f, const char *role, int index, int64_t gen)
     spec.generation = gen;
     spec.role = (char *)role;
     spec.index = index;
-    ASSERT_OK(agent_wcmd_start(f->sup, f->dir, f->corral, &spec, &err), &err);
+    ASSERT_OK(agent_wcmd_start(f->sup, f->dir, f->corral, NULL, &spec, &err), &err);
 }
 
 static void write_status(fixture_t *f, const char *file, const char *text)
@@ -304,6 +335,7 @@ int main(int argc, char **argv)
     static const test_case_t cases[] = {
         {"start_list_logs_stop", test_start_list_logs_stop},
         {"bad_commands", test_bad_commands},
+        {"node_args", test_node_args},
         {"progress_from_status_files", test_progress_from_status_files},
         {NULL, NULL},
     };

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""edge_tunnel.py - an experiment whose robot sits on a node behind NAT, end to end
+on loopback with real processes: a controller, an agent "cloud" that peers can dial
+(--advertise) and an agent "edge" that accepts no inbound connection (--no-inbound),
+with a MuJoCo reach2d arm. The learner is placed on cloud (placement.learner_node),
+the env worker on edge (its robot's node), both started by their agents, which
+tell them the controller's address as their channels' relay.
+
+The env worker sends its transitions to the learner by the direct route (cloud
+takes inbound connections); the learner's acknowledgements and weights reach the
+env worker only through the tunnel relayed by the controller. Checked: the
+registry records edge as accepting no inbound connection; both workers were told
+the relay (their command lines, the env's log); the learner's log says the
+acknowledgements and weights go by the tunnel route; the env's policy version
+grows (weights arrived); the controller, killed with SIGKILL mid-run and started
+again, takes its relay back and the run goes on (the tunnel reconnects) to `done`;
+buffer.db on cloud holds every transition the env saw acknowledged, exactly once.
+No process is left at the end."""
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+CORRAL = os.environ.get("CORRAL") or os.path.join(os.environ.get("CORRAL_BUILD_DIR", "build"), "corral")
+SRC = os.environ.get("CORRAL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SPEC = os.path.join(SRC, "configs", "experiments", "reach-sac.yaml")
+NAME = "edge-sac"
+UPDATES = 3000
+# One robot on edge, paced at 5x real time (100 steps/s): the run lasts about half a
+# minute, long enough to restart the controller inside it.
+SETS = ["name=" + NAME, "robots.count=1", "placement.learner_node=cloud", "stop.updates=%d" % UPDATES,
+        "algorithm.warmup_steps=300", "checkpoint.every_updates=1000", "stop.eval_every_updates=100000",
+        "stop.wall_time=4m"]
+
+T = tempfile.mkdtemp(prefix="corral-edge.")
+CLOUD, EDGE = os.path.join(T, "cloud"), os.path.join(T, "edge")
+CLOUD_DIR = os.path.join(CLOUD, "experiments", NAME)
+EDGE_DIR = os.path.join(EDGE, "experiments", NAME)
+passed = failed = 0
+procs = {}
+t_start = time.monotonic()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+ADDR = "127.0.0.1:%d" % free_port()
+CLOUD_ADDR = "127.0.0.1:%d" % free_port()
+ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR)
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print("  ok   %s (%.0fs)" % (name, time.monotonic() - t_start), flush=True)
+    else:
+        failed += 1
+        print("  FAIL %s %s" % (name, detail), flush=True)
+    return cond
+
+
+def start(name, *args):
+    log = open(os.path.join(T, name + ".log"), "ab")
+    procs[name] = subprocess.Popen([CORRAL, *args], stdout=log, stderr=log, env=ENV)
+
+
+def cli(*args, timeout=30):
+    return subprocess.run([CORRAL, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def status():
+    try:
+        p = cli("exp", "status", NAME, "--json", timeout=10)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_text(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def wait(fn, limit):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    return fn()
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def worker_pids(st):
+    return {(w["role"], w["index"]): w["pid"] for w in st["workers"] if w["role"] in ("env", "learner")} if st else {}
+
+
+def alive(pid):
+    return b"worker" in cmdline(pid)
+
+
+def flag(argv, name):
+    name = name.encode()
+    return argv[argv.index(name) + 1].decode() if name in argv[:-1] else None
+
+
+def main():
+    start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
+    start("cloud", "agent", "--name", "cloud", "--state", CLOUD, "--no-gpus", "--advertise", CLOUD_ADDR)
+    start("edge", "agent", "--name", "edge", "--state", EDGE, "--no-gpus", "--no-inbound")
+    nodes = wait(lambda: (lambda n: n if len(n) == 2 else None)(
+        json.loads(cli("node", "list", "--json").stdout or "[]")), 15) or []
+    inbound = {n["name"]: n.get("accepts_inbound") for n in nodes}
+    check("the registry: cloud accepts inbound connections, edge does not",
+          inbound == {"cloud": True, "edge": False}, str(nodes))
+    p = cli("robot", "register", "arm1", "--driver", "mujoco", "--model", "reach2d", "--node", "edge",
+            "--set", "realtime=true", "--set", "speed=5")
+    check("robot arm1 registered on edge", p.returncode == 0, p.stderr)
+    p = subprocess.run([CORRAL, "agent", "--name", "x", "--state", os.path.join(T, "x"), "--advertise",
+                        "127.0.0.1:1", "--no-inbound"], capture_output=True, text=True, env=ENV, timeout=10)
+    check("--advertise with --no-inbound is refused", p.returncode != 0 and "contradict" in p.stderr, p.stderr)
+
+    p = cli("exp", "submit", SPEC, *[a for s in SETS for a in ("--set", s)])
+    if not check("exp submit", p.returncode == 0, p.stdout + p.stderr):
+        return
+    st = wait(lambda: (lambda s: s if s and s["state"] == "running" and len(worker_pids(s)) == 2
+                       and s["updates"] > 0 else None)(status()), 60)
+    if not check("running: learner on cloud, env on edge, training", st is not None, json.dumps(status())):
+        return
+    where = {(w["role"], w["index"]): w["node"] for w in st["workers"]}
+    check("placement: learner on cloud, env on edge",
+          where.get(("learner", 0)) == "cloud" and where.get(("env", 0)) == "edge", str(where))
+    pids = worker_pids(st)
+    largv, eargv = cmdline(pids[("learner", 0)]), cmdline(pids[("env", 0)])
+    check("the learner is told its node, the controller as relay, and where peers dial it",
+          flag(largv, "--node") == "cloud" and flag(largv, "--controller") == ADDR
+          and flag(largv, "--advertise") == "127.0.0.1" and b"--no-inbound" not in largv, str(largv))
+    check("the env worker is told its node, the controller as relay, and that edge takes no inbound",
+          flag(eargv, "--node") == "edge" and flag(eargv, "--controller") == ADDR
+          and flag(eargv, "--rpc-security") == "insecure" and b"--no-inbound" in eargv, str(eargv))
+    elog = os.path.join(EDGE_DIR, "logs", "env-0.log")
+    llog = os.path.join(CLOUD_DIR, "logs", "learner-0.log")
+    check("env log: the learner's traffic comes by the tunnel route",
+          wait(lambda: "comes by the tunnel route through the relay at " + ADDR in read_text(elog), 10),
+          read_text(elog)[-800:])
+    check("env log: its transitions go to the learner by the direct route",
+          wait(lambda: "connected to the learner on remote-learner (direct route)" in read_text(elog), 10),
+          read_text(elog)[-800:])
+    check("learner log: acknowledgements and weights to edge by the tunnel route",
+          wait(lambda: "on edge" in read_text(llog) and "weights by the tunnel route" in read_text(llog), 10),
+          read_text(llog)[-800:])
+    env = wait(lambda: (lambda e: e if e and e["policy_version"] > 0 and e["acked"] > 0 else None)(
+        read_json(os.path.join(EDGE_DIR, "status", "env-0.json"))), 60)
+    check("weights reached the env worker through the tunnel (policy version > 0), ACKs too", env is not None,
+          json.dumps(read_json(os.path.join(EDGE_DIR, "status", "env-0.json"))))
+
+    # SIGKILL the controller mid-run (it hosts the relay): the tunnel must come back.
+    learner = read_json(os.path.join(CLOUD_DIR, "status", "learner.json")) or {}
+    if learner.get("updates", 0) < UPDATES * 0.8:
+        procs["controller"].kill()
+        procs["controller"].wait()
+        e0 = read_json(os.path.join(EDGE_DIR, "status", "env-0.json")) or {}
+        time.sleep(1.0)
+        start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
+        ok = wait(lambda: (lambda e: e if e and e["acked"] > e0.get("acked", 0) + 200
+                           and e["policy_version"] > e0.get("policy_version", 0) else None)(
+            read_json(os.path.join(EDGE_DIR, "status", "env-0.json"))), 60)
+        check("controller SIGKILLed and restarted: ACKs and weights flow through the tunnel again", ok is not None,
+              "before %s, now %s" % (json.dumps(e0), json.dumps(read_json(os.path.join(EDGE_DIR, "status",
+                                                                                        "env-0.json")))))
+    else:
+        print("       (the run was nearly over: the controller restart was skipped)")
+
+    st = wait(lambda: (lambda s: s if s and s["state"] in ("done", "failed", "stopped") else None)(status()), 150)
+    check("experiment done", st is not None and st["state"] == "done", json.dumps(status()))
+    if not st:
+        return
+    check("no worker process left", wait(lambda: not any(alive(p) for p in pids.values()), 15),
+          str([p for p in pids.values() if alive(p)]))
+    e = read_json(os.path.join(EDGE_DIR, "status", "env-0.json")) or {}
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(CLOUD_DIR, "buffer.db"), uri=True)
+    n, lo, hi, d = db.execute("SELECT count(*), min(seq), max(seq), count(DISTINCT seq) FROM steps "
+                              "WHERE producer = ? AND seq <= ?", (e.get("producer", -1), e.get("acked", 0))).fetchone()
+    dup = db.execute("SELECT count(*) FROM (SELECT producer, seq FROM steps GROUP BY producer, seq "
+                     "HAVING count(*) > 1)").fetchone()[0]
+    acked = e.get("acked", 0)
+    check("buffer.db on cloud: each of the %d transitions edge saw acknowledged, exactly once" % acked,
+          acked > UPDATES * 0.5 and (n, lo, hi, d) == (acked, 1, acked, acked) and dup == 0,
+          "acked %s: %s rows (%s..%s, %s distinct), %d duplicates" % (acked, n, lo, hi, d, dup))
+
+
+try:
+    main()
+except Exception as e:  # a crash of the test itself is a failure, with its reason
+    check("test ran to the end", False, repr(e))
+finally:
+    for name, p in procs.items():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    for state in (CLOUD, EDGE):
+        cli("agent", "--stop-workers", "--state", state)
+    print("CORRAL-RESULT suite=integration.edge_tunnel passed=%d failed=%d skipped=0 (%.0f s)"
+          % (passed, failed, time.monotonic() - t_start))
+    if failed or os.environ.get("CORRAL_KEEP_TMP"):
+        print("logs kept in " + T)
+        for d in (T, os.path.join(CLOUD_DIR, "logs"), os.path.join(EDGE_DIR, "logs")):
+            for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+                if f.endswith(".log"):
+                    print("--- " + os.path.join(d, f))
+                    with open(os.path.join(d, f), errors="replace") as fh:
+                        print("".join(fh.readlines()[-25:]))
+    else:
+        shutil.rmtree(T, ignore_errors=True)
+    sys.exit(1 if failed else 0)
