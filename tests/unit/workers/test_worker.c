@@ -321,6 +321,58 @@ static void test_where(void)
     ASSERT_TRUE(strstr(e.msg, "--learner") != NULL);
 }
 
+/* ---- the hub's options from the node's flags ------------------------------------- */
+
+static void test_hub_opts(void)
+{
+    cr_err_t e = {0};
+    ch_hub_opts_t ho;
+    rpc_opts_t rpc;
+    char buf[64];
+    /* Behind NAT: no direct route even where the learner was placed; the relay is the controller. */
+    agent_worker_opts_t o = {.node = "edge", .controller = "10.0.0.1:7070", .no_inbound = 1};
+    CHECK_OK(wk_hub_opts(&o, "10.0.0.9:7100", &ho, &rpc, buf, sizeof buf, &e), &e);
+    ASSERT_TRUE(ho.listen == NULL);
+    ASSERT_STR_EQ(ho.relay, "10.0.0.1:7070");
+    ASSERT_STR_EQ(ho.directory, "10.0.0.1:7070");
+    ASSERT_TRUE(ho.relay_rpc == &rpc && rpc.security == RPC_INSECURE);
+    /* An inbound node: the learner at its placed address, an env on a port of its own. */
+    agent_worker_opts_t in = {.node = "cloud", .controller = "10.0.0.1:7070", .advertise = "10.0.0.9",
+                              .rpc_security = "mtls", .rpc_cert_dir = "/certs", .rpc_server_name = "ctl"};
+    CHECK_OK(wk_hub_opts(&in, "10.0.0.9:7100", &ho, &rpc, buf, sizeof buf, &e), &e);
+    ASSERT_STR_EQ(ho.listen, "10.0.0.9:7100");
+    ASSERT_STR_EQ(ho.advertise, "10.0.0.9");
+    ASSERT_TRUE(rpc.security == RPC_MTLS);
+    ASSERT_STR_EQ(rpc.cert_dir, "/certs");
+    ASSERT_STR_EQ(rpc.server_name, "ctl");
+    CHECK_OK(wk_hub_opts(&in, NULL, &ho, &rpc, buf, sizeof buf, &e), &e);
+    ASSERT_STR_EQ(ho.listen, "0.0.0.0:0");
+    /* One node, no agent: nothing served, no relay (as before). */
+    agent_worker_opts_t alone = {.node = "local"};
+    CHECK_OK(wk_hub_opts(&alone, NULL, &ho, &rpc, buf, sizeof buf, &e), &e);
+    ASSERT_TRUE(ho.listen == NULL && ho.relay == NULL && ho.directory == NULL);
+    /* Refused, each naming the flag. */
+    agent_worker_opts_t bad = o;
+    bad.listen = "0.0.0.0:7000";
+    ASSERT_INT_EQ(wk_hub_opts(&bad, NULL, &ho, &rpc, buf, sizeof buf, &e), CR_EINVAL);
+    ASSERT_TRUE(strstr(e.msg, "--no-inbound") != NULL);
+    bad = o;
+    bad.controller = NULL;
+    ASSERT_INT_EQ(wk_hub_opts(&bad, NULL, &ho, &rpc, buf, sizeof buf, &e), CR_EINVAL);
+    ASSERT_TRUE(strstr(e.msg, "--controller") != NULL);
+    bad = o;
+    bad.rpc_security = "ssl";
+    ASSERT_INT_EQ(wk_hub_opts(&bad, NULL, &ho, &rpc, buf, sizeof buf, &e), CR_EINVAL);
+    ASSERT_TRUE(strstr(e.msg, "--rpc-security 'ssl'") != NULL);
+    bad = o;
+    bad.rpc_security = "tls";
+    ASSERT_INT_EQ(wk_hub_opts(&bad, NULL, &ho, &rpc, buf, sizeof buf, &e), CR_EINVAL);
+    ASSERT_TRUE(strstr(e.msg, "--rpc-cert-dir") != NULL);
+    bad = o;
+    bad.controller = "nocolon";
+    ASSERT_INT_EQ(wk_hub_opts(&bad, NULL, &ho, &rpc, buf, sizeof buf, &e), CR_EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -329,6 +381,7 @@ int main(int argc, char **argv)
         {"spec", test_spec},
         {"ckpt", test_ckpt},
         {"where", test_where},
+        {"hub_opts", test_hub_opts},
         {NULL, NULL},
     };
     return test_main("workers", cases, argc, argv);
