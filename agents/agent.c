@@ -138,15 +138,9 @@ static int workers_create(agent_t *a, const agent_opts_t *o, cr_err_t *err)
     if ((o->rpc.cert_dir && !a->cert_dir) || (o->rpc.server_name && !a->server_name))
         return cr_err_set(err, CR_ENOMEM, "agent");
     int inbound = o->advertise && *o->advertise;
-    if (inbound) { /* the host part: workers listen on a port of their own there */
+    if (inbound) /* the host part ("[v6]" kept whole): workers listen on a port of their own there */
         snprintf(a->adv_host, sizeof a->adv_host, "%.*s", (int)(strrchr(o->advertise, ':') - o->advertise),
                  o->advertise);
-        size_t l = strlen(a->adv_host);
-        if (l > 2 && a->adv_host[0] == '[' && a->adv_host[l - 1] == ']') { /* [v6]: the address alone */
-            memmove(a->adv_host, a->adv_host + 1, l - 2);
-            a->adv_host[l - 2] = '\0';
-        }
-    }
     a->wnode = (agent_wcmd_node_t){
         .node = a->node,
         .controller = a->controller,

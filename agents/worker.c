@@ -23,7 +23,8 @@ int wk_hub_opts(const agent_worker_opts_t *o, const char *listen, ch_hub_opts_t 
     } else if (o->listen) {
         listen = o->listen;
     } else if (!listen && o->advertise && *o->advertise) {
-        snprintf(listen_buf, cap, "0.0.0.0:0"); /* a port of its own, dialled at the advertised host */
+        /* a port of its own on every interface, dialled at the advertised host */
+        snprintf(listen_buf, cap, "%s", o->advertise[0] == '[' ? "[::]:0" : "0.0.0.0:0");
         listen = listen_buf;
     }
     ho->listen = listen;
