@@ -23,8 +23,10 @@ int wk_hub_opts(const agent_worker_opts_t *o, const char *listen, ch_hub_opts_t 
     } else if (o->listen) {
         listen = o->listen;
     } else if (!listen && o->advertise && *o->advertise) {
-        /* a port of its own on every interface, dialled at the advertised host */
-        snprintf(listen_buf, cap, "%s", o->advertise[0] == '[' ? "[::]:0" : "0.0.0.0:0");
+        /* A port of its own on the advertised host only: the direct route has no
+         * TLS of its own, so it is not offered on interfaces nobody named. */
+        if ((size_t)snprintf(listen_buf, cap, "%s:0", o->advertise) >= cap)
+            return cr_err_set(err, CR_EINVAL, "--advertise '%.80s': too long", o->advertise);
         listen = listen_buf;
     }
     ho->listen = listen;

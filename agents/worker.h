@@ -83,7 +83,7 @@ typedef struct agent_worker_opts {
      * inbound connection: then the worker serves no direct route (--listen is
      * refused) and peers on other nodes reach it through the relay. An --advertise
      * without --listen (an inbound node) serves the direct route on a port of its
-     * own on every interface, dialled at that host. */
+     * own on that host. */
     const char *controller;
     const char *rpc_security;
     const char *rpc_cert_dir;

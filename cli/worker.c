@@ -31,7 +31,7 @@ static const char usage_text[] =
     "  --listen HOST:PORT  serve the direct route for peers on other nodes (the learner for\n"
     "                      its envs; an env for the learner's acknowledgements and weights)\n"
     "  --advertise HOST    the host they dial (default: the listen host); without --listen:\n"
-    "                      serve the direct route on a free port of every interface\n"
+    "                      serve the direct route on a free port of that host\n"
     "  --controller ADDR   the controller: the relay that tunnels channels to and from nodes\n"
     "                      that accept no inbound connection, and the channel directory\n"
     "  --rpc-security S    how to dial it: insecure (default), tls or mtls\n"

@@ -346,10 +346,10 @@ static void test_hub_opts(void)
     ASSERT_STR_EQ(rpc.cert_dir, "/certs");
     ASSERT_STR_EQ(rpc.server_name, "ctl");
     CHECK_OK(wk_hub_opts(&in, NULL, &ho, &rpc, buf, sizeof buf, &e), &e);
-    ASSERT_STR_EQ(ho.listen, "0.0.0.0:0");
+    ASSERT_STR_EQ(ho.listen, "10.0.0.9:0");
     in.advertise = "[fd00::9]";
     CHECK_OK(wk_hub_opts(&in, NULL, &ho, &rpc, buf, sizeof buf, &e), &e);
-    ASSERT_STR_EQ(ho.listen, "[::]:0");
+    ASSERT_STR_EQ(ho.listen, "[fd00::9]:0");
     /* One node, no agent: nothing served, no relay (as before). */
     agent_worker_opts_t alone = {.node = "local"};
     CHECK_OK(wk_hub_opts(&alone, NULL, &ho, &rpc, buf, sizeof buf, &e), &e);
