@@ -171,7 +171,8 @@ static int parse_state(void *ctx, const char *js)
     nn_rng_t rng;
     int n = sscanf(js, "{\"updates\":%llu,\"skipped_nan\":%llu,\"t\":%ld,\"rng\":\"%79[0-9a-f,]\",\"phase\":%d,"
                        "\"noise_t\":%ld,\"value_t\":%ld}", &u, &k, &t, rs, &phase, &nt, &vt);
-    if ((n != 7 && (p->rl || n != 4)) || t < 0 || nt < 0 || vt < 0 || phase < 0 || phase > p->rl || pol_rng_parse(&rng, rs))
+    if ((n != 7 && (p->rl || n != 4)) || t < 0 || nt < 0 || vt < 0 || phase < 0 || phase > p->rl ||
+        pol_rng_parse(&rng, rs))
         return CR_ECORRUPT;
     p->updates = u;
     p->skipped_nan = k;

@@ -18,7 +18,7 @@
  * documented tensor-name mapping (gen.h) with strict errors; `image` (CxHxW)
  * states the image the weights expect, refused by name when the robot's differs.
  * State: the model (and in the RL phase its frozen and behaviour copies, the
- * noise and the value MLP), optimiser moments, RNG, counters, phase. */
+ * noise and the value MLP), optimiser moments, RNG, counters, phase (gen_phase.c). */
 #include "policies/algos/algo.h"
 #include "policies/algos/gen_rl.h"
 #include "policies/models/gen.h"
@@ -32,8 +32,8 @@
 
 typedef struct vla_cfg {
     char backend[SET_STR_MAX], init[SET_STR_MAX * 4], init_prefix[SET_STR_MAX], image[SET_STR_MAX];
-    long ctx, dim, heads, layers, mlp, head_hidden, patch, horizon, steps, objects, object_dim, object_slots, augment_pad;
-    long seed;
+    long ctx, dim, heads, layers, mlp, head_hidden, patch, horizon, steps, objects, object_dim, object_slots;
+    long augment_pad, seed;
     float lr, weight_decay, grad_clip;
     pol_genphase_opts_t rl;
 } vla_cfg_t;
