@@ -128,7 +128,7 @@ static int rl_update(fbc_t *s, const corral_batch_t *b, corral_metrics_t *m, cr_
     int B = b->size, rc = reserve(s, B, err);
     if (rc) return rc;
     for (int i = 0; i < B; i++)
-        s->use[i] = !b->flags || !(b->flags[i] & (CORRAL_SAMPLE_DEMO | CORRAL_SAMPLE_INTERVENTION | CORRAL_SAMPLE_PAD));
+        s->use[i] = pol_genphase_rl_row(b, i);
     nn_params_zero_grad(&s->flow.params);
     corral_metrics_t mm = {0};
     rc = pol_genrl_update(&s->ph.g, b->obs, b->obs, b->next_obs, b->action, b->reward, b->done, s->use, B, &mm,

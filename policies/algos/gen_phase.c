@@ -80,6 +80,11 @@ void pol_genphase_destroy(pol_genphase_t *p)
 
 /* ---- updates ---- */
 
+int pol_genphase_rl_row(const corral_batch_t *b, int i)
+{
+    return !b->flags || !(b->flags[i] & (CORRAL_SAMPLE_DEMO | CORRAL_SAMPLE_INTERVENTION | CORRAL_SAMPLE_PAD));
+}
+
 int pol_genphase_bc_begin(pol_genphase_t *p, const corral_batch_t *b, int H, int S, uint8_t *take)
 {
     int demos = 0, n = 0;

@@ -142,6 +142,9 @@ int pol_genphase_bc_begin(pol_genphase_t *p, const corral_batch_t *b, int H, int
 /* After the owner accumulated BC gradients: the step, metrics (loss_name,
  * bc_rows) and, with rl, the switch to RL after bc_updates. */
 int pol_genphase_bc_end(pol_genphase_t *p, double loss, int rows, corral_metrics_t *m, cr_err_t *err);
+/* Whether row i of b is one RL learns from: the policy's own online step, not a
+ * demonstration, an intervention or a chunk's padding. */
+int pol_genphase_rl_row(const corral_batch_t *b, int i);
 /* After pol_genrl_update put its metrics in *rl: copies them to m and steps the
  * model (no step when no row was the policy's own). */
 void pol_genphase_rl_end(pol_genphase_t *p, const corral_metrics_t *rl, corral_metrics_t *m);

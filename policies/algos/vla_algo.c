@@ -197,7 +197,7 @@ static int rl_update(vla_alg_t *s, const corral_batch_t *b, corral_metrics_t *m,
     int n = decode(s, b->obs, B, NULL, &o, err);
     if (n < 0) return n;
     for (int i = 0; i < B; i++) {
-        s->use[i] = !b->flags || !(b->flags[i] & (CORRAL_SAMPLE_DEMO | CORRAL_SAMPLE_INTERVENTION | CORRAL_SAMPLE_PAD));
+        s->use[i] = pol_genphase_rl_row(b, i);
         memcpy(s->vin + (size_t)i * vi, b->obs + (size_t)i * O + s->img, sizeof(float) * vi);
         memcpy(s->vnext + (size_t)i * vi, b->next_obs + (size_t)i * O + s->img, sizeof(float) * vi);
     }
