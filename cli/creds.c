@@ -23,8 +23,7 @@
 int cli_token_read(const char *path, char **out, cr_err_t *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0 && errno == ELOOP) fd = open(path, O_RDONLY | O_CLOEXEC);   /* a link to a file is fine */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return cr_err_set(err, CR_EINVAL, "token file %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -153,7 +152,7 @@ void cli_explain_refusal(const char *target, const char *cert_dir, const char *d
                  "not accept this certificate (%s/cert.pem, from another CA?), this CA (%s/ca.pem) did not sign "
                  "the controller's, or the controller serves no TLS [%s]", target, cert_dir, cert_dir, details);
     else
-        snprintf(out, n, "controller %s accepts connections but refused this one without TLS: it serves mutual "
-                 "TLS; give --tls DIR or set CORRAL_TLS_DIR (a certificate directory made by `corral certs`) "
-                 "[%s]", target, details);
+        snprintf(out, n, "controller %s accepts connections but closed this one, made without TLS: a controller "
+                 "serving mutual TLS refuses plaintext clients; give --tls DIR or set CORRAL_TLS_DIR (a "
+                 "certificate directory made by `corral certs`) [%s]", target, details);
 }

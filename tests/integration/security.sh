@@ -140,7 +140,7 @@ mkdir -p "$T/mixed" && cp "$T/pki/ca.pem" "$T/mixed/" && cp "$T/other/admin/cert
 refused "client certificate from another CA refused by the controller" 1 "the TLS handshake failed" \
     "$CORRAL" node list --tls "$T/mixed" --token-file "$T/admin.tok"
 serving "a client certificate from another CA"
-refused "plaintext client refused" 1 "refused this one without TLS" \
+refused "plaintext client refused" 1 "closed this one, made without TLS" \
     "$CORRAL" node list --token-file "$T/admin.tok"
 serving "a plaintext client"
 # shellcheck disable=SC2086
