@@ -7,6 +7,10 @@
  *   Experiments  the experiment lifecycle (expservice.h)
  *   Relay, ChannelDirectory  the data plane's tunnel relay and the directory of
  *              channel replicas (channels/relay.h, channels/directory.h)
+ * Who may call what (ctl_opts_t): Registry and Experiments take the admin token
+ * (the CLI), AgentLink the join token (agents), Relay and ChannelDirectory either
+ * (an agent's workers dial them with the node's credentials); mutual TLS comes
+ * from rpc_opts_t.
  * All state lives in DIR/state.db (see registry.h); liveness (which agent speaks
  * for which node, heartbeats) lives in memory and is rebuilt when agents
  * reconnect after a restart. */

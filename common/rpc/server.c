@@ -800,6 +800,9 @@ static int check_methods(const rpc_method_t *m, size_t n, cr_err_t *err)
             return cr_err_set(err, CR_EINVAL, "method %s: input and output descriptors are required", m[i].name);
         if ((unsigned)m[i].kind > RPC_BIDI)
             return cr_err_set(err, CR_EINVAL, "method %s: unknown kind %d", m[i].name, (int)m[i].kind);
+        if (m[i].scopes >> RPC_TOKEN_SCOPES)
+            return cr_err_set(err, CR_EINVAL, "method %s: token scopes 0x%x name a scope past the last (%d)",
+                              m[i].name, m[i].scopes, RPC_TOKEN_SCOPES - 1);
         for (size_t j = 0; j < i; j++)
             if (strcmp(m[i].name, m[j].name) == 0)
                 return cr_err_set(err, CR_EINVAL, "method %s listed twice", m[i].name);
