@@ -82,6 +82,8 @@ static int apply_security(sec_args_t *s, ctl_opts_t *o)
     if (s->tls && !s->admin)
         CR_WARN("controller", "no --admin-token-file: any holder of a certificate of this CA may change the "
                 "registry and experiments");
+    if (s->tls && !s->join)
+        CR_WARN("controller", "no --join-token-file: any holder of a certificate of this CA may join as a node");
     return CLI_OK;
 fail:
     fprintf(stderr, "corral controller: %s\n", err.msg);
