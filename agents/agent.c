@@ -635,8 +635,10 @@ static int run_session(agent_t *a)
         const char *why = a->closed ? a->close_details : "no answer to the inventory";
         rpc_code_t code = a->closed ? a->close_code : RPC_DEADLINE_EXCEEDED;
         snprintf(a->stats.last_error, sizeof a->stats.last_error, "%s: %s", rpc_code_name(code), why);
+        /* A refused token is the operator's to fix, like a refused inventory. */
         int refused = code == RPC_INVALID_ARGUMENT || code == RPC_ALREADY_EXISTS ||
-                      code == RPC_FAILED_PRECONDITION || code == RPC_NOT_FOUND;
+                      code == RPC_FAILED_PRECONDITION || code == RPC_NOT_FOUND ||
+                      code == RPC_UNAUTHENTICATED || code == RPC_PERMISSION_DENIED;
         if (refused) {
             a->stats.refusals++;
             CR_ERROR("agent", "controller %s refused node %s: %s", a->controller, a->node, a->stats.last_error);

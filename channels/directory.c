@@ -251,12 +251,7 @@ int ch_directory_create(const char *listen, ch_directory_t **out, cr_err_t *err)
             free(d);
             return cr_err_wrap(err, "channel directory on %s", listen);
         }
-        char host[64];
-        snprintf(host, sizeof host, "%s", listen);
-        char *colon = strrchr(host, ':');
-        if (colon) *colon = 0;
-        if (strcmp(host, "0.0.0.0") == 0 || host[0] == 0) snprintf(host, sizeof host, "127.0.0.1");
-        snprintf(d->addr, sizeof d->addr, "%s:%d", host, rpc_server_port(d->srv));
+        ch_listen_addr(listen, NULL, rpc_server_port(d->srv), d->addr, sizeof d->addr);
     }
     *out = d;
     return 0;

@@ -261,6 +261,9 @@ const char *ch_hub_relay(const ch_hub_t *h);
 /* Sets security, cert_dir, server_name and token of o to the hub's way of dialing
  * the relay (strings borrowed from the hub). */
 struct rpc_opts;
+/* The address others dial for a server bound at `listen` on `port`: the advertised
+ * host when given, else the listen host, with 127.0.0.1 for a wildcard host. */
+void ch_listen_addr(const char *listen, const char *advertise, int port, char *out, size_t n);
 void ch_hub_relay_security(const ch_hub_t *h, struct rpc_opts *o);
 /* Why the hub's relay link is down, or "" while it is up or has not failed yet. */
 void ch_hub_relay_error(ch_hub_t *h, char *buf, size_t n);

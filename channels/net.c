@@ -216,6 +216,12 @@ static int server_start(ch_net_t *n, const char *listen, const char *advertise, 
     int rc = rpc_server_create(&n->srv, listen, &o, &n->method, 1, err);
     if (rc == 0) rc = rpc_server_start(n->srv, err);
     if (rc) return cr_err_wrap(err, "hub %s: direct route on %s", ch_hub_node(n->h), listen);
+    ch_listen_addr(listen, advertise, rpc_server_port(n->srv), n->addr, sizeof n->addr);
+    return 0;
+}
+
+void ch_listen_addr(const char *listen, const char *advertise, int port, char *out, size_t n)
+{
     char host[128];
     snprintf(host, sizeof host, "%s", listen);
     char *colon = strrchr(host, ':');
@@ -224,8 +230,7 @@ static int server_start(ch_net_t *n, const char *listen, const char *advertise, 
         snprintf(host, sizeof host, "%s", advertise);
     else if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0 || host[0] == 0)
         snprintf(host, sizeof host, "127.0.0.1");
-    snprintf(n->addr, sizeof n->addr, "%s:%d", host, rpc_server_port(n->srv));
-    return 0;
+    snprintf(out, n, "%s:%d", host, port);
 }
 
 /* ---- relay link (tunnel, consumer side) ---- */

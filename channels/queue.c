@@ -261,18 +261,21 @@ static int has_room(ch_channel_t *c, int reserved)
     return c->count + c->reserved < c->cap;
 }
 
+/* Under c->mu: waits until the channel has room, it closes or the deadline passes. */
+static int wait_room_locked(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
+{
+    while (!c->closed && !has_room(c, 0))
+        if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT)
+            return cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);
+    if (c->closed) return cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
+    return 0;
+}
+
 int ch_channel_reserve(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
 {
     pthread_mutex_lock(&c->mu);
-    int rc = 0;
-    while (!c->closed && !has_room(c, 0)) {
-        if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT) {
-            rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);
-            break;
-        }
-    }
-    if (c->closed) rc = cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
-    else if (rc == 0 && !c->o.latest_wins) c->reserved++;
+    int rc = wait_room_locked(c, deadline_ns, err);
+    if (rc == 0 && !c->o.latest_wins) c->reserved++;
     pthread_mutex_unlock(&c->mu);
     ch_replica_t *r = atomic_load(&c->replica);
     if (rc == 0 && r && (rc = ch_replica_reserve(r, deadline_ns, err)) != 0) {
@@ -363,14 +366,7 @@ int ch_channel_full(ch_channel_t *c)
 int ch_channel_wait_room(ch_channel_t *c, int64_t deadline_ns, cr_err_t *err)
 {
     pthread_mutex_lock(&c->mu);
-    int rc = 0;
-    while (!c->closed && !has_room(c, 0)) {
-        if (wait_until(&c->nonfull, &c->mu, deadline_ns) == ETIMEDOUT) {
-            rc = cr_err_set(err, CR_ETIMEDOUT, "channel %s is full (%zu messages)", c->name, c->cap);
-            break;
-        }
-    }
-    if (c->closed) rc = cr_err_set(err, CR_ECLOSED, "channel %s is closed", c->name);
+    int rc = wait_room_locked(c, deadline_ns, err);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }

@@ -215,12 +215,7 @@ int ch_relay_create(const char *listen, ch_relay_t **out, cr_err_t *err)
             free(r);
             return cr_err_wrap(err, "relay on %s", listen);
         }
-        char host[64];
-        snprintf(host, sizeof host, "%s", listen);
-        char *colon = strrchr(host, ':');
-        if (colon) *colon = 0;
-        if (strcmp(host, "0.0.0.0") == 0 || host[0] == 0) snprintf(host, sizeof host, "127.0.0.1");
-        snprintf(r->addr, sizeof r->addr, "%s:%d", host, rpc_server_port(r->srv));
+        ch_listen_addr(listen, NULL, rpc_server_port(r->srv), r->addr, sizeof r->addr);
     }
     *out = r;
     return 0;

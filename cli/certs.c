@@ -18,7 +18,8 @@ static void usage(FILE *out)
             "  Makes DIR/ca.pem + DIR/ca-key.pem (kept if present), DIR/server/ for the\n"
             "  server (CN = first host; SANs = hosts, localhost, 127.0.0.1) and DIR/<name>/\n"
             "  per client (CN = name; default one client named \"client\"). Each directory\n"
-            "  holds ca.pem, cert.pem and key.pem.\n");
+            "  holds ca.pem, cert.pem and key.pem. Then: `corral controller --tls DIR`, `corral\n"
+            "  agent --name N --tls DIR` (uses DIR/N/), and the CLI with --tls DIR/<client>.\n");
 }
 
 /* Splits a comma list in place into names[]; returns the count or -1. */

@@ -1,7 +1,10 @@
-/* ctlcli.c - shared pieces of the control-plane subcommands: exit codes from RPC
- * statuses, aligned tables, JSON objects for nodes, robots and GPUs, and sizes. */
+/* ctlcli.c - shared pieces of the control-plane subcommands: reaching the
+ * controller with the user's credentials (--tls / CORRAL_TLS_DIR, --token-file /
+ * CORRAL_TOKEN_FILE), exit codes and messages from RPC statuses, aligned tables,
+ * JSON objects for nodes, robots and GPUs, and sizes. */
 #include "cli/ctlcli.h"
 #include "cli/cli.h"
+#include "cli/creds.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -10,20 +13,75 @@
 #include <string.h>
 #include <strings.h>
 
-/* The address the CLI talks to, for messages. */
+/* The address the CLI talks to and its certificate directory, for messages. */
 static char target[256];
+static char cert_dir[4200];
+static int secure;
+
+/* $CORRAL_TLS_DIR and $CORRAL_TOKEN_FILE (--tls and --token-file set them) into o;
+ * the token is kept for the process's life (the channel copies it anyway). */
+static int client_security(const char *prog, rpc_opts_t *o)
+{
+    cr_err_t err = {0};
+    const char *tls = getenv("CORRAL_TLS_DIR"), *tok = getenv("CORRAL_TOKEN_FILE");
+    if (tls && *tls) {
+        if (cli_tls_dir(tls, "client", cert_dir, sizeof cert_dir, &err)) goto fail;
+        o->security = RPC_MTLS;
+        o->cert_dir = cert_dir;
+        /* The controller's certificate names the hosts `corral certs --hosts` was
+         * given, plus localhost and 127.0.0.1. */
+        secure = 1;
+    }
+    if (tok && *tok) {
+        static char *token;
+        if (!token && cli_token_read(tok, &token, &err)) goto fail;
+        o->token = token;
+    }
+    return CLI_OK;
+fail:
+    fprintf(stderr, "%s: %s\n", prog, err.msg);
+    return CLI_EUSER;
+}
 
 int cli_ctl_connect(const char *prog, const char *addr, rpc_channel_t **ch)
 {
     cr_err_t err = {0};
     const char *env = getenv("CORRAL_CONTROLLER");
     snprintf(target, sizeof target, "%s", addr && *addr ? addr : env && *env ? env : CTL_DEFAULT_LISTEN);
+    rpc_opts_t o = {0};
+    int rc = client_security(prog, &o);
+    if (rc) return rc;
     /* No wait for READY: a controller that is down fails the first call at once. */
-    if (ctl_client_connect(target, NULL, 0, ch, &err) != 0) {
+    if (ctl_client_connect(target, &o, 0, ch, &err) != 0) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return CLI_EUNREACHABLE;
     }
     return CLI_OK;
+}
+
+int cli_ctl_failed(const char *prog, rpc_code_t code, const char *msg)
+{
+    if (code == RPC_UNAVAILABLE && cli_tcp_answers(target, 1000)) {
+        /* Something answers there, so the connection itself was refused: TLS. */
+        char why[CR_ERR_MSG_MAX + 512];
+        cli_explain_refusal(target, secure ? cert_dir : NULL, msg, why, sizeof why);
+        fprintf(stderr, "%s: %s\n", prog, why);
+        return CLI_EUSER;
+    }
+    if (code == RPC_UNAVAILABLE || code == RPC_DEADLINE_EXCEEDED || code == RPC_CANCELLED) {
+        fprintf(stderr, "%s: controller %s unreachable (is `corral controller` running there? set "
+                "--controller or CORRAL_CONTROLLER): %s\n", prog, target, msg);
+        return CLI_EUNREACHABLE;
+    }
+    if (code == RPC_UNAUTHENTICATED || code == RPC_PERMISSION_DENIED) {
+        fprintf(stderr, "%s: controller %s refused the call: %s (the CLI sends the admin token of "
+                "--token-file or CORRAL_TOKEN_FILE%s%s)\n", prog, target, msg,
+                getenv("CORRAL_TOKEN_FILE") && *getenv("CORRAL_TOKEN_FILE") ? ": " : ", which is not set",
+                getenv("CORRAL_TOKEN_FILE") && *getenv("CORRAL_TOKEN_FILE") ? getenv("CORRAL_TOKEN_FILE") : "");
+        return CLI_EUSER;
+    }
+    fprintf(stderr, "%s: %s\n", prog, msg);
+    return CLI_EUSER;
 }
 
 int cli_ctl_call(const char *prog, rpc_channel_t *ch, const char *method, const ProtobufCMessage *req,
@@ -33,13 +91,7 @@ int cli_ctl_call(const char *prog, rpc_channel_t *ch, const char *method, const 
     rpc_code_t code = RPC_OK;
     if (ctl_client_call(ch, method, req, resp_desc, resp, CLI_CALL_TIMEOUT_MS, &code, &err) == 0)
         return CLI_OK;
-    if (code == RPC_UNAVAILABLE || code == RPC_DEADLINE_EXCEEDED || code == RPC_CANCELLED) {
-        fprintf(stderr, "%s: controller %s unreachable (is `corral controller` running there? set "
-                "--controller or CORRAL_CONTROLLER): %s\n", prog, target, err.msg);
-        return CLI_EUNREACHABLE;
-    }
-    fprintf(stderr, "%s: %s\n", prog, err.msg);
-    return CLI_EUSER;
+    return cli_ctl_failed(prog, code, err.msg);
 }
 
 /* ---- tables ---------------------------------------------------------------- */
@@ -269,7 +321,8 @@ int cli_args_parse(const char *prog, int argc, char **argv, const char *allowed,
         const char *eq = strchr(arg + 2, '=');
         snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - arg - 2) : (int)strlen(arg + 2), arg + 2);
         int flag = strcmp(name, "json") == 0 || strcmp(name, "release") == 0 || strcmp(name, "undo") == 0;
-        int known = strcmp(name, "controller") == 0 || strcmp(name, "json") == 0 || allowed_has(allowed, name);
+        int known = strcmp(name, "controller") == 0 || strcmp(name, "json") == 0 || strcmp(name, "tls") == 0 ||
+                    strcmp(name, "token-file") == 0 || allowed_has(allowed, name);
         if (!known) {
             fprintf(stderr, "%s: unknown option --%s\n", prog, name);
             return CLI_EUSER;
@@ -292,6 +345,9 @@ int cli_args_parse(const char *prog, int argc, char **argv, const char *allowed,
         else if (strcmp(name, "release") == 0) a->release = 1;
         else if (strcmp(name, "undo") == 0) a->undo = 1;
         else if (strcmp(name, "controller") == 0) a->controller = val;
+        /* Through the environment cli_ctl_connect reads, as `corral --tls DIR <command>` does. */
+        else if (strcmp(name, "tls") == 0) setenv("CORRAL_TLS_DIR", val, 1);
+        else if (strcmp(name, "token-file") == 0) setenv("CORRAL_TOKEN_FILE", val, 1);
         else if (strcmp(name, "node") == 0) a->node = val;
         else if (strcmp(name, "driver") == 0) a->driver = val;
         else if (strcmp(name, "model") == 0) a->model = val;

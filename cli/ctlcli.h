@@ -11,6 +11,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The options every verb that reaches the controller takes, for --help texts. */
+#define CLI_CONN_HELP \
+    "  reaching the controller (every verb that calls it):\n" \
+    "    --controller ADDR  host:port (default $CORRAL_CONTROLLER or " CTL_DEFAULT_LISTEN ")\n" \
+    "    --tls DIR          mutual TLS with the certificate in DIR (ca.pem, cert.pem, key.pem,\n" \
+    "                       or DIR/client/ of `corral certs DIR`); default $CORRAL_TLS_DIR\n" \
+    "    --token-file F     the controller's admin token, in a file only you can read;\n" \
+    "                       default $CORRAL_TOKEN_FILE\n"
+
 /* Milliseconds a CLI call may take before the controller counts as unreachable. */
 #define CLI_CALL_TIMEOUT_MS 10000
 
@@ -31,7 +40,7 @@ typedef struct cli_args {
 } cli_args_t;
 
 /* Parses argv[1..] (argv[0] is the verb). allowed lists the options this verb
- * takes besides --controller and --json, e.g. "driver,node,set"; npos_min/max
+ * takes besides --controller, --json, --tls and --token-file, e.g. "driver,node,set"; npos_min/max
  * bound the positional arguments. Prints the problem and returns CLI_EUSER on
  * bad input. */
 int cli_args_parse(const char *prog, int argc, char **argv, const char *allowed, int npos_min,
@@ -41,9 +50,18 @@ int cli_args_parse(const char *prog, int argc, char **argv, const char *allowed,
  * the daemon's main thread alone takes them with sigwait(set). */
 void cli_block_stop_signals(sigset_t *set);
 
-/* Connects to addr (NULL: $CORRAL_CONTROLLER or the default). On failure prints
- * the reason and returns CLI_EUNREACHABLE. */
+/* Connects to addr (NULL: $CORRAL_CONTROLLER or the default) with the user's
+ * credentials: mutual TLS from $CORRAL_TLS_DIR (a certificate directory, or the
+ * root of `corral certs` holding client/) and the admin token in the file
+ * $CORRAL_TOKEN_FILE (--tls and --token-file set them). On failure prints the
+ * reason (naming the file) and returns CLI_EUSER, or CLI_EUNREACHABLE. */
 int cli_ctl_connect(const char *prog, const char *addr, rpc_channel_t **ch);
+
+/* Prints why a call to the controller failed and returns the exit status: a TLS
+ * refusal (something answers, the handshake fails) and a refused token are
+ * CLI_EUSER with what to check; UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED
+ * otherwise CLI_EUNREACHABLE; the rest CLI_EUSER. */
+int cli_ctl_failed(const char *prog, rpc_code_t code, const char *msg);
 
 /* Makes one Registry call. On failure prints "prog: message" and returns the exit
  * status: CLI_EUNREACHABLE for UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED, else

@@ -18,7 +18,7 @@
 #define SPEC_MAX (4u << 20)
 
 static const char usage_text[] =
-    "usage: corral exp <verb> [options]   (verbs that reach the controller take --controller ADDR)\n"
+    "usage: corral exp <verb> [options]\n"
     "  validate FILE [--set key=value ...]   check an experiment file as submit does\n"
     "  doc                                   every field of an experiment file, with defaults\n"
     "  submit FILE [--set key=value ...] [--json]\n"
@@ -27,7 +27,8 @@ static const char usage_text[] =
     "  watch NAME                            live progress until the experiment ends (exit 1 if it failed)\n"
     "  stop NAME\n"
     "  resume NAME [--set key=value ...]\n"
-    "  logs NAME [--role env|learner] [--index I] [--tail BYTES]   workers' logs, from the nodes that hold them\n";
+    "  logs NAME [--role env|learner] [--index I] [--tail BYTES]   workers' logs, from the nodes that hold them\n"
+    CLI_CONN_HELP;
 
 static const char *const policy_names[] = {"mlp", "cnn", "flow", "vla"};
 static const char *const state_names[] = {"unknown", "submitted", "scheduled", "running", "degraded",
@@ -388,8 +389,9 @@ static int watch(rpc_channel_t *ch, const cli_args_t *a)
     if (w.tty) printf("\n");
     /* A run that failed is the user's to look into: exit 1, like a refusal. */
     if (w.code == RPC_OK) return w.state == CORRAL__V1__EXPERIMENT_STATE__EXPERIMENT_FAILED ? CLI_EUSER : CLI_OK;
-    fprintf(stderr, "corral exp watch: %s: %s\n", rpc_code_name(w.code), w.details);
-    return w.code == RPC_UNAVAILABLE || w.code == RPC_DEADLINE_EXCEEDED ? CLI_EUNREACHABLE : CLI_EUSER;
+    char m[1024];
+    snprintf(m, sizeof m, "%s: %s", rpc_code_name(w.code), w.details);
+    return cli_ctl_failed("corral exp watch", w.code, m);
 }
 
 /* ---- logs --------------------------------------------------------------------------- */
@@ -475,8 +477,7 @@ static int logs(rpc_channel_t *ch, const cli_args_t *a)
     pthread_mutex_unlock(&o.mu);
     rpc_stream_destroy(st);
     if (o.code != RPC_OK) {
-        fprintf(stderr, "corral exp logs: %s\n", o.details);
-        return o.code == RPC_UNAVAILABLE || o.code == RPC_DEADLINE_EXCEEDED ? CLI_EUNREACHABLE : CLI_EUSER;
+        return cli_ctl_failed("corral exp logs", o.code, o.details);
     }
     return o.errors && !o.pieces ? CLI_EUSER : CLI_OK;
 }

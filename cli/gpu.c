@@ -9,10 +9,11 @@
 #include <string.h>
 
 static const char usage_text[] =
-    "usage: corral gpu <verb> [options]   (all verbs take --controller ADDR)\n"
+    "usage: corral gpu <verb> [options]\n"
     "  register --node N --model M --memory SIZE [--index I] [--uuid U] [--json]\n"
     "           SIZE like 80GiB, 40GB, 24576MiB; without --index the lowest free index\n"
-    "  list [--node N] [--json]\n";
+    "  list [--node N] [--json]\n"
+    CLI_CONN_HELP;
 
 static void gpu_row(cli_table_t *t, const Corral__V1__Gpu *g)
 {

@@ -26,7 +26,8 @@ static const command_t commands[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: corral <command> [options]\n\ncommands:\n");
+    fprintf(out, "usage: corral [--controller ADDR] [--tls DIR] [--token-file F] <command> [options]\n\n"
+                 "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\nRun 'corral <command> --help' for a command's options.\n");
@@ -41,12 +42,21 @@ int cli_version_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    /* `corral --controller ADDR <command> ...`: the global form of the option,
-     * handed to every command through the environment it already reads. */
-    while (argc > 2 && strcmp(argv[1], "--controller") == 0) {
-        setenv("CORRAL_CONTROLLER", argv[2], 1);
+    /* `corral --controller ADDR --tls DIR --token-file F <command> ...`: the global
+     * form of the options, handed to every command through the environment it
+     * already reads. */
+    static const char *const global[][2] = {{"--controller", "CORRAL_CONTROLLER"},
+                                            {"--tls", "CORRAL_TLS_DIR"},
+                                            {"--token-file", "CORRAL_TOKEN_FILE"}};
+    for (int k = 0; argc > 2 && k < 3;) {
+        if (strcmp(argv[1], global[k][0]) != 0) {
+            k++;
+            continue;
+        }
+        setenv(global[k][1], argv[2], 1);
         argc -= 2;
         argv += 2;
+        k = 0;
     }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {

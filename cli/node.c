@@ -8,10 +8,11 @@
 #include <time.h>
 
 static const char usage_text[] =
-    "usage: corral node <verb> [options]   (all verbs take --controller ADDR)\n"
+    "usage: corral node <verb> [options]\n"
     "  list [--json]\n"
     "  show NAME [--json]      the node, its robots and its GPUs\n"
-    "  drain NAME [--undo]     place no new work on it (--undo: take work again)\n";
+    "  drain NAME [--undo]     place no new work on it (--undo: take work again)\n"
+    CLI_CONN_HELP;
 
 static void age(int64_t unix_ms, char *out, size_t cap)
 {

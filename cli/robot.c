@@ -8,14 +8,15 @@
 #include <string.h>
 
 static const char usage_text[] =
-    "usage: corral robot <verb> [options]   (all verbs take --controller ADDR)\n"
+    "usage: corral robot <verb> [options]\n"
     "  register NAME --driver D [--node N] [--model M] [--port P] [--set key=value ...]\n"
     "           [--label key=value ...] [--json]   (labels: what experiments select robots by)\n"
     "  list [--node N] [--json]\n"
     "  show NAME [--json]\n"
     "  remove NAME\n"
     "  estop NAME [--release] [--json]\n"
-    "drivers: mujoco, dynamixel, remote, mock. Names: a-z 0-9 _ -, at most 63 characters.\n";
+    "drivers: mujoco, dynamixel, remote, mock. Names: a-z 0-9 _ -, at most 63 characters.\n"
+    CLI_CONN_HELP;
 
 static void robot_row(cli_table_t *t, const Corral__V1__Robot *r)
 {

@@ -7,6 +7,10 @@
  *   Experiments  the experiment lifecycle (expservice.h)
  *   Relay, ChannelDirectory  the data plane's tunnel relay and the directory of
  *              channel replicas (channels/relay.h, channels/directory.h)
+ * Who may call what (ctl_opts_t): Registry and Experiments take the admin token
+ * (the CLI), AgentLink the join token (agents), Relay and ChannelDirectory either
+ * (an agent's workers dial them with the node's credentials); mutual TLS comes
+ * from rpc_opts_t.
  * All state lives in DIR/state.db (see registry.h); liveness (which agent speaks
  * for which node, heartbeats) lives in memory and is rebuilt when agents
  * reconnect after a restart. */
@@ -42,8 +46,19 @@ typedef struct ctl_opts {
     const char *state_dir;     /* NULL: CTL_DEFAULT_STATE_DIR */
     int heartbeat_ms;          /* interval agents are told to use; 0: default */
     int missed;                /* heartbeats missed before a node is lost; 0: default */
-    rpc_opts_t rpc;            /* security, tokens, threads; zero for the defaults */
+    rpc_opts_t rpc;            /* security, threads; zero for the defaults. Its
+                                  every-method token, if set, opens every call */
+    const char *admin_token;   /* NULL: none; else Registry and Experiments calls (the
+                                  CLI's) must present it, and the data plane's take it */
+    const char *join_token;    /* NULL: none; else AgentLink sessions (agents) must
+                                  present it, and the data plane's (Relay, channel
+                                  directory: an agent's workers) take it. The two
+                                  must differ: a join token never works as the admin
+                                  token, nor the other way round */
 } ctl_opts_t;
+
+/* The token scopes of the controller's server (rpc_opts_t.tokens). */
+enum { CTL_SCOPE_ADMIN = 0, CTL_SCOPE_JOIN = 1 };
 
 typedef struct ctl_server ctl_server_t;
 

@@ -47,6 +47,31 @@ static int lock_state_dir(ctl_server_t *srv, cr_err_t *err)
     return 0;
 }
 
+/* Which token each method takes: the CLI's services the admin token, an agent's
+ * session the join token, the data plane (relay, channel directory), which an
+ * agent's workers dial with the node's credentials, either. */
+static int set_scopes(const ctl_opts_t *opts, rpc_opts_t *ro, rpc_method_t *m, size_t n, cr_err_t *err)
+{
+    const char *admin = opts->admin_token && *opts->admin_token ? opts->admin_token : NULL;
+    const char *join = opts->join_token && *opts->join_token ? opts->join_token : NULL;
+    if (admin && join && strcmp(admin, join) == 0)
+        return cr_err_set(err, CR_EINVAL, "the join token and the admin token are the same: an agent's token "
+                          "would then work as the admin's; give them different tokens");
+    ro->tokens[CTL_SCOPE_ADMIN] = (rpc_token_t){"admin", admin};
+    ro->tokens[CTL_SCOPE_JOIN] = (rpc_token_t){"join", join};
+    static const struct { const char *service; unsigned scopes; } tab[] = {
+        {"/corral.v1.AgentLink/", 1u << CTL_SCOPE_JOIN},
+        {"/corral.v1.Relay/", 1u << CTL_SCOPE_JOIN | 1u << CTL_SCOPE_ADMIN},
+        {"/corral.v1.ChannelDirectory/", 1u << CTL_SCOPE_JOIN | 1u << CTL_SCOPE_ADMIN},
+    };
+    for (size_t i = 0; i < n; i++) {
+        m[i].scopes = 1u << CTL_SCOPE_ADMIN;   /* Registry, Experiments */
+        for (size_t k = 0; k < sizeof tab / sizeof tab[0]; k++)
+            if (strncmp(m[i].name, tab[k].service, strlen(tab[k].service)) == 0) m[i].scopes = tab[k].scopes;
+    }
+    return 0;
+}
+
 int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
 {
     *out = NULL;
@@ -68,6 +93,7 @@ int ctl_server_create(const ctl_opts_t *opts, ctl_server_t **out, cr_err_t *err)
     if ((rc = ch_directory_create(NULL, &srv->chdir, err))) goto fail;
     ch_directory_method(srv->chdir, &srv->methods[n++]);
     rpc_opts_t ro = opts->rpc;
+    if ((rc = set_scopes(opts, &ro, srv->methods, n, err))) goto fail;
     /* A relay forward may wait up to 5 s for a slow receiver on a handler thread:
      * more of them, so tunnels never hold up Registry calls. */
     if (ro.pool_threads == 0) ro.pool_threads = 6;

@@ -90,6 +90,15 @@ typedef enum rpc_security {
 #define RPC_DEFAULT_SEND_QUEUE 8             /* messages queued per call */
 #define RPC_BULK_WINDOWS 2                   /* rpc_opts_t.bulk: windows without large reads */
 
+/* Bearer tokens by scope, so one server can tell its callers apart (the
+ * controller: the admin token for the CLI's calls, the join token for agents').
+ * Scope i is bit (1u << i) of a method's scopes. Compared in constant time. */
+#define RPC_TOKEN_SCOPES 4
+typedef struct rpc_token {
+    const char *name;              /* for messages: "admin", "join"; NULL = "scope N" */
+    const char *secret;            /* NULL: no token for this scope */
+} rpc_token_t;
+
 /* Everything about a connection that is not the method: security, identity,
  * limits, liveness. Zero-initialise, then set what differs from the defaults.
  * Strings are borrowed for the duration of the create call only. */
@@ -100,7 +109,8 @@ typedef struct rpc_opts {
     const char *server_name;       /* client TLS: name to check in the server's certificate
                                       when it differs from the target host; NULL = host */
     const char *token;             /* client: bearer token sent with every call;
-                                      server: token every call must present (NULL = none) */
+                                      server: a token every method accepts (NULL = none);
+                                      see tokens[] for tokens that only some accept */
     size_t max_message;            /* 0 = RPC_DEFAULT_MAX_MESSAGE */
     int keepalive_ms;              /* 0 = RPC_DEFAULT_KEEPALIVE_MS; <0 disables */
     int send_queue;                /* per-call queued sends; 0 = RPC_DEFAULT_SEND_QUEUE */
@@ -113,6 +123,9 @@ typedef struct rpc_opts {
                                       sessions), where a large read buffer would stay
                                       with every idle connection */
     /* server only */
+    rpc_token_t tokens[RPC_TOKEN_SCOPES]; /* the bearer token of each scope (secret NULL:
+                                      the scope has none); a method accepts the scopes
+                                      in its rpc_method_t.scopes (see there) */
     int queue_threads;             /* completion-queue threads; 0 = 1 */
     int pool_threads;              /* handler threads; 0 = 2 */
     /* client only */
@@ -172,6 +185,15 @@ typedef struct rpc_method {
      * requests still never get here; parsing, and refusing malformed bytes, is
      * the handler's job. */
     int (*on_raw)(rpc_call_t *call, rpc_bytes_t *msg);
+    /* Which scoped tokens (rpc_opts_t.tokens) this method accepts: bit i for
+     * scope i; the server's every-method token (rpc_opts_t.token) is accepted
+     * too. A method is guarded when the server has an every-method token, or
+     * when each of its scopes has a token (a scope without one guards nothing,
+     * so a method it is listed for is open); else it is open. A guarded
+     * call without a token, or with a token no scope has, is answered
+     * UNAUTHENTICATED; with the token of a scope the method does not accept,
+     * PERMISSION_DENIED; both name the scopes it accepts. */
+    unsigned scopes;
 } rpc_method_t;
 
 #define RPC_RAW_LATER 1
@@ -204,6 +226,8 @@ typedef struct rpc_peer {
     const char *token;       /* bearer token presented, or NULL */
     int token_ok;            /* 1: the server has a token and the call presented it
                                 (calls with a wrong token never reach handlers) */
+    int token_scope;         /* the scope whose token was presented; -1: the
+                                every-method token, or none */
 } rpc_peer_t;
 
 const rpc_peer_t *rpc_call_peer(const rpc_call_t *call);

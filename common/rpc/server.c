@@ -64,7 +64,9 @@ struct rpc_server {
     const rpc_method_t *methods;
     size_t n_methods;
     void **reg;
-    char *token;
+    char *token;                   /* every method accepts it; NULL = none */
+    char *scope_secret[RPC_TOKEN_SCOPES];   /* rpc_opts_t.tokens, copied; NULL = none */
+    char *scope_name[RPC_TOKEN_SCOPES];
     size_t max_message;
     int send_cap;
     int port;
@@ -455,8 +457,61 @@ static void on_status(rpc_call_t *c)
     if (done) dispatch(c);
 }
 
-/* Reads identity from metadata and the auth context; 0 when allowed. */
-static int check_peer(rpc_call_t *c, const grpc_metadata_array *md)
+/* "the admin token" / "the admin or join token", for refusals. */
+static void scope_names(const rpc_server_t *s, unsigned scopes, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < RPC_TOKEN_SCOPES; i++) {
+        if (!(scopes & (1u << i))) continue;
+        int w = snprintf(out + len, n - len, "%s%s", len ? " or " : "the ", s->scope_name[i]);
+        if (w < 0 || (size_t)w >= n - len) break;
+        len += (size_t)w;
+    }
+    if (len && len + 7 < n) strcat(out, " token");
+}
+
+/* Whether the call's bearer token (tok, NULL: none) lets it call its method
+ * (rpc_method_t.scopes says how): RPC_OK, or the refusal's status with why. */
+static rpc_code_t check_token(rpc_call_t *c, const char *tok, size_t toklen, char *why, size_t why_len)
+{
+    const rpc_server_t *s = c->srv;
+    unsigned scopes = c->m ? c->m->scopes : 0;
+    c->peer.token_scope = -1;
+    int all_scopes = scopes != 0;
+    for (int i = 0; i < RPC_TOKEN_SCOPES; i++)
+        if ((scopes & (1u << i)) && !s->scope_secret[i]) all_scopes = 0;
+    int guarded = c->m && (s->token || all_scopes);
+    /* Every secret is compared, matched or not, so timing tells nothing of which. */
+    int every = 0, match = -1;
+    if (tok) {
+        every = s->token && rpc_token_equal(tok, toklen, s->token, strlen(s->token));
+        for (int i = 0; i < RPC_TOKEN_SCOPES; i++)
+            if (s->scope_secret[i] &&
+                rpc_token_equal(tok, toklen, s->scope_secret[i], strlen(s->scope_secret[i])) && match < 0)
+                match = i;
+    }
+    if (every || (match >= 0 && (scopes & (1u << match)))) {
+        c->peer.token_ok = 1;
+        c->peer.token_scope = every ? -1 : match;
+        return RPC_OK;
+    }
+    if (!guarded) return RPC_OK;
+    char want[160];
+    if (scopes) scope_names(s, scopes, want, sizeof want);
+    else snprintf(want, sizeof want, "the server's token");
+    if (match >= 0) {
+        snprintf(why, why_len, "the %s token may not call %s: it needs %s", s->scope_name[match], call_name(c),
+                 want);
+        return RPC_PERMISSION_DENIED;
+    }
+    snprintf(why, why_len, "%s bearer token: %s needs %s", tok ? "wrong" : "no", call_name(c), want);
+    return RPC_UNAUTHENTICATED;
+}
+
+/* Reads identity from metadata and the auth context; RPC_OK when allowed, else
+ * the refusal's status with why. */
+static rpc_code_t check_peer(rpc_call_t *c, const grpc_metadata_array *md, char *why, size_t why_len)
 {
     char *addr = grpc_call_get_peer(c->gc);
     c->peer.address = strdup(addr ? addr : "unknown peer");
@@ -482,15 +537,7 @@ static int check_peer(rpc_call_t *c, const grpc_metadata_array *md)
         }
     }
     if (tok) c->peer.token = strndup(tok, toklen);
-    const char *want = c->srv->token;
-    if (!want) return 0;
-    if (tok && rpc_token_equal(tok, toklen, want, strlen(want))) {
-        c->peer.token_ok = 1;
-        return 0;
-    }
-    CR_WARN("rpc", "%s from %s: rejected: %s bearer token: answered UNAUTHENTICATED",
-            call_name(c), c->peer.address, tok ? "wrong" : "no");
-    return -1;
+    return check_token(c, tok, toklen, why, why_len);
 }
 
 static void post_request(req_slot_t *r);
@@ -552,14 +599,18 @@ static void on_request(req_slot_t *r, int ok)
     pthread_mutex_lock(&c->mu);
     if (start_batch(c, &op, 1, &c->t_close) == 0) c->close_pending = 1;
     else c->close_done = 1;
-    int allowed = check_peer(c, &md) == 0;
+    char why[320];
+    rpc_code_t refused_code = check_peer(c, &md, why, sizeof why);
+    if (refused_code != RPC_OK)
+        CR_WARN("rpc", "%s from %s: rejected: %s: answered %s", call_name(c), c->peer.address, why,
+                rpc_code_name(refused_code));
     grpc_metadata_array_destroy(&md);
     int work = 0;
     if (!c->m) {
         CR_WARN("rpc", "%s from %s: no such method: answered UNIMPLEMENTED", call_name(c), c->peer.address);
         finish_locked(c, RPC_UNIMPLEMENTED, "no such method");
-    } else if (!allowed) {
-        finish_locked(c, RPC_UNAUTHENTICATED, "missing or wrong bearer token");
+    } else if (refused_code != RPC_OK) {
+        finish_locked(c, refused_code, why);   /* the client reads why as the status details */
     } else if (c->m->on_start) {
         c->in_handler = 1;
         c->work_kind = work = W_START;
@@ -749,6 +800,9 @@ static int check_methods(const rpc_method_t *m, size_t n, cr_err_t *err)
             return cr_err_set(err, CR_EINVAL, "method %s: input and output descriptors are required", m[i].name);
         if ((unsigned)m[i].kind > RPC_BIDI)
             return cr_err_set(err, CR_EINVAL, "method %s: unknown kind %d", m[i].name, (int)m[i].kind);
+        if (m[i].scopes >> RPC_TOKEN_SCOPES)
+            return cr_err_set(err, CR_EINVAL, "method %s: token scopes 0x%x name a scope past the last (%d)",
+                              m[i].name, m[i].scopes, RPC_TOKEN_SCOPES - 1);
         for (size_t j = 0; j < i; j++)
             if (strcmp(m[i].name, m[j].name) == 0)
                 return cr_err_set(err, CR_EINVAL, "method %s listed twice", m[i].name);
@@ -779,6 +833,12 @@ int rpc_server_create(rpc_server_t **out, const char *addr, const rpc_opts_t *op
     s->max_message = rpc_opts_max_message(opts);
     s->send_cap = rpc_opts_send_queue(opts);
     s->token = opts->token ? strdup(opts->token) : NULL;
+    for (int i = 0; i < RPC_TOKEN_SCOPES; i++) {
+        char dflt[16];
+        snprintf(dflt, sizeof dflt, "scope %d", i);
+        s->scope_secret[i] = opts->tokens[i].secret ? strdup(opts->tokens[i].secret) : NULL;
+        s->scope_name[i] = strdup(opts->tokens[i].name ? opts->tokens[i].name : dflt);
+    }
     s->n_queues = opts->queue_threads > 0 ? opts->queue_threads : 1;
     s->n_pool = opts->pool_threads > 0 ? opts->pool_threads : 2;
     s->shutdown_tag = (rpc_tag_t){TAG_SHUTDOWN, s};
@@ -889,6 +949,11 @@ void rpc_server_destroy(rpc_server_t *s)
     free(s->queues);
     free(s->reg);
     free(s->token);
+    for (int i = 0; i < RPC_TOKEN_SCOPES; i++) {
+        if (s->scope_secret[i]) explicit_bzero(s->scope_secret[i], strlen(s->scope_secret[i]));
+        free(s->scope_secret[i]);
+        free(s->scope_name[i]);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

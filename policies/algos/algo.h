@@ -61,15 +61,25 @@ int pol_io_read_adam(const nn_st_t *st, const pol_io_adam_t *o, const nn_backend
 
 /* ---- an algorithm's whole state as safetensors (state.c) ----
  * What the built-in algorithms share for export/import/save/load: the metadata
- * (format, version, algo, shape), the policy arenas a blob carries, the arenas
- * and optimiser moments a checkpoint carries, and a free-form "state" string of
+ * (format, version, algo, and keys describing the shapes, such as "shape" or
+ * "hidden" and "spec"), the policy arenas a blob carries, the arenas and
+ * optimiser moments a checkpoint carries, and a free-form "state" string of
  * counters the algorithm formats and parses itself. Reading checks everything
  * before it changes anything. */
 #define POL_STATE_MAX 12
+#define POL_STATE_KEYS 2
+typedef struct pol_state_key {
+    const char *name;                /* metadata key ("shape") */
+    const char *what;                /* what its value lists, for errors ("obs,act,hidden") */
+    char value[256];                 /* must be equal to load or import */
+} pol_state_key_t;
+
 typedef struct pol_state {
     const char *algo, *version;
-    const char *shape_names;         /* what shape lists, for errors ("obs,act,hidden") */
-    char shape[256];                 /* must be equal to load or import */
+    const char *algo_alias;          /* another algorithm whose files have this layout; "*": any whose
+                                        keys match (NULL: none) */
+    pol_state_key_t keys[POL_STATE_KEYS];
+    int nkeys;
     pol_io_arena_t policy[POL_STATE_MAX];
     int npolicy;
     pol_io_arena_t arenas[POL_STATE_MAX];
@@ -79,6 +89,9 @@ typedef struct pol_state {
     const nn_backend_t *be;
 } pol_state_t;
 
+/* Adds a key that files must match (what: its label in errors; fmt: its value). */
+void pol_state_key(pol_state_t *s, const char *name, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* A policy blob into buf[cap] (the plugin ABI's export_policy contract: ETOOBIG
  * with *len set when cap is short); `extra` (may be NULL) goes in as metadata. */
 int pol_state_export(const pol_state_t *s, void *buf, size_t cap, size_t *len, const char *extra, cr_err_t *err);

@@ -13,7 +13,7 @@
  * the actor's (one step count for both).
  *
  * State: the actor (and encoder), their Adam moments and step count, the RNG,
- * the counters; all saved to and restored from one safetensors file. */
+ * the counters; all saved to and restored from one safetensors file (state.c). */
 #include "policies/algos/algo.h"
 
 #include <math.h>
@@ -62,6 +62,7 @@ typedef struct bc {
     int cap;
     float *obs, *target, *w, *daction, *h_w, *h_eps;
     float *x, *dx;                    /* actor inputs and their gradient (img > 0) */
+    pol_state_t st;
 } bc_t;
 
 static void free_scratch(bc_t *s)
@@ -187,140 +188,74 @@ static int bc_act(void *self, const float *obs, int deterministic, float *action
 
 /* "obs,act" for vector observations (as before images were supported), else
  * "obs,act,C,H,W" */
-static void spec_string(const bc_t *s, char *buf, size_t len)
-{
-    if (s->img)
-        snprintf(buf, len, "%d,%d,%d,%d,%d", s->spec.obs_dim, s->spec.act_dim, s->spec.img_c, s->spec.img_h,
-                 s->spec.img_w);
-    else
-        snprintf(buf, len, "%d,%d", s->spec.obs_dim, s->spec.act_dim);
-}
-
-static void put_meta(const bc_t *s, nn_st_writer_t *w, const char *format)
-{
-    char buf[64];
-    nn_st_writer_meta(w, "format", format, NULL);
-    nn_st_writer_meta(w, "version", BC_CKPT_VERSION, NULL);
-    nn_st_writer_meta(w, "algo", s->algo, NULL);
-    nn_st_writer_meta(w, "hidden", s->cfg.hidden, NULL);
-    spec_string(s, buf, sizeof buf);
-    nn_st_writer_meta(w, "spec", buf, NULL);
-}
-
-static int check_meta(const bc_t *s, const nn_st_t *st, const char *format, cr_err_t *err)
-{
-    const char *f = nn_st_meta(st, "format"), *v = nn_st_meta(st, "version");
-    const char *h = nn_st_meta(st, "hidden"), *sp = nn_st_meta(st, "spec");
-    if (!f || strcmp(f, format)) return cr_err_set(err, CR_ECORRUPT, "not a %s", format);
-    if (!v || strcmp(v, BC_CKPT_VERSION))
-        return cr_err_set(err, CR_EVERSION, "%s version '%s', this build reads %s", format, v ? v : "(none)",
-                          BC_CKPT_VERSION);
-    char want[64];
-    spec_string(s, want, sizeof want);
-    if (!sp || strcmp(sp, want) || !h || strcmp(h, s->cfg.hidden))
-        return cr_err_set(err, CR_EINVAL, "%s for spec %s hidden %s, this instance has %s hidden %s", format,
-                          sp ? sp : "?", h ? h : "?", want, s->cfg.hidden);
-    return 0;
-}
-
 static int bc_export(void *self, void *buf, size_t cap, size_t *len, corral_err_t *cerr)
 {
     bc_t *s = self;
-    cr_err_t *err = pol_err(cerr);
-    nn_st_writer_t *w = nn_st_writer_create();
-    if (!w) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", s->algo);
-    pol_io_keep_t keep = {0};
-    pol_io_arena_t a = {"policy", &s->actor.params}, e = {"policy.encoder", &s->enc_p};
-    void *blob = NULL;
-    size_t n = 0;
-    put_meta(s, w, "corral-policy");
-    int rc = pol_io_add_arena(w, &keep, &a, err);
-    if (!rc && s->img) rc = pol_io_add_arena(w, &keep, &e, err);
-    if (!rc) rc = nn_st_writer_to_mem(w, &blob, &n, err);
-    pol_io_keep_free(&keep);
-    nn_st_writer_destroy(w);
-    if (rc) return rc;
-    *len = n;
-    if (!buf || cap < n) rc = cr_err_set(err, CR_ETOOBIG, "%s: policy blob needs %zu bytes", s->algo, n);
-    else memcpy(buf, blob, n);
-    free(blob);
-    return rc;
+    return pol_state_export(&s->st, buf, cap, len, NULL, pol_err(cerr));
 }
 
 static int bc_import(void *self, const void *blob, size_t len, corral_err_t *cerr)
 {
     bc_t *s = self;
-    cr_err_t *err = pol_err(cerr);
-    nn_st_t *st;
-    int rc = nn_st_parse(&st, blob, len, err);
-    if (rc) return cr_err_wrap(err, "policy blob");
-    pol_io_arena_t a = {"policy", &s->actor.params}, e = {"policy.encoder", &s->enc_p};
-    rc = check_meta(s, st, "corral-policy", err);
-    for (int check = 1; check >= 0 && !rc; check--) {
-        rc = pol_io_read_arena(st, &a, check, err);
-        if (!rc && s->img) rc = pol_io_read_arena(st, &e, check, err);
-    }
-    nn_st_free(st);
-    return rc ? cr_err_wrap(err, "policy blob") : 0;
+    return pol_state_import(&s->st, blob, len, NULL, 0, pol_err(cerr));
 }
 
 static int bc_save(void *self, const char *path, corral_err_t *cerr)
 {
     bc_t *s = self;
-    cr_err_t *err = pol_err(cerr);
-    nn_st_writer_t *w = nn_st_writer_create();
-    if (!w) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", s->algo);
-    pol_io_keep_t keep = {0};
-    pol_io_arena_t a = {"actor", &s->actor.params}, e = {"encoder", &s->enc_p};
-    pol_io_adam_t o = {"optim.actor", &s->opt}, eo = {"optim.encoder", &s->enc_opt};
-    put_meta(s, w, "corral-checkpoint");
     char rng[80], state[256];
     pol_rng_format(&s->rng, rng, sizeof rng);
     snprintf(state, sizeof state, "{\"updates\":%llu,\"skipped_nan\":%llu,\"actor_t\":%ld,\"rng\":\"%s\"}",
              (unsigned long long)s->updates, (unsigned long long)s->skipped_nan, s->opt.t, rng);
-    int rc = nn_st_writer_meta(w, "state", state, err);
-    if (!rc) rc = pol_io_add_arena(w, &keep, &a, err);
-    if (!rc) rc = pol_io_add_adam(w, &keep, &o, s->be, err);
-    if (!rc && s->img) rc = pol_io_add_arena(w, &keep, &e, err);
-    if (!rc && s->img) rc = pol_io_add_adam(w, &keep, &eo, s->be, err);
-    if (!rc) rc = nn_st_writer_to_file(w, path, err);
-    pol_io_keep_free(&keep);
-    nn_st_writer_destroy(w);
-    return rc;
+    return pol_state_save(&s->st, path, state, pol_err(cerr));
+}
+
+static int parse_state(void *ctx, const char *js)
+{
+    bc_t *s = ctx;
+    unsigned long long u, k;
+    long t = -1;
+    char rs[80];
+    nn_rng_t rng;
+    if (sscanf(js, "{\"updates\":%llu,\"skipped_nan\":%llu,\"actor_t\":%ld,\"rng\":\"%79[0-9a-f,]\"}", &u, &k, &t,
+               rs) != 4 || t < 0 || pol_rng_parse(&rng, rs) != 0)
+        return CR_ECORRUPT;
+    s->updates = u;
+    s->skipped_nan = k;
+    s->opt.t = t;
+    s->enc_opt.t = t;   /* the encoder steps with the actor */
+    s->rng = rng;
+    return 0;
 }
 
 static int bc_load(void *self, const char *path, corral_err_t *cerr)
 {
     bc_t *s = self;
-    cr_err_t *err = pol_err(cerr);
-    nn_st_t *st;
-    int rc = nn_st_read_file(&st, path, err);
-    if (rc) return rc;
-    pol_io_arena_t a = {"actor", &s->actor.params}, e = {"encoder", &s->enc_p};
-    pol_io_adam_t o = {"optim.actor", &s->opt}, eo = {"optim.encoder", &s->enc_opt};
-    unsigned long long u, k;
-    long t = -1;
-    char rs[80];
-    nn_rng_t rng;
-    rc = check_meta(s, st, "corral-checkpoint", err);
-    const char *js = nn_st_meta(st, "state");
-    if (!rc && (!js || sscanf(js, "{\"updates\":%llu,\"skipped_nan\":%llu,\"actor_t\":%ld,\"rng\":\"%79[0-9a-f,]\"}",
-                              &u, &k, &t, rs) != 4 || t < 0 || pol_rng_parse(&rng, rs) != 0))
-        rc = cr_err_set(err, CR_ECORRUPT, "checkpoint: metadata 'state' is missing or malformed");
-    for (int check = 1; check >= 0 && !rc; check--) {
-        rc = pol_io_read_arena(st, &a, check, err);
-        if (!rc) rc = pol_io_read_adam(st, &o, s->be, check, err);
-        if (!rc && s->img) rc = pol_io_read_arena(st, &e, check, err);
-        if (!rc && s->img) rc = pol_io_read_adam(st, &eo, s->be, check, err);
-    }
-    nn_st_free(st);
-    if (rc) return cr_err_wrap(err, "%s", path);
-    s->updates = u;
-    s->skipped_nan = k;
-    s->opt.t = t;
-    s->enc_opt.t = t;
-    s->rng = rng;
-    return 0;
+    return pol_state_load(&s->st, path, parse_state, s, pol_err(cerr));
+}
+
+/* What a blob and a checkpoint hold. The files of any algorithm with the same
+ * keys are read (bc and hg-dagger each other's, a SAC policy of the same spec). */
+static void describe_state(bc_t *s)
+{
+    pol_state_t *st = &s->st;
+    st->algo = s->algo;
+    st->algo_alias = "*";
+    st->version = BC_CKPT_VERSION;
+    st->be = s->be;
+    pol_state_key(st, "hidden", "hidden", "%s", s->cfg.hidden);
+    if (s->img)
+        pol_state_key(st, "spec", "spec", "%d,%d,%d,%d,%d", s->spec.obs_dim, s->spec.act_dim, s->spec.img_c,
+                      s->spec.img_h, s->spec.img_w);
+    else
+        pol_state_key(st, "spec", "spec", "%d,%d", s->spec.obs_dim, s->spec.act_dim);
+    st->policy[st->npolicy++] = (pol_io_arena_t){"policy", &s->actor.params};
+    st->arenas[st->narenas++] = (pol_io_arena_t){"actor", &s->actor.params};
+    st->adams[st->nadams++] = (pol_io_adam_t){"optim.actor", &s->opt};
+    if (!s->img) return;
+    st->policy[st->npolicy++] = (pol_io_arena_t){"policy.encoder", &s->enc_p};
+    st->arenas[st->narenas++] = (pol_io_arena_t){"encoder", &s->enc_p};
+    st->adams[st->nadams++] = (pol_io_adam_t){"optim.encoder", &s->enc_opt};
 }
 
 static void bc_destroy(void *self)
@@ -393,6 +328,7 @@ static int create_common(const char *algo, int human_only, const corral_kv_t *cf
         bc_destroy(s);
         return rc;
     }
+    describe_state(s);
     *self = s;
     return 0;
 }

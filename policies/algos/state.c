@@ -1,38 +1,57 @@
 /* state.c - an algorithm's state in and out of safetensors, shared by the
  * built-ins: the policy blob (export/import), the checkpoint (save/load) with
- * metadata that must match the instance (format, version, algo, shape), and the
+ * metadata that must match the instance (format, version, algo, the shape keys), and the
  * end of a gradient step (optimiser step, NaN skip, metrics). Reads are two-phase
  * (check every tensor and the state string, then copy), so a blob or checkpoint
  * that does not fit leaves the algorithm untouched and the error names what
  * differs. */
 #include "policies/algos/algo.h"
 
+#include <assert.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void pol_state_key(pol_state_t *s, const char *name, const char *what, const char *fmt, ...)
+{
+    assert(s->nkeys < POL_STATE_KEYS);
+    pol_state_key_t *k = &s->keys[s->nkeys++];
+    k->name = name;
+    k->what = what;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(k->value, sizeof k->value, fmt, ap);
+    va_end(ap);
+}
 
 static void put_meta(const pol_state_t *s, nn_st_writer_t *w, const char *format)
 {
     nn_st_writer_meta(w, "format", format, NULL);
     nn_st_writer_meta(w, "version", s->version, NULL);
     nn_st_writer_meta(w, "algo", s->algo, NULL);
-    nn_st_writer_meta(w, "shape", s->shape, NULL);
+    for (int i = 0; i < s->nkeys; i++) nn_st_writer_meta(w, s->keys[i].name, s->keys[i].value, NULL);
 }
 
 static int check_meta(const pol_state_t *s, const nn_st_t *st, const char *format, cr_err_t *err)
 {
     const char *f = nn_st_meta(st, "format"), *v = nn_st_meta(st, "version"), *a = nn_st_meta(st, "algo");
-    const char *sh = nn_st_meta(st, "shape");
-    if (!f || strcmp(f, format) || !a || strcmp(a, s->algo))
+    const char *alias = s->algo_alias;
+    int algo_ok = (alias && !strcmp(alias, "*")) || (a && (!strcmp(a, s->algo) || (alias && !strcmp(a, alias))));
+    if (!f || strcmp(f, format) || !algo_ok)
         return cr_err_set(err, CR_ECORRUPT, "not a %s %s (format '%s', algo '%s')", s->algo, format, f ? f : "?",
                           a ? a : "?");
     if (!v || strcmp(v, s->version))
         return cr_err_set(err, CR_EVERSION, "%s version '%s', this build reads %s", format, v ? v : "(none)",
                           s->version);
-    if (!sh || strcmp(sh, s->shape))
-        return cr_err_set(err, CR_EINVAL, "%s for %s %s, this instance has %s", format, s->shape_names, sh ? sh : "?",
-                          s->shape);
+    for (int i = 0; i < s->nkeys; i++) {
+        const pol_state_key_t *k = &s->keys[i];
+        const char *got = nn_st_meta(st, k->name);
+        if (!got || strcmp(got, k->value))
+            return cr_err_set(err, CR_EINVAL, "%s for %s %s, this instance has %s", format, k->what,
+                              got ? got : "?", k->value);
+    }
     return 0;
 }
 

@@ -7,7 +7,9 @@
  * one trailing block):
  *     [ image: img_c x img_h x img_w floats in [0, 1], CHW, when the spec has one ]
  *     [ proprio: obs_dim - image - ctx floats; its last objects x object_dim
- *       floats are object tokens when `objects` is set ]
+ *       floats are object tokens when `objects` is set, each slot with a learned
+ *       embedding of its own (object_slots) since a robot lists its objects in a
+ *       fixed order and their features need not say which is which ]
  *     [ instruction: ctx token ids (pol_tokenize: 0 PAD, 1 BOS, 2 + byte) as floats ]
  * so an env worker appends the tokenized instruction to the robot's vector and
  * the learner's buffer stores it like any other vector. A token id that is not
@@ -16,7 +18,7 @@
  * documented tensor-name mapping (gen.h) with strict errors; `image` (CxHxW)
  * states the image the weights expect, refused by name when the robot's differs.
  * State: the model (and in the RL phase its frozen and behaviour copies, the
- * noise and the value MLP), optimiser moments, RNG, counters, phase. */
+ * noise and the value MLP), optimiser moments, RNG, counters, phase (gen_phase.c). */
 #include "policies/algos/algo.h"
 #include "policies/algos/gen_rl.h"
 #include "policies/models/gen.h"
@@ -30,10 +32,10 @@
 
 typedef struct vla_cfg {
     char backend[SET_STR_MAX], init[SET_STR_MAX * 4], init_prefix[SET_STR_MAX], image[SET_STR_MAX];
-    long ctx, dim, heads, layers, mlp, head_hidden, patch, horizon, steps, objects, object_dim, augment_pad, seed;
+    long ctx, dim, heads, layers, mlp, head_hidden, patch, horizon, steps, objects, object_dim, object_slots;
+    long augment_pad, seed;
     float lr, weight_decay, grad_clip;
-    long bc_updates, value_hidden;
-    float rl_lr, value_lr, gamma, clip, log_std_init, log_std_min, log_std_max;
+    pol_genphase_opts_t rl;
 } vla_cfg_t;
 
 #define OFF(f) offsetof(vla_cfg_t, f)
@@ -49,6 +51,7 @@ typedef struct vla_cfg {
     {"steps", SET_INT, "4", 1, POL_FLOW_MAX_STEPS, OFF(steps), "Euler integration steps"},                       \
     {"objects", SET_INT, "0", 0, 64, OFF(objects), "object tokens at the end of the proprio block"},             \
     {"object_dim", SET_INT, "3", 1, 256, OFF(object_dim), "floats per object token"},                            \
+    {"object_slots", SET_INT, "1", 0, 1, OFF(object_slots), "a learned embedding per object slot (0: any order)"}, \
     {"augment_pad", SET_INT, "4", 0, 64, OFF(augment_pad), "DrQ random shift of images in BC, pixels (0: off)"}, \
     {"image", SET_STR, "", 0, 0, OFF(image), "the image the weights expect, CxHxW (\"\": the robot's)"},        \
     {"init", SET_STR, "", 0, 0, OFF(init), "safetensors weights to start from"},                                  \
@@ -64,54 +67,39 @@ static const pol_setting_t bc_settings[] = {
 };
 static const pol_setting_t rl_settings[] = {
     VLA_SETTINGS,
-    {"bc_updates", SET_INT, "1000", 0, 1e15, OFF(bc_updates), "behaviour-cloning updates before RL starts"},
-    {"rl_lr", SET_FLOAT, "1e-4", 0, 1, OFF(rl_lr), "learning rate of the policy during RL"},
-    {"value_lr", SET_FLOAT, "1e-3", 0, 1, OFF(value_lr), "learning rate of the value MLP"},
-    {"value_hidden", SET_INT, "64", 1, 4096, OFF(value_hidden), "width of the value MLP"},
-    {"gamma", SET_FLOAT, "0.99", 0, 1, OFF(gamma), "discount"},
-    {"clip", SET_FLOAT, "0.2", 0.01, 1, OFF(clip), "PPO ratio clip"},
-    {"log_std_init", SET_FLOAT, "-1.5", -10, 2, OFF(log_std_init), "initial log std of the action noise"},
-    {"log_std_min", SET_FLOAT, "-4", -10, 2, OFF(log_std_min), "lower bound of the noise log std"},
-    {"log_std_max", SET_FLOAT, "-0.5", -10, 2, OFF(log_std_max), "upper bound of the noise log std"},
+    POL_GENPHASE_SETTINGS(vla_cfg_t, rl),
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 #undef OFF
 
 typedef struct vla_alg {
-    const char *algo;
-    int rl, phase;
+    pol_genphase_t ph;               /* first: algo, phase, optimiser, RNG, counters, state */
     vla_cfg_t cfg;
     corral_spec_t spec;
     int img, prop, nobj;             /* floats: image, proprio token, object block */
-    const nn_backend_t *be;
     pol_vla_t v, frozen, old;
-    pol_genrl_t g;
-    nn_adam_t opt;
-    nn_rng_t rng;
-    uint64_t updates, skipped_nan;
     int cap;
     float *img_h, *aug, *prop_h, *obj_h, *chunk, *out, *vin, *vnext;
     int32_t *ids, *shifts;
-    uint8_t *use;
-    pol_state_t st;
+    uint8_t *use, *take;
 } vla_alg_t;
 
 static void free_scratch(vla_alg_t *s)
 {
     free(s->img_h); free(s->aug); free(s->prop_h); free(s->obj_h); free(s->chunk); free(s->out);
-    free(s->vin); free(s->vnext); free(s->ids); free(s->shifts); free(s->use);
+    free(s->vin); free(s->vnext); free(s->ids); free(s->shifts); free(s->use); free(s->take);
     s->img_h = s->aug = s->prop_h = s->obj_h = s->chunk = s->out = s->vin = s->vnext = NULL;
     s->ids = s->shifts = NULL;
-    s->use = NULL;
+    s->use = s->take = NULL;
     s->cap = 0;
 }
 
 static int reserve(vla_alg_t *s, int B, cr_err_t *err)
 {
-    int rc = pol_vla_reserve(&s->v, B, err);
-    if (!rc && s->rl) rc = pol_vla_reserve(&s->frozen, B, err);
-    if (!rc && s->rl) rc = pol_vla_reserve(&s->old, B, err);
-    if (!rc && s->rl) rc = pol_genrl_reserve(&s->g, B, err);
+    int rl = s->ph.rl, rc = pol_vla_reserve(&s->v, B, err);
+    if (!rc && rl) rc = pol_vla_reserve(&s->frozen, B, err);
+    if (!rc && rl) rc = pol_vla_reserve(&s->old, B, err);
+    if (!rc && rl) rc = pol_genrl_reserve(&s->ph.g, B, err);
     if (rc || B <= s->cap) return rc;
     free_scratch(s);
     size_t b = (size_t)B, f = sizeof(float), vi = (size_t)(s->spec.obs_dim - s->img);
@@ -126,9 +114,10 @@ static int reserve(vla_alg_t *s, int B, cr_err_t *err)
     ok &= !!(s->ids = malloc(b * s->cfg.ctx * sizeof(int32_t)));
     ok &= !!(s->shifts = malloc(b * 2 * sizeof(int32_t)));
     ok &= !!(s->use = malloc(b));
+    ok &= !!(s->take = malloc(b));
     if (!ok) {
         free_scratch(s);
-        return cr_err_set(err, CR_ENOMEM, "%s: cannot allocate scratch for batch %d", s->algo, B);
+        return cr_err_set(err, CR_ENOMEM, "%s: cannot allocate scratch for batch %d", s->ph.algo, B);
     }
     s->cap = B;
     return 0;
@@ -147,7 +136,7 @@ static int decode(vla_alg_t *s, const float *obs, int B, const uint8_t *keep, po
             float t = tok[i];
             if (!(t >= 0 && t < POL_TOK_VOCAB) || t != floorf(t))
                 return cr_err_set(err, CR_EINVAL, "%s: observation[%d] (instruction token %d of %d) is %g, not a "
-                                  "token id 0..%d", s->algo, O - ctx + i, i, ctx, t, POL_TOK_VOCAB - 1);
+                                  "token id 0..%d", s->ph.algo, O - ctx + i, i, ctx, t, POL_TOK_VOCAB - 1);
             s->ids[(size_t)n * ctx + i] = (int32_t)t;
         }
         memcpy(s->img_h + (size_t)n * s->img, row, sizeof(float) * s->img);
@@ -165,33 +154,20 @@ static const float *vla_vel(void *self, const void *obs, const float *x, const f
 }
 static void vla_back(void *self, const float *dv, int B) { pol_vla_velocity_backward(self, dv, B); }
 
-static int start_rl(vla_alg_t *s, cr_err_t *err)
-{
-    int rc = nn_params_copy(&s->frozen.params, &s->v.params, err);
-    if (!rc) rc = nn_params_copy(&s->old.params, &s->v.params, err);
-    if (rc) return rc;
-    pol_genrl_snapshot(&s->g);
-    nn_adam_destroy(&s->opt, s->be);
-    rc = nn_adam_init(&s->opt, &s->v.params, s->cfg.rl_lr, s->cfg.weight_decay, s->cfg.grad_clip, err);
-    if (rc) return rc;
-    s->phase = 1;
-    return 0;
-}
-
 static int bc_update(vla_alg_t *s, const corral_batch_t *b, corral_metrics_t *m, cr_err_t *err)
 {
-    int H = (int)s->cfg.horizon, A = s->spec.act_dim, O = s->spec.obs_dim;
+    int H = (int)s->cfg.horizon, A = s->spec.act_dim;
     if (b->size % H)
-        return cr_err_set(err, CR_EINVAL, "%s: batch of %d rows is not whole chunks of horizon %d", s->algo, b->size,
-                          H);
-    int S = b->size / H, rc = reserve(s, b->size, err), demos = 0;
+        return cr_err_set(err, CR_EINVAL, "%s: batch of %d rows is not whole chunks of horizon %d", s->ph.algo,
+                          b->size, H);
+    int S = b->size / H, rc = reserve(s, b->size, err);
     if (rc) return rc;
-    /* one sample per chunk: its first row; flow RL's BC clones demonstrations only when there are any */
-    for (int i = 0; s->rl && b->flags && i < S; i++) demos += (b->flags[(size_t)i * H] & CORRAL_SAMPLE_DEMO) != 0;
+    /* one sample per chunk: its first row */
+    pol_genphase_bc_begin(&s->ph, b, H, S, s->take);
     memset(s->use, 0, (size_t)b->size);
     int B = 0;
     for (int i = 0; i < S; i++) {
-        if (demos && !(b->flags[(size_t)i * H] & CORRAL_SAMPLE_DEMO)) continue;
+        if (!s->take[i]) continue;
         s->use[(size_t)i * H] = 1;
         memcpy(s->chunk + (size_t)B * H * A, b->action + (size_t)i * H * A, sizeof(float) * H * A);
         B++;
@@ -199,47 +175,37 @@ static int bc_update(vla_alg_t *s, const corral_batch_t *b, corral_metrics_t *m,
     pol_vla_obs_t o;
     int n = decode(s, b->obs, b->size, s->use, &o, err);
     if (n < 0) return n;
-    (void)O;
     if (s->img && s->cfg.augment_pad > 0) {   /* DrQ: shift each image by up to augment_pad pixels (host arrays) */
         int pad = (int)s->cfg.augment_pad;
-        for (int i = 0; i < B * 2; i++) s->shifts[i] = (int32_t)nn_rng_below(&s->rng, (uint32_t)(2 * pad + 1));
-        nn_backend_cpu()->random_shift(s->aug, s->img_h, s->shifts, B, (int)s->v.c.img_c, (int)s->v.c.img_h, (int)s->v.c.img_w,
-                            pad);
+        for (int i = 0; i < B * 2; i++) s->shifts[i] = (int32_t)nn_rng_below(&s->ph.rng, (uint32_t)(2 * pad + 1));
+        nn_backend_cpu()->random_shift(s->aug, s->img_h, s->shifts, B, (int)s->v.c.img_c, (int)s->v.c.img_h,
+                                       (int)s->v.c.img_w, pad);
         o.img = s->aug;
     }
     nn_params_zero_grad(&s->v.params);
-    double loss = pol_vla_bc_step(&s->v, &o, s->chunk, B, &s->rng);
-    pol_step_finish(s->algo, loss, &s->opt, &s->v.params, &s->updates, &s->skipped_nan, "flow_loss", m);
-    pol_metric_set(m, "bc_rows", B);
-    if (s->rl && s->updates >= (uint64_t)s->cfg.bc_updates) return start_rl(s, err);
-    return 0;
+    double loss = pol_vla_bc_step(&s->v, &o, s->chunk, B, &s->ph.rng);
+    return pol_genphase_bc_end(&s->ph, loss, B, m, err);
 }
 
 static int rl_update(vla_alg_t *s, const corral_batch_t *b, corral_metrics_t *m, cr_err_t *err)
 {
     if (!b->reward || !b->next_obs || !b->done)
-        return cr_err_set(err, CR_EINVAL, "%s: RL needs reward, next_obs and done in the batch", s->algo);
+        return cr_err_set(err, CR_EINVAL, "%s: RL needs reward, next_obs and done in the batch", s->ph.algo);
     int B = b->size, O = s->spec.obs_dim, vi = O - s->img, rc = reserve(s, B, err);
     if (rc) return rc;
     pol_vla_obs_t o;
     int n = decode(s, b->obs, B, NULL, &o, err);
     if (n < 0) return n;
     for (int i = 0; i < B; i++) {
-        s->use[i] = !b->flags || !(b->flags[i] & (CORRAL_SAMPLE_DEMO | CORRAL_SAMPLE_INTERVENTION | CORRAL_SAMPLE_PAD));
+        s->use[i] = pol_genphase_rl_row(b, i);
         memcpy(s->vin + (size_t)i * vi, b->obs + (size_t)i * O + s->img, sizeof(float) * vi);
         memcpy(s->vnext + (size_t)i * vi, b->next_obs + (size_t)i * O + s->img, sizeof(float) * vi);
     }
     nn_params_zero_grad(&s->v.params);
     corral_metrics_t mm = {0};
-    rc = pol_genrl_update(&s->g, &o, s->vin, s->vnext, b->action, b->reward, b->done, s->use, B, &mm, err);
+    rc = pol_genrl_update(&s->ph.g, &o, s->vin, s->vnext, b->action, b->reward, b->done, s->use, B, &mm, err);
     if (rc) return rc;
-    for (int i = 0; i < mm.count; i++) pol_metric_set(m, mm.item[i].name, mm.item[i].value);
-    double loss = pol_metric_get(&mm, "policy_loss");
-    if (isnan(loss)) {
-        pol_metric_set(m, "updates", (double)s->updates);
-        return 0;
-    }
-    pol_step_finish(s->algo, loss, &s->opt, &s->v.params, &s->updates, &s->skipped_nan, "policy_loss", m);
+    pol_genphase_rl_end(&s->ph, &mm, m);
     return 0;
 }
 
@@ -248,9 +214,9 @@ static int vla_update(void *self, const corral_batch_t *b, corral_metrics_t *m, 
     vla_alg_t *s = self;
     cr_err_t *err = pol_err(cerr);
     if (!b || b->struct_size < sizeof(corral_batch_t) || b->size <= 0 || !b->obs || !b->action)
-        return cr_err_set(err, CR_EINVAL, "%s: batch needs size > 0, obs and action", s->algo);
-    pol_metric_set(m, "phase", s->phase);
-    return s->phase ? rl_update(s, b, m, err) : bc_update(s, b, m, err);
+        return cr_err_set(err, CR_EINVAL, "%s: batch needs size > 0, obs and action", s->ph.algo);
+    pol_metric_set(m, "phase", s->ph.phase);
+    return s->ph.phase ? rl_update(s, b, m, err) : bc_update(s, b, m, err);
 }
 
 static int vla_act(void *self, const float *obs, int deterministic, float *action, corral_err_t *cerr)
@@ -258,126 +224,34 @@ static int vla_act(void *self, const float *obs, int deterministic, float *actio
     vla_alg_t *s = self;
     cr_err_t *err = pol_err(cerr);
     for (int i = 0; i < s->spec.obs_dim; i++)
-        if (!isfinite(obs[i])) return cr_err_set(err, CR_EINVAL, "%s: observation[%d] is not finite", s->algo, i);
+        if (!isfinite(obs[i])) return cr_err_set(err, CR_EINVAL, "%s: observation[%d] is not finite", s->ph.algo, i);
     int rc = reserve(s, 1, err);
     if (rc) return rc;
     pol_vla_obs_t o;
     int n = decode(s, obs, 1, NULL, &o, err);
     if (n < 0) return n;
-    if (s->phase) pol_genrl_sample(&s->g, &o, deterministic ? NULL : &s->rng, s->out);
-    else pol_vla_sample(&s->v, &o, 1, deterministic ? NULL : &s->rng, s->out);
+    nn_rng_t *rng = deterministic ? NULL : &s->ph.rng;
+    if (s->ph.phase) pol_genrl_sample(&s->ph.g, &o, rng, s->out);
+    else pol_vla_sample(&s->v, &o, 1, rng, s->out);
     for (int j = 0; j < s->spec.act_dim; j++) {
-        if (!isfinite(s->out[j])) return cr_err_set(err, CR_EINVAL, "%s: non-finite action", s->algo);
+        if (!isfinite(s->out[j])) return cr_err_set(err, CR_EINVAL, "%s: non-finite action", s->ph.algo);
         action[j] = s->out[j];
     }
     return 0;
-}
-
-static int vla_export(void *self, void *buf, size_t cap, size_t *len, corral_err_t *cerr)
-{
-    vla_alg_t *s = self;
-    char extra[16];
-    snprintf(extra, sizeof extra, "phase=%d", s->phase);
-    int rc = pol_state_export(&s->st, buf, cap, len, extra, pol_err(cerr));
-    if (rc == 0 && s->phase) {
-        cr_err_t e = {0};
-        if (nn_params_copy(&s->old.params, &s->v.params, &e) == 0) pol_genrl_snapshot(&s->g);
-    }
-    return rc;
-}
-
-static int vla_import(void *self, const void *blob, size_t len, corral_err_t *cerr)
-{
-    vla_alg_t *s = self;
-    char extra[32];
-    int rc = pol_state_import(&s->st, blob, len, extra, sizeof extra, pol_err(cerr));
-    if (rc == 0 && s->rl) s->phase = strcmp(extra, "phase=1") == 0;
-    return rc;
-}
-
-static int parse_state(void *ctx, const char *js)
-{
-    vla_alg_t *s = ctx;
-    unsigned long long u, k;
-    long t = -1, nt = -1, vt = -1;
-    int phase = -1;
-    char rs[80];
-    nn_rng_t rng;
-    if (sscanf(js, "{\"updates\":%llu,\"skipped_nan\":%llu,\"t\":%ld,\"rng\":\"%79[0-9a-f,]\",\"phase\":%d,"
-                   "\"noise_t\":%ld,\"value_t\":%ld}", &u, &k, &t, rs, &phase, &nt, &vt) != 7 ||
-        t < 0 || nt < 0 || vt < 0 || phase < 0 || phase > s->rl || pol_rng_parse(&rng, rs))
-        return CR_ECORRUPT;
-    s->updates = u;
-    s->skipped_nan = k;
-    s->opt.t = t;
-    s->rng = rng;
-    s->phase = phase;
-    if (s->rl) {
-        s->g.nopt.t = nt;
-        s->g.vopt.t = vt;
-    }
-    if (phase) s->opt.lr = s->cfg.rl_lr;
-    return 0;
-}
-
-static int vla_save(void *self, const char *path, corral_err_t *cerr)
-{
-    vla_alg_t *s = self;
-    char rng[80], state[512];
-    pol_rng_format(&s->rng, rng, sizeof rng);
-    snprintf(state, sizeof state,
-             "{\"updates\":%llu,\"skipped_nan\":%llu,\"t\":%ld,\"rng\":\"%s\",\"phase\":%d,\"noise_t\":%ld,"
-             "\"value_t\":%ld}",
-             (unsigned long long)s->updates, (unsigned long long)s->skipped_nan, s->opt.t, rng, s->phase,
-             s->rl ? s->g.nopt.t : 0, s->rl ? s->g.vopt.t : 0);
-    return pol_state_save(&s->st, path, state, pol_err(cerr));
-}
-
-static int vla_load(void *self, const char *path, corral_err_t *cerr)
-{
-    vla_alg_t *s = self;
-    return pol_state_load(&s->st, path, parse_state, s, pol_err(cerr));
 }
 
 static void vla_destroy(void *self)
 {
     vla_alg_t *s = self;
     if (!s) return;
-    if (s->be) {
+    if (s->ph.be) {
         if (s->v.be) pol_vla_destroy(&s->v);
         if (s->frozen.be) pol_vla_destroy(&s->frozen);
         if (s->old.be) pol_vla_destroy(&s->old);
-        pol_genrl_destroy(&s->g);
-        nn_adam_destroy(&s->opt, s->be);
     }
+    pol_genphase_destroy(&s->ph);
     free_scratch(s);
     free(s);
-}
-
-static void describe_state(vla_alg_t *s)
-{
-    pol_state_t *st = &s->st;
-    const pol_vla_cfg_t *c = &s->v.c;
-    st->algo = s->algo;
-    st->version = VLA_CKPT_VERSION;
-    st->be = s->be;
-    st->shape_names = "image CxHxW/patch,ctx,proprio,objects x dim,act,horizon,steps,dim,heads,layers,mlp,head";
-    snprintf(st->shape, sizeof st->shape, "%dx%dx%d/%d,%d,%d,%dx%d,%d,%d,%d,%d,%d,%d,%d,%d", c->img_c, c->img_h,
-             c->img_w, c->patch, c->ctx, c->proprio, c->n_obj, c->obj_dim, c->act_dim, c->horizon, c->steps, c->dim,
-             c->heads, c->layers, c->mlp, c->head_hidden);
-    st->policy[st->npolicy++] = (pol_io_arena_t){"policy", &s->v.params};
-    st->arenas[st->narenas++] = (pol_io_arena_t){"vla", &s->v.params};
-    st->adams[st->nadams++] = (pol_io_adam_t){"optim.vla", &s->opt};
-    if (!s->rl) return;
-    st->policy[st->npolicy++] = (pol_io_arena_t){"frozen", &s->frozen.params};
-    st->policy[st->npolicy++] = (pol_io_arena_t){"noise", &s->g.noise};
-    st->arenas[st->narenas++] = (pol_io_arena_t){"frozen", &s->frozen.params};
-    st->arenas[st->narenas++] = (pol_io_arena_t){"old", &s->old.params};
-    st->arenas[st->narenas++] = (pol_io_arena_t){"noise", &s->g.noise};
-    st->arenas[st->narenas++] = (pol_io_arena_t){"old_noise", &s->g.old_noise};
-    st->arenas[st->narenas++] = (pol_io_arena_t){"value", &s->g.vparams};
-    st->adams[st->nadams++] = (pol_io_adam_t){"optim.noise", &s->g.nopt};
-    st->adams[st->nadams++] = (pol_io_adam_t){"optim.value", &s->g.vopt};
 }
 
 /* The model's configuration from the spec and the settings; errors name the
@@ -394,7 +268,8 @@ static int model_cfg(vla_alg_t *s, pol_vla_cfg_t *c, cr_err_t *err)
                           "%d for proprioception (need >= 1)", sp->obs_dim, s->img, k->ctx, s->nobj, s->prop);
     *c = (pol_vla_cfg_t){.img_c = sp->img_c > 0 ? sp->img_c : 0, .img_h = sp->img_h, .img_w = sp->img_w,
                          .patch = (int)k->patch, .ctx = (int)k->ctx, .proprio = s->prop, .n_obj = (int)k->objects,
-                         .obj_dim = k->objects ? (int)k->object_dim : 0, .act_dim = sp->act_dim,
+                         .obj_dim = k->objects ? (int)k->object_dim : 0,
+                         .obj_slots = k->objects ? (int)k->object_slots : 0, .act_dim = sp->act_dim,
                          .horizon = (int)k->horizon, .steps = (int)k->steps, .dim = (int)k->dim,
                          .heads = (int)k->heads, .layers = (int)k->layers, .mlp = (int)k->mlp,
                          .head_hidden = (int)k->head_hidden};
@@ -431,42 +306,49 @@ static int create_common(const char *algo, int rl, const corral_kv_t *cfg, size_
                           spec->img_c, spec->img_h, spec->img_w, spec->obs_dim);
     vla_alg_t *s = calloc(1, sizeof *s);
     if (!s) return cr_err_set(err, CR_ENOMEM, "%s: out of memory", algo);
-    s->algo = algo;
-    s->rl = rl;
+    pol_genphase_t *ph = &s->ph;
+    ph->algo = algo;
+    ph->rl = rl;
     s->spec = *spec;
     pol_vla_cfg_t mc;
     int rc = pol_settings_apply(rl ? rl_settings : bc_settings, &s->cfg, NULL, 0, cfg, n, err);
-    if (!rc) rc = nn_backend_get(s->cfg.backend, &s->be, err);
+    if (!rc) rc = nn_backend_get(s->cfg.backend, &ph->be, err);
     if (!rc) rc = model_cfg(s, &mc, err);
     if (!rc && rl && mc.steps < 2)
         rc = cr_err_set(err, CR_EINVAL, "steps %d: RL fine-tuning needs at least 2 integration steps", mc.steps);
     if (!rc) {
-        nn_rng_seed(&s->rng, (uint64_t)s->cfg.seed);
-        rc = pol_vla_create(&s->v, s->be, &mc, &s->rng, err);
+        nn_rng_seed(&ph->rng, (uint64_t)s->cfg.seed);
+        rc = pol_vla_create(&s->v, ph->be, &mc, &ph->rng, err);
     }
     if (!rc) rc = check_image(s, err);
     if (!rc && s->cfg.init[0]) rc = pol_vla_load(&s->v, s->cfg.init, s->cfg.init_prefix, err);
     if (!rc && rl) {
-        rc = pol_vla_create(&s->frozen, s->be, &mc, &s->rng, err);
-        if (!rc) rc = pol_vla_create(&s->old, s->be, &mc, &s->rng, err);
-        pol_genrl_cfg_t gc = {.lr_noise = s->cfg.rl_lr, .lr_value = s->cfg.value_lr, .gamma = s->cfg.gamma,
-                              .clip = s->cfg.clip, .log_std_init = s->cfg.log_std_init,
-                              .log_std_lo = s->cfg.log_std_min, .log_std_hi = s->cfg.log_std_max,
-                              .value_hidden = (int)s->cfg.value_hidden};
-        if (!rc) rc = pol_genrl_create(&s->g, s->be, s->v.D, spec->act_dim, mc.steps, spec->obs_dim - s->img, &gc,
-                                       &s->rng, err);
-        s->g.cur = (pol_genrl_model_t){&s->v, vla_vel, vla_back};
-        s->g.frozen = (pol_genrl_model_t){&s->frozen, vla_vel, vla_back};
-        s->g.old = (pol_genrl_model_t){&s->old, vla_vel, vla_back};
+        rc = pol_vla_create(&s->frozen, ph->be, &mc, &ph->rng, err);
+        if (!rc) rc = pol_vla_create(&s->old, ph->be, &mc, &ph->rng, err);
     }
-    if (!rc) rc = nn_adam_init(&s->opt, &s->v.params, s->cfg.lr, s->cfg.weight_decay, s->cfg.grad_clip, err);
-    if (!rc && rl && s->cfg.bc_updates == 0) rc = start_rl(s, err);
+    if (!rc) {
+        ph->cur = &s->v.params;
+        ph->frozen = &s->frozen.params;
+        ph->old = &s->old.params;
+        ph->lr = s->cfg.lr;
+        ph->weight_decay = s->cfg.weight_decay;
+        ph->grad_clip = s->cfg.grad_clip;
+        ph->o = s->cfg.rl;
+        pol_genrl_model_t cur = {&s->v, vla_vel, vla_back}, fr = {&s->frozen, vla_vel, vla_back},
+                          old = {&s->old, vla_vel, vla_back};
+        rc = pol_genphase_setup(ph, &cur, &fr, &old, s->v.D, spec->act_dim, mc.steps, spec->obs_dim - s->img, err);
+    }
     if (rc) {
         cr_err_wrap(err, "%s", algo);
         vla_destroy(s);
         return rc;
     }
-    describe_state(s);
+    pol_genphase_describe(ph, "vla", VLA_CKPT_VERSION);
+    const pol_vla_cfg_t *c = &s->v.c;
+    pol_state_key(&ph->st, "shape", "image CxHxW/patch,ctx,proprio,objects x dim,act,horizon,steps,dim,heads,layers,"
+                  "mlp,head", "%dx%dx%d/%d,%d,%d,%dx%d%s,%d,%d,%d,%d,%d,%d,%d,%d", c->img_c, c->img_h, c->img_w,
+                  c->patch, c->ctx, c->proprio, c->n_obj, c->obj_dim, c->obj_slots ? "+slots" : "", c->act_dim,
+                  c->horizon, c->steps, c->dim, c->heads, c->layers, c->mlp, c->head_hidden);
     *self = s;
     return 0;
 }
@@ -481,17 +363,8 @@ static int rl_create(const corral_kv_t *cfg, size_t n, const corral_spec_t *spec
     return create_common("vla", 1, cfg, n, spec, self, err);
 }
 
-static const corral_algo_vtable_t bc_vt = {
-    .struct_size = sizeof(corral_algo_vtable_t), .create = bc_create, .update = vla_update, .act = vla_act,
-    .export_policy = vla_export, .import_policy = vla_import, .save = vla_save, .load = vla_load,
-    .destroy = vla_destroy,
-};
-
-static const corral_algo_vtable_t rl_vt = {
-    .struct_size = sizeof(corral_algo_vtable_t), .create = rl_create, .update = vla_update, .act = vla_act,
-    .export_policy = vla_export, .import_policy = vla_import, .save = vla_save, .load = vla_load,
-    .destroy = vla_destroy,
-};
+static const corral_algo_vtable_t bc_vt = POL_GENPHASE_VTABLE(bc_create, vla_update, vla_act, vla_destroy);
+static const corral_algo_vtable_t rl_vt = POL_GENPHASE_VTABLE(rl_create, vla_update, vla_act, vla_destroy);
 
 const corral_plugin_t pol_vla_bc_plugin = {
     .abi_version = CORRAL_PLUGIN_ABI_VERSION, .kind = CORRAL_PLUGIN_ALGO, .name = "vla-bc",

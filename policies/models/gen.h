@@ -129,7 +129,12 @@ void pol_block_destroy(pol_block_t *k);
  * low-dimensional scene features), one action token. The action token embeds
  * [x_t | temb(t)]; its output row goes through the final LayerNorm and a linear
  * head to the velocity of the whole chunk. Attention is bidirectional over all
- * tokens (PAD tokens included: their embedding is learned like any other). */
+ * tokens (PAD tokens included: their embedding is learned like any other).
+ * Attention alone cannot tell tokens apart by place, so patches and instruction
+ * tokens carry learned position embeddings; object tokens carry one per slot
+ * only with obj_slots: without it the model is the same for any order of the
+ * objects, which suits features that say what each object is (a colour), and
+ * cannot pick "the green one" out of features that do not (bare offsets). */
 #define POL_VLA_MAX_LAYERS 8
 
 typedef struct pol_vla_cfg {
@@ -137,6 +142,8 @@ typedef struct pol_vla_cfg {
     int ctx;                         /* instruction tokens */
     int proprio;                     /* proprioceptive floats */
     int n_obj, obj_dim;              /* object tokens and their features (0: none) */
+    int obj_slots;                   /* 1: a learned embedding per object slot (objects listed in a
+                                        fixed order, their features carrying no identity) */
     int act_dim, horizon, steps;
     int dim, heads, layers, mlp;     /* transformer width, heads, blocks, MLP width */
     int head_hidden;                 /* 0: linear action head; else a 2-layer GELU MLP of
@@ -148,7 +155,7 @@ typedef struct pol_vla {
     const nn_backend_t *be;
     nn_params_t params;
     int D, P, T, pdim;               /* chunk floats, patches, tokens, patch floats */
-    int ipatch_w, ipatch_b, ipos, itok, itpos, iprop_w, iprop_b, iobj_w, iobj_b;
+    int ipatch_w, ipatch_b, ipos, itok, itpos, iprop_w, iprop_b, iobj_w, iobj_b, iobj_pos;
     int iact_w, iact_b, ilnf_w, ilnf_b, ihead_w, ihead_b;
     pol_block_t blk[POL_VLA_MAX_LAYERS];
     pol_mlp_t head;                  /* with head_hidden > 0 */
@@ -203,6 +210,7 @@ double pol_flow_flops_forward(const pol_flow_t *f, int B);
  *   language.embed_tokens.weight [258][dim]          language.pos_embed [ctx][dim]
  *   state.proj.weight [dim][proprio]                 state.proj.bias [dim]
  *   objects.proj.weight [dim][obj_dim]               objects.proj.bias [dim]
+ *   objects.pos_embed [n_obj][dim] (with obj_slots)
  *   action_in.weight [dim][D + 16]                   action_in.bias [dim]
  *   layers.{i}.input_layernorm.{weight,bias} [dim]
  *   layers.{i}.self_attn.qkv_proj.{weight [3*dim][dim], bias [3*dim]}

@@ -87,7 +87,7 @@ int pol_vla_create(pol_vla_t *v, const nn_backend_t *be, const pol_vla_cfg_t *cf
     v->P = cfg->img_c ? (cfg->img_h / cfg->patch) * (cfg->img_w / cfg->patch) : 0;
     v->pdim = cfg->img_c * cfg->patch * cfg->patch;
     v->T = v->P + cfg->ctx + 1 + cfg->n_obj + 1;
-    v->ipatch_w = v->ipatch_b = v->ipos = v->iobj_w = v->iobj_b = -1;
+    v->ipatch_w = v->ipatch_b = v->ipos = v->iobj_w = v->iobj_b = v->iobj_pos = -1;
     nn_params_t *p = &v->params;
     nn_params_init(p, be);
     if (v->P) {
@@ -103,6 +103,7 @@ int pol_vla_create(pol_vla_t *v, const nn_backend_t *be, const pol_vla_cfg_t *cf
     if (cfg->n_obj && ((rc = add(p, &v->iobj_w, "obj.weight", 2, E, cfg->obj_dim, err)) ||
                        (rc = add(p, &v->iobj_b, "obj.bias", 1, E, 0, err))))
         return rc;
+    if (cfg->n_obj && cfg->obj_slots && (rc = add(p, &v->iobj_pos, "obj.pos", 2, cfg->n_obj, E, err))) return rc;
     if ((rc = add(p, &v->iact_w, "act_in.weight", 2, E, v->D + POL_FLOW_TEMB, err)) ||
         (rc = add(p, &v->iact_b, "act_in.bias", 1, E, 0, err)))
         return rc;
@@ -131,6 +132,7 @@ int pol_vla_create(pol_vla_t *v, const nn_backend_t *be, const pol_vla_cfg_t *cf
     init_normal(be, p, v->itpos, 0.1f, rng);
     init_linear(be, p, v->iprop_w, v->iprop_b, cfg->proprio, E, rng);
     if (cfg->n_obj) init_linear(be, p, v->iobj_w, v->iobj_b, cfg->obj_dim, E, rng);
+    if (v->iobj_pos >= 0) init_normal(be, p, v->iobj_pos, 0.1f, rng);
     init_linear(be, p, v->iact_w, v->iact_b, v->D + POL_FLOW_TEMB, E, rng);
     for (int l = 0; l < cfg->layers; l++) pol_block_init(&v->blk[l], p, rng);
     be->fill(nn_params_data(p, v->ilnf_w), 1.0f, (size_t)E);
@@ -283,6 +285,7 @@ const float *pol_vla_velocity(pol_vla_t *v, const pol_vla_obs_t *o, const float 
     if (c->n_obj) {
         be->upload(v->obj_in, o->obj, (size_t)B * c->n_obj * c->obj_dim * f);
         be->linear_forward(v->otk, v->obj_in, PD(iobj_w), PD(iobj_b), B * c->n_obj, c->obj_dim, E);
+        if (v->iobj_pos >= 0) be->bias_forward(v->otk, PD(iobj_pos), B, c->n_obj * E);
         put_rows(v, seq, v->otk, seg_obj(v), c->n_obj, B);
     }
     for (int b = 0; b < B; b++) {
@@ -352,6 +355,7 @@ void pol_vla_velocity_backward(pol_vla_t *v, const float *dv, int B)
     if (c->n_obj) {
         get_rows(v, v->dtmp, d, seg_obj(v), c->n_obj, B);
         be->linear_backward(NULL, PG(iobj_w), PG(iobj_b), v->dtmp, v->obj_in, PD(iobj_w), B * c->n_obj, c->obj_dim, E);
+        if (v->iobj_pos >= 0) be->bias_backward(PG(iobj_pos), v->dtmp, B, c->n_obj * E);
     }
     get_rows(v, v->dtmp, d, seg_act(v), 1, B);
     be->linear_backward(NULL, PG(iact_w), PG(iact_b), v->dtmp, v->act_in, PD(iact_w), B, nin, E);
@@ -418,7 +422,7 @@ static const struct { const char *in, *file; } name_map[] = {
     {"patch.weight", "vision.patch_embed.weight"}, {"patch.bias", "vision.patch_embed.bias"},
     {"patch.pos", "vision.pos_embed"}, {"tok.embed", "language.embed_tokens.weight"},
     {"tok.pos", "language.pos_embed"}, {"prop.weight", "state.proj.weight"}, {"prop.bias", "state.proj.bias"},
-    {"obj.weight", "objects.proj.weight"}, {"obj.bias", "objects.proj.bias"},
+    {"obj.weight", "objects.proj.weight"}, {"obj.bias", "objects.proj.bias"}, {"obj.pos", "objects.pos_embed"},
     {"act_in.weight", "action_in.weight"}, {"act_in.bias", "action_in.bias"},
     {"lnf.weight", "final_norm.weight"}, {"lnf.bias", "final_norm.bias"},
 };

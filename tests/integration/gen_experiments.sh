@@ -232,8 +232,8 @@ print("    instructions seen: %s" % sorted(texts))
 PY
     then ok "reach-vla: every step ends with the tokens of its episode's instruction"
     else bad "reach-vla: instruction tokens in the stored vectors"; fi
-    ckpt_has "$D" "vla.patch vla.tok.embed vla.blk.0 vla.blk.1 vla.obj frozen.patch noise.log_std value.value optim.vla.m" \
-        && ok "reach-vla: the checkpoint holds the VLA (image patches, tokens, blocks, objects), frozen copy, noise and value" \
+    ckpt_has "$D" "vla.patch vla.tok.embed vla.blk.0 vla.blk.1 vla.obj vla.obj.pos frozen.patch noise.log_std value.value optim.vla.m" \
+        && ok "reach-vla: the checkpoint holds the VLA (image patches, tokens, blocks, objects and their slot embeddings), frozen copy, noise and value" \
         || bad "reach-vla: checkpoint contents"
 fi
 

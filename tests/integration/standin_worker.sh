@@ -1,7 +1,8 @@
 #!/bin/sh
 # standin_worker.sh - a stand-in for `corral worker`, used ONLY by workers_wire.py
 # to test how the controller and the agents start, restart, adopt and stop worker
-# processes, forward their progress and serve their logs. It records its pid and
+# processes, forward their progress and serve their logs (and by security.sh, whose
+# experiment needs workers that start, not ones that learn). It records its pid and
 # arguments in $WIRE_DIR/starts.log, says who it is on stdout (its log file), as a
 # learner writes a status file with fixed counters, and idles until killed. The
 # real worker roles are tested by their own unit and integration tests. It keeps

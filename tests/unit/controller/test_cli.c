@@ -1,10 +1,18 @@
 /* test_cli.c - the control-plane CLI's own logic, without a controller: option
  * parsing (the same spelling and errors for every verb), sizes such as 80GiB,
- * and the JSON objects `--json` prints. */
+ * the JSON objects `--json` prints, and credentials (token files, certificate
+ * directories, loopback addresses). */
 #pragma GCC diagnostic ignored "-Wmisleading-indentation"  /* harness.h's ASSERT_OK */
 #include "tests/harness.h"
 #include "cli/cli.h"
+#include "cli/creds.h"
 #include "cli/ctlcli.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void test_sizes(void)
 {
@@ -90,12 +98,96 @@ static void test_json_objects(void)
     cJSON_Delete(o);
 }
 
+/* Writes text into dir/name with mode; returns the path (static). */
+static const char *put(const char *dir, const char *name, const char *text, mode_t mode)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ASSERT_TRUE(f != NULL);
+    fputs(text, f);
+    fclose(f);
+    chmod(path, mode);
+    return path;
+}
+
+static void test_token_files(void)
+{
+    char dir[] = "/tmp/corral-creds.XXXXXX";
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    cr_err_t err = {0};
+    char *tok = NULL;
+    ASSERT_OK(cli_token_read(put(dir, "ok", "abcdefghijklmnop0123\n", 0600), &tok, &err), &err);
+    ASSERT_STR_EQ(tok, "abcdefghijklmnop0123");   /* the newline trimmed */
+    cli_token_free(tok);
+    tok = NULL;
+    ASSERT_INT_EQ(cli_token_read(put(dir, "loose", "abcdefghijklmnop0123\n", 0644), &tok, &err), CR_EPERM);
+    ASSERT_TRUE(strstr(err.msg, "loose is readable or writable by others (mode 0644)") != NULL);
+    ASSERT_TRUE(strstr(err.msg, "chmod 600") != NULL);
+    ASSERT_INT_EQ(cli_token_read(put(dir, "group", "abcdefghijklmnop0123\n", 0640), &tok, &err), CR_EPERM);
+    ASSERT_INT_EQ(cli_token_read(put(dir, "short", "abc\n", 0600), &tok, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "shorter than 16") != NULL);
+    ASSERT_INT_EQ(cli_token_read(put(dir, "space", "abcdefgh ijklmnop0123\n", 0600), &tok, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "printable ASCII") != NULL);
+    ASSERT_INT_EQ(cli_token_read(put(dir, "empty", "", 0600), &tok, &err), CR_EINVAL);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/none", dir);
+    ASSERT_INT_EQ(cli_token_read(missing, &tok, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "/none: No such file") != NULL);
+    ASSERT_INT_EQ(cli_token_read(dir, &tok, &err), CR_EINVAL);   /* a directory */
+    ASSERT_TRUE(tok == NULL);
+    static const char *const names[] = {"ok", "loose", "group", "short", "space", "empty"};
+    for (int i = 0; i < 6; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+static void test_tls_dirs(void)
+{
+    char dir[] = "/tmp/corral-tls.XXXXXX";
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    cr_err_t err = {0};
+    char out[4200];
+    ASSERT_INT_EQ(cli_tls_dir(dir, "server", out, sizeof out, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "has no cert.pem") != NULL);
+    const char *const hosts[] = {"localhost"}, *const clients[] = {"n1"};
+    ASSERT_OK(rpc_certs_make(dir, hosts, 1, clients, 1, &err), &err);
+    ASSERT_OK(cli_tls_dir(dir, "server", out, sizeof out, &err), &err);   /* the root: DIR/server */
+    ASSERT_TRUE(strlen(out) > 7 && strcmp(out + strlen(out) - 7, "/server") == 0);
+    char n1[4300];
+    snprintf(n1, sizeof n1, "%s/n1", dir);
+    ASSERT_OK(cli_tls_dir(n1, "n1", out, sizeof out, &err), &err);        /* the directory itself */
+    ASSERT_STR_EQ(out, n1);
+    ASSERT_INT_EQ(cli_tls_dir(dir, "n2", out, sizeof out, &err), CR_EINVAL);
+    char key[4400];
+    snprintf(key, sizeof key, "%s/key.pem", n1);
+    unlink(key);
+    ASSERT_INT_EQ(cli_tls_dir(n1, NULL, out, sizeof out, &err), CR_EINVAL);
+    ASSERT_TRUE(strstr(err.msg, "has no key.pem") != NULL);
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ASSERT_INT_EQ(system(cmd), 0);
+
+    ASSERT_TRUE(cli_addr_is_loopback("127.0.0.1:7070"));
+    ASSERT_TRUE(cli_addr_is_loopback("localhost:7070"));
+    ASSERT_TRUE(cli_addr_is_loopback("[::1]:7070"));
+    ASSERT_TRUE(!cli_addr_is_loopback("0.0.0.0:7070"));
+    ASSERT_TRUE(!cli_addr_is_loopback("10.0.0.5:7070"));
+    ASSERT_TRUE(!cli_addr_is_loopback("[::]:7070"));
+    ASSERT_TRUE(!cli_addr_is_loopback(":7070"));
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"sizes", test_sizes},
         {"args", test_args},
         {"json_objects", test_json_objects},
+        {"token_files", test_token_files},
+        {"tls_dirs", test_tls_dirs},
         {NULL, NULL},
     };
     return test_main("controller.cli", cases, argc, argv);

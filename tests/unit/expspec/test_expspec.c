@@ -170,7 +170,7 @@ static void test_generative_fields(void)
     ASSERT_INT_EQ(s.buffer.scripted.episodes, 90);
     ASSERT_NEAR(s.buffer.scripted.ratio, 0.5, 1e-12);
     ASSERT_INT_EQ(s.buffer.sampler, EXP_SAMPLER_RECENT);
-    ASSERT_INT_EQ(s.algorithm.bc_updates, 5000);
+    ASSERT_INT_EQ(s.algorithm.bc_updates, 8000);
     exp_spec_free(&s);
     ASSERT_OK(exp_spec_load_file(&s, test_source_path("configs/experiments/reach-flow.yaml"), NULL, 0, &err), &err);
     ASSERT_STR_EQ(s.algorithm.type, "flow-rl");

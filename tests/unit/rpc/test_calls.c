@@ -495,6 +495,86 @@ static void test_token(void)
     fx_server_stop(&f);
 }
 
+/* One Unary Echo call with token tok (NULL: none) on a fresh channel: the status,
+ * and the error message into msg. */
+static rpc_code_t echo_with(const char *target, const char *tok, char *msg, size_t cap)
+{
+    rpc_opts_t o = {.token = tok};
+    rpc_channel_t *ch = fx_channel(target, &o);
+    cr_err_t err = {0};
+    rpc_code_t st = RPC_UNKNOWN;
+    fx_echo(ch, "x", 0, 0, 0, 2000, &st, NULL, 0, &err);
+    snprintf(msg, cap, "%s", err.msg);
+    rpc_channel_destroy(ch);
+    return st;
+}
+
+/* Tokens by scope: a method takes the tokens of its scopes only; the token of
+ * another scope is PERMISSION_DENIED naming both; a scope without a token guards
+ * nothing; the every-method token opens everything. */
+static void test_token_scopes(void)
+{
+    rpc_echo_t echo = {0};
+    rpc_method_t m[RPC_ECHO_N_METHODS];
+    rpc_echo_methods(m, &echo, 0);
+    m[0].scopes = 1u << 0;                /* Unary: admin */
+    m[3].scopes = 1u << 1;                /* Chat: join */
+    rpc_opts_t so = {.tokens = {{"admin", "admin-secret-0123456789"}, {"join", "join-secret-0123456789"}}};
+    rpc_server_t *srv = NULL;
+    cr_err_t err = {0};
+    ASSERT_OK(rpc_server_create(&srv, "127.0.0.1:0", &so, m, RPC_ECHO_N_METHODS, &err), &err);
+    ASSERT_OK(rpc_server_start(srv, &err), &err);
+    char target[64], msg[CR_ERR_MSG_MAX];
+    snprintf(target, sizeof target, "127.0.0.1:%d", rpc_server_port(srv));
+
+    ASSERT_INT_EQ(echo_with(target, "admin-secret-0123456789", msg, sizeof msg), RPC_OK);
+    ASSERT_INT_EQ(echo_with(target, "join-secret-0123456789", msg, sizeof msg), RPC_PERMISSION_DENIED);
+    ASSERT_TRUE(strstr(msg, "the join token may not call /corral.v1.Echo/Unary: it needs the admin token") != NULL);
+    ASSERT_INT_EQ(echo_with(target, "admin-secret-012345678X", msg, sizeof msg), RPC_UNAUTHENTICATED);
+    ASSERT_TRUE(strstr(msg, "wrong bearer token: /corral.v1.Echo/Unary needs the admin token") != NULL);
+    ASSERT_INT_EQ(echo_with(target, NULL, msg, sizeof msg), RPC_UNAUTHENTICATED);
+    ASSERT_TRUE(strstr(msg, "no bearer token") != NULL);
+    ASSERT_INT_EQ(atomic_load(&echo.started), 1);   /* refused calls never reached it */
+
+    /* Chat (a stream) takes the join token, not the admin one. */
+    const char *toks[2] = {"admin-secret-0123456789", "join-secret-0123456789"};
+    for (int i = 0; i < 2; i++) {
+        rpc_opts_t co = {.token = toks[i]};
+        rpc_channel_t *ch = fx_channel(target, &co);
+        fx_rec_t r;
+        fx_rec_init(&r);
+        rpc_stream_cbs_t cbs = fx_rec_cbs(&r);
+        rpc_stream_t *st = NULL;
+        ASSERT_OK(rpc_stream_open(ch, &st, RPC_ECHO_CHAT, &corral__v1__echo_reply__descriptor, &cbs, 2000, &err),
+                  &err);
+        ASSERT_OK(rpc_stream_close_send(st, &err), &err);
+        rpc_code_t code = RPC_UNKNOWN;
+        rpc_stream_wait(st, 2000, &code, &err);
+        ASSERT_INT_EQ(code, i == 0 ? RPC_PERMISSION_DENIED : RPC_OK);
+        rpc_stream_destroy(st);
+        rpc_channel_destroy(ch);
+    }
+    /* Collect and Expand have no scopes and the server no every-method token: open. */
+    rpc_server_destroy(srv);
+
+    /* Without a join token, join-only methods are open; admin ones stay guarded. */
+    rpc_opts_t half = {.tokens = {{"admin", "admin-secret-0123456789"}, {"join", NULL}}};
+    rpc_method_t u[RPC_ECHO_N_METHODS];
+    rpc_echo_methods(u, &echo, 0);
+    u[0].scopes = 1u << 1;                /* Unary: join, which has no token here */
+    ASSERT_OK(rpc_server_create(&srv, "127.0.0.1:0", &half, u, RPC_ECHO_N_METHODS, &err), &err);
+    ASSERT_OK(rpc_server_start(srv, &err), &err);
+    snprintf(target, sizeof target, "127.0.0.1:%d", rpc_server_port(srv));
+    ASSERT_INT_EQ(echo_with(target, NULL, msg, sizeof msg), RPC_OK);
+    rpc_server_destroy(srv);
+    u[0].scopes = 1u << 0;                /* admin, which has one */
+    ASSERT_OK(rpc_server_create(&srv, "127.0.0.1:0", &half, u, RPC_ECHO_N_METHODS, &err), &err);
+    ASSERT_OK(rpc_server_start(srv, &err), &err);
+    snprintf(target, sizeof target, "127.0.0.1:%d", rpc_server_port(srv));
+    ASSERT_INT_EQ(echo_with(target, NULL, msg, sizeof msg), RPC_UNAUTHENTICATED);
+    rpc_server_destroy(srv);
+}
+
 static void test_unknown_method(void)
 {
     fx_server_t f;
@@ -630,6 +710,7 @@ int main(int argc, char **argv)
         {"malformed", test_malformed},
         {"oversized", test_oversized},
         {"token", test_token},
+        {"token_scopes", test_token_scopes},
         {"unknown_method", test_unknown_method},
         {"bad_config", test_bad_config},
         {"shutdown_open_streams", test_shutdown_open_streams},
