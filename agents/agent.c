@@ -78,7 +78,7 @@ struct agent {
     /* what every worker is told of the node (agent_wcmd_node_t points into these) */
     agent_wcmd_node_t wnode;
     char adv_host[256];
-    char *cert_dir, *server_name;
+    char *cert_dir, *server_name, *token;
 };
 
 /* ---- the agent id -------------------------------------------------------- */
@@ -135,7 +135,8 @@ static int workers_create(agent_t *a, const agent_opts_t *o, cr_err_t *err)
     static const char *const security[] = {"insecure", "tls", "mtls"};
     a->cert_dir = o->rpc.cert_dir ? strdup(o->rpc.cert_dir) : NULL;
     a->server_name = o->rpc.server_name ? strdup(o->rpc.server_name) : NULL;
-    if ((o->rpc.cert_dir && !a->cert_dir) || (o->rpc.server_name && !a->server_name))
+    a->token = o->rpc.token ? strdup(o->rpc.token) : NULL;
+    if ((o->rpc.cert_dir && !a->cert_dir) || (o->rpc.server_name && !a->server_name) || (o->rpc.token && !a->token))
         return cr_err_set(err, CR_ENOMEM, "agent");
     int inbound = o->advertise && *o->advertise;
     if (inbound) /* the host part ("[v6]" kept whole): workers listen on a port of their own there */
@@ -147,6 +148,7 @@ static int workers_create(agent_t *a, const agent_opts_t *o, cr_err_t *err)
         .security = o->rpc.security <= RPC_MTLS ? security[o->rpc.security] : "insecure",
         .cert_dir = a->cert_dir,
         .server_name = a->server_name,
+        .token = a->token,
         .inbound = inbound,
         .advertise_host = a->adv_host,
     };
@@ -714,6 +716,8 @@ void agent_destroy(agent_t *a)
     if (a->inv) protobuf_c_message_free_unpacked(&a->inv->base, NULL);
     free(a->cert_dir);
     free(a->server_name);
+    if (a->token) memset(a->token, 0, strlen(a->token)); /* no secret left in freed memory */
+    free(a->token);
     pthread_cond_destroy(&a->cond);
     pthread_mutex_destroy(&a->mu);
     free(a);

@@ -16,7 +16,7 @@
  * agent (a restarted agent adopts them); agent_stop_workers ends them. Every
  * worker is told the node's name, the controller's address (its channels' tunnel
  * relay and directory), the agent's security settings for it (rpc: security,
- * cert_dir, server_name) and whether the node accepts inbound connections, so
+ * cert_dir, server_name, and its token in the worker's environment) and whether the node accepts inbound connections, so
  * the data plane tunnels traffic to the workers of a node behind NAT. */
 #ifndef CORRAL_AGENTS_AGENT_H
 #define CORRAL_AGENTS_AGENT_H

@@ -47,6 +47,7 @@ int wk_hub_opts(const agent_worker_opts_t *o, const char *listen, ch_hub_opts_t 
         return cr_err_set(err, CR_EINVAL, "--rpc-security %s needs --rpc-cert-dir DIR (the node's certificates)", sec);
     rpc->cert_dir = o->rpc_cert_dir;
     rpc->server_name = o->rpc_server_name;
+    rpc->token = o->rpc_token && *o->rpc_token ? o->rpc_token : NULL;
     ho->relay = o->controller;
     ho->directory = o->controller;
     ho->relay_rpc = rpc;

@@ -88,6 +88,8 @@ typedef struct agent_worker_opts {
     const char *rpc_security;
     const char *rpc_cert_dir;
     const char *rpc_server_name;
+    const char *rpc_token;          /* the node's bearer token for it, or NULL (`corral
+                                       worker` takes it from $CORRAL_NODE_TOKEN) */
     int no_inbound;
     /* env: the robot, as the agent knows it: name, driver, model (driver and model
      * default to the spec's robots.driver and robots.model), options. */

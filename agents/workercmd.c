@@ -1,5 +1,6 @@
 /* workercmd.c - worker commands from the controller, carried out through the
  * supervisor; see workercmd.h. */
+#define _GNU_SOURCE /* asprintf */
 #include "agents/workercmd.h"
 #include "common/durable.h"
 #include "common/id.h"
@@ -96,9 +97,14 @@ int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral
     if (node) n += node_args(node, argv + n);
     for (size_t i = 0; i < spec->n_args; i++) argv[n++] = spec->args[i];
     argv[n] = NULL;
-    char *env[MAX_ENV + 2];
+    char *env[MAX_ENV + 3], *token = NULL;
     size_t ne = 0;
     env[ne++] = gpus;
+    if (node && node->token && *node->token) {
+        if (asprintf(&token, "%s=%s", AGENT_WCMD_TOKEN_ENV, node->token) < 0)
+            return cr_err_set(err, CR_ENOMEM, "StartWorker: out of memory");
+        env[ne++] = token;
+    }
     for (size_t i = 0; i < spec->n_env; i++) env[ne++] = spec->env[i];
     env[ne] = NULL;
 
@@ -110,7 +116,12 @@ int agent_wcmd_start(agent_sup_t *sup, const char *state_dir, const char *corral
         .argv = argv,
         .env = env,
     };
-    return agent_sup_start(sup, &ws, err);
+    int rc2 = agent_sup_start(sup, &ws, err);
+    if (token) {
+        memset(token, 0, strlen(token)); /* no secret left in freed memory */
+        free(token);
+    }
+    return rc2;
 }
 
 int agent_wcmd_stop(agent_sup_t *sup, const Corral__V1__StopWorker *cmd, cr_err_t *err)

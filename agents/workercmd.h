@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #define AGENT_LOG_CHUNK_MAX (1u << 20) /* bytes per ReadLog answer */
+#define AGENT_WCMD_TOKEN_ENV "CORRAL_NODE_TOKEN" /* agent_wcmd_node_t.token, for the worker */
 
 /* What the agent tells every worker it starts about the node (all borrowed). */
 typedef struct agent_wcmd_node {
@@ -38,6 +39,10 @@ typedef struct agent_wcmd_node {
     const char *security;      /* "insecure", "tls" or "mtls": how the agent dials it */
     const char *cert_dir;      /* TLS: the node's certificates, or NULL */
     const char *server_name;   /* TLS: the name in the controller's certificate, or NULL */
+    const char *token;         /* the node's bearer token for the controller (the join
+                                  token, which its relay and directory take), or NULL;
+                                  given in the environment (AGENT_WCMD_TOKEN_ENV), never
+                                  on the command line, which every local user can read */
     int inbound;               /* 1: peers may dial this node at advertise_host */
     const char *advertise_host; /* inbound: the host part of the agent's --advertise */
 } agent_wcmd_node_t;

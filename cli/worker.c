@@ -37,6 +37,7 @@ static const char usage_text[] =
     "  --rpc-security S    how to dial it: insecure (default), tls or mtls\n"
     "  --rpc-cert-dir DIR  the node's certificates for tls / mtls (ca.pem, cert.pem, key.pem)\n"
     "  --rpc-server-name N the name in the controller's certificate, when not its host\n"
+    "                      (the node's token for it, if any: $CORRAL_NODE_TOKEN)\n"
     "  --no-inbound        this node accepts no inbound connection: serve no direct route;\n"
     "                      peers on other nodes come through the controller's relay\n"
     " learner:\n"
@@ -105,6 +106,7 @@ int cli_worker_main(int argc, char **argv)
     o.sets = sets;
     o.robot_opts = ropts;
     int have_role = 0;
+    o.rpc_token = getenv("CORRAL_NODE_TOKEN"); /* the agent's, for the controller's relay */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """edge_tunnel.py - an experiment whose robot sits on a node behind NAT, end to end
-on loopback with real processes: a controller, an agent "cloud" that peers can dial
-(--advertise) and an agent "edge" that accepts no inbound connection (--no-inbound),
-with a MuJoCo reach2d arm. The learner is placed on cloud (placement.learner_node),
+on loopback with real processes: a controller serving mutual TLS with an admin and a
+join token, an agent "cloud" that peers can dial (--advertise) and an agent "edge"
+that accepts no inbound connection (--no-inbound), with a MuJoCo reach2d arm; each
+agent has its own certificate and the join token, which its workers dial the
+controller's relay with. The learner is placed on cloud (placement.learner_node),
 the env worker on edge (its robot's node), both started by their agents, which
 tell them the controller's address as their channels' relay.
 
@@ -57,7 +59,16 @@ def free_port():
 
 ADDR = "127.0.0.1:%d" % free_port()
 CLOUD_ADDR = "127.0.0.1:%d" % free_port()
-ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR)
+PKI = os.path.join(T, "pki")
+ADMIN_TOK, JOIN_TOK = os.path.join(T, "admin.tok"), os.path.join(T, "join.tok")
+for path, secret in ((ADMIN_TOK, "admin-%s" % os.urandom(8).hex()), (JOIN_TOK, "join-%s" % os.urandom(8).hex())):
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(secret + "\n")
+ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR, CORRAL_TLS_DIR=os.path.join(PKI, "client"),
+           CORRAL_TOKEN_FILE=ADMIN_TOK)
+CONTROLLER = ["controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"), "--tls", PKI,
+              "--admin-token-file", ADMIN_TOK, "--join-token-file", JOIN_TOK]
+SECURE = ["--tls", PKI, "--join-token-file", JOIN_TOK]
 
 
 def check(name, cond, detail=""):
@@ -136,9 +147,12 @@ def flag(argv, name):
 
 
 def main():
-    start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
-    start("cloud", "agent", "--name", "cloud", "--state", CLOUD, "--no-gpus", "--advertise", CLOUD_ADDR)
-    start("edge", "agent", "--name", "edge", "--state", EDGE, "--no-gpus", "--no-inbound")
+    p = cli("certs", PKI, "--clients", "cloud,edge,client")
+    if not check("corral certs: a CA, the controller's and each node's certificate", p.returncode == 0, p.stderr):
+        return
+    start("controller", *CONTROLLER)
+    start("cloud", "agent", "--name", "cloud", "--state", CLOUD, "--no-gpus", "--advertise", CLOUD_ADDR, *SECURE)
+    start("edge", "agent", "--name", "edge", "--state", EDGE, "--no-gpus", "--no-inbound", *SECURE)
     nodes = wait(lambda: (lambda n: n if len(n) == 2 else None)(
         json.loads(cli("node", "list", "--json").stdout or "[]")), 15) or []
     inbound = {n["name"]: n.get("accepts_inbound") for n in nodes}
@@ -163,12 +177,17 @@ def main():
           where.get(("learner", 0)) == "cloud" and where.get(("env", 0)) == "edge", str(where))
     pids = worker_pids(st)
     largv, eargv = cmdline(pids[("learner", 0)]), cmdline(pids[("env", 0)])
-    check("the learner is told its node, the controller as relay, and where peers dial it",
+    check("the learner is told its node, the controller as relay with cloud's certificate, where peers dial it",
           flag(largv, "--node") == "cloud" and flag(largv, "--controller") == ADDR
+          and flag(largv, "--rpc-security") == "mtls" and flag(largv, "--rpc-cert-dir") == os.path.join(PKI, "cloud")
           and flag(largv, "--advertise") == "127.0.0.1" and b"--no-inbound" not in largv, str(largv))
-    check("the env worker is told its node, the controller as relay, and that edge takes no inbound",
+    check("the env worker is told its node, the controller as relay with edge's certificate, no inbound",
           flag(eargv, "--node") == "edge" and flag(eargv, "--controller") == ADDR
-          and flag(eargv, "--rpc-security") == "insecure" and b"--no-inbound" in eargv, str(eargv))
+          and flag(eargv, "--rpc-security") == "mtls" and flag(eargv, "--rpc-cert-dir") == os.path.join(PKI, "edge")
+          and b"--no-inbound" in eargv, str(eargv))
+    with open(JOIN_TOK) as f:
+        join = f.read().strip().encode()
+    check("the join token is in no worker's command line", join not in b" ".join(largv + eargv))
     elog = os.path.join(EDGE_DIR, "logs", "env-0.log")
     llog = os.path.join(CLOUD_DIR, "logs", "learner-0.log")
     check("env log: the learner's traffic comes by the tunnel route",
@@ -192,7 +211,7 @@ def main():
         procs["controller"].wait()
         e0 = read_json(os.path.join(EDGE_DIR, "status", "env-0.json")) or {}
         time.sleep(1.0)
-        start("controller", "controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"))
+        start("controller", *CONTROLLER)
         ok = wait(lambda: (lambda e: e if e and e["acked"] > e0.get("acked", 0) + 200
                            and e["policy_version"] > e0.get("policy_version", 0) else None)(
             read_json(os.path.join(EDGE_DIR, "status", "env-0.json"))), 60)

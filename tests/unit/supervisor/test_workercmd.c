@@ -17,6 +17,7 @@
 static const char fake_corral[] =
     "#!/bin/sh\n"
     "echo \"args: $*\"\n"
+    "echo \"token=[$CORRAL_NODE_TOKEN]\"\n"
     "echo \"cuda=[$CUDA_VISIBLE_DEVICES] foo=$FOO exp=$CORRAL_EXPERIMENT\"\n"
     "while :; do sleep 1; done\n";
 
@@ -194,12 +195,21 @@ static void test_node_args(void)
     spec.role = "env";
     spec.learner_address = "10.0.0.5:7100";
     agent_wcmd_node_t edge = {.node = "edge", .controller = "10.0.0.1:7070", .security = "mtls",
-                              .cert_dir = "/etc/corral/certs", .server_name = "ctl.lab", .inbound = 0};
+                              .cert_dir = "/etc/corral/certs", .server_name = "ctl.lab", .token = "s3cret",
+                              .inbound = 0};
     ASSERT_OK(agent_wcmd_start(f.sup, f.dir, f.corral, &edge, &spec, &err), &err);
     char log[4400];
     snprintf(log, sizeof log, "%s/experiments/e3/logs/env-0.log", f.dir);
     ASSERT_TRUE(file_has(log, "--learner 10.0.0.5:7100 --node edge --controller 10.0.0.1:7070 --rpc-security mtls "
                               "--rpc-cert-dir /etc/corral/certs --rpc-server-name ctl.lab --no-inbound\n"));
+    /* The token in the environment only: a command line is every local user's to read. */
+    ASSERT_TRUE(file_has(log, "token=[s3cret]\n"));
+    char *text = NULL;
+    ASSERT_OK(cr_read_file(log, 1 << 20, &text, NULL, &err), &err);
+    int seen = 0;
+    for (const char *p = text; (p = strstr(p, "s3cret")) != NULL; p++) seen++;
+    ASSERT_INT_EQ(seen, 1); /* the token= line, not the args: line */
+    free(text);
     agent_wcmd_node_t cloud = {.node = "cloud", .controller = "10.0.0.1:7070", .security = "insecure",
                                .inbound = 1, .advertise_host = "10.0.0.5"};
     spec.role = "learner";
