@@ -6,8 +6,9 @@
  * stamps the sender's name as src and forwards the frame on the destination's
  * stream. The relay keeps no messages: when it cannot forward (destination not
  * connected, or too slow for 5 s) it ends the sender's stream with UNAVAILABLE, and
- * when an endpoint leaves it ends every stream that was sending to it, so producers
- * reconnect and resend what was not acknowledged. It never drops a frame silently
+ * when a hub leaves it ends every producer's stream that was sending to it, so they
+ * reconnect and resend what was not acknowledged (a producer that leaves ends
+ * nothing: hubs only acknowledge to it). It never drops a frame silently
  * inside a live stream, which keeps each producer's order intact.
  *
  * Mounted on the controller's port, the relay is as secure as that port: with
@@ -168,8 +169,11 @@ static void relay_done(rpc_call_t *call, rpc_code_t code)
             break;
         }
     }
-    if (me) {
-        /* Streams sending to the one that left must reconnect and resend. */
+    if (me && strncmp(me->name, "h-", 2) == 0) {
+        /* Producers sending to the hub that left must reconnect and resend. A
+         * producer that leaves ends nothing: the hubs it wrote to only sent it
+         * acknowledgements, and ending a hub's link would cut every other tunnelled
+         * producer of that hub for a moment. */
         for (endpoint_t *e = r->eps; e && n < 64; e = e->next) {
             if (strcmp(e->last_dst, me->name) == 0) {
                 rpc_call_ref(e->call);

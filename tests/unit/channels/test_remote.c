@@ -516,6 +516,24 @@ static uint64_t get_seq(ch_channel_t *c)
     return seq;
 }
 
+/* Returns once the relay forwards to hub `to`: a put through the tunnel from a
+ * hub of its own, acknowledged. (The hub's link is up once its hello is sent; a
+ * raw peer writing to it before the relay has read that hello would be cut off.) */
+static void relay_knows(ch_relay_t *r, ch_hub_t *to)
+{
+    cr_err_t e = {0};
+    ch_hub_t *hp = hub("warmup", NULL, ch_relay_addr(r));
+    ch_channel_t *c;
+    ASSERT_OK(ch_channel_create(to, "warmup", NULL, &c, &e), &e);
+    ch_producer_t *p = producer(hp, to, "warmup", CH_ROUTE_TUNNEL);
+    int one = 1;
+    ASSERT_OK(ch_put(p, &one, sizeof one, 1, 10000, &e), &e);
+    ASSERT_OK(ch_producer_flush(p, 10000, &e), &e);
+    ch_producer_close(p);
+    ch_channel_destroy(c);
+    ch_hub_destroy(hp);
+}
+
 /* What a hub does with one producer's frames while their channel is full, driven
  * by a raw peer on the relay: they wait in order, each acknowledged only once
  * queued; a resend of one still waiting gets no ack (its waiting copy will), a
@@ -528,6 +546,7 @@ static void test_tunnel_inbox_order(void)
     ASSERT_OK(ch_relay_create("127.0.0.1:0", &r, &e), &e);
     ch_hub_t *hc = hub("robot1", NULL, ch_relay_addr(r));
     ASSERT_OK(ch_hub_relay_wait(hc, 5000, &e), &e);
+    relay_knows(r, hc);
     ch_channel_t *c;
     ch_opts_t co = {.capacity = 1};
     ASSERT_OK(ch_channel_create(hc, "act", &co, &c, &e), &e);

@@ -94,6 +94,16 @@ static const char *sub(const char *dir, const char *name)
     return buf[k];
 }
 
+/* A hub whose relay refuses it: asks again (for up to 20 s, for a loaded machine)
+ * while its first attempt has not failed yet, so the answer carries the reason. */
+static int relay_refusal(ch_hub_t *h, cr_err_t *e)
+{
+    int rc = CR_ETIMEDOUT;
+    for (int64_t end = cr_now_ns() + 20 * CR_NS_PER_S; rc == CR_ETIMEDOUT && cr_now_ns() < end;)
+        rc = ch_hub_relay_wait(h, 200, e);
+    return rc;
+}
+
 static ch_hub_t *secure_hub(const char *node, const char *relay, const rpc_opts_t *ro)
 {
     ch_hub_opts_t o = {.node = node, .shm = -1, .relay = relay, .relay_rpc = ro, .reconnect_ms = 50};
@@ -169,7 +179,7 @@ static void test_edge_through_mtls_controller(void)
      * and the hub, and puts through it, say that the certificate is the matter. */
     rpc_opts_t bad_rpc = {.security = RPC_MTLS, .cert_dir = mixed};
     ch_hub_t *bad = secure_hub("intruder", addr, &bad_rpc);
-    ASSERT_INT_EQ(ch_hub_relay_wait(bad, 3000, &e), CR_EUNAVAIL);
+    ASSERT_INT_EQ(relay_refusal(bad, &e), CR_EUNAVAIL);
     ASSERT_TRUE(strstr(e.msg, "refused the TLS handshake") != NULL);
     ASSERT_TRUE(strstr(e.msg, "certificate") != NULL);
     ASSERT_TRUE(strstr(e.msg, mixed) != NULL);
@@ -188,7 +198,7 @@ static void test_edge_through_mtls_controller(void)
     ch_hub_opts_t plain_o = {.node = "plain", .shm = -1, .relay = addr, .reconnect_ms = 50};
     ch_hub_t *plain;
     ASSERT_OK(ch_hub_create(&plain_o, &plain, &e), &e);
-    ASSERT_INT_EQ(ch_hub_relay_wait(plain, 3000, &e), CR_EUNAVAIL);
+    ASSERT_INT_EQ(relay_refusal(plain, &e), CR_EUNAVAIL);
     ASSERT_TRUE(strstr(e.msg, "without TLS") != NULL);
     ch_hub_destroy(plain);
 
