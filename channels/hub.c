@@ -95,8 +95,7 @@ int ch_hub_create(const ch_hub_opts_t *o, ch_hub_t **out, cr_err_t *err)
         if (rc) {
             if (h->net) ch_net_stop(h->net);
             pthread_mutex_destroy(&h->mu);
-            free(h->relay);
-            free(h);
+            hub_free(h);
             return rc;
         }
     }
