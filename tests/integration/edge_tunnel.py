@@ -20,17 +20,12 @@ buffer.db on cloud holds every transition the env saw acknowledged, exactly once
 No process is left at the end."""
 import json
 import os
-import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import time
 
-CORRAL = os.environ.get("CORRAL") or os.path.join(os.environ.get("CORRAL_BUILD_DIR", "build"), "corral")
-SRC = os.environ.get("CORRAL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+from itest import CORRAL, SRC, Test, free_port, wait
+
 SPEC = os.path.join(SRC, "configs", "experiments", "reach-sac.yaml")
 NAME = "edge-sac"
 UPDATES = 3000
@@ -40,21 +35,11 @@ SETS = ["name=" + NAME, "robots.count=1", "placement.learner_node=cloud", "stop.
         "algorithm.warmup_steps=300", "checkpoint.every_updates=1000", "stop.eval_every_updates=100000",
         "stop.wall_time=4m"]
 
-T = tempfile.mkdtemp(prefix="corral-edge.")
+TEST = Test("integration.edge_tunnel", "corral-edge.")
+T, procs, check, start, cli = TEST.dir, TEST.procs, TEST.check, TEST.start, TEST.cli
 CLOUD, EDGE = os.path.join(T, "cloud"), os.path.join(T, "edge")
 CLOUD_DIR = os.path.join(CLOUD, "experiments", NAME)
 EDGE_DIR = os.path.join(EDGE, "experiments", NAME)
-passed = failed = 0
-procs = {}
-t_start = time.monotonic()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 ADDR = "127.0.0.1:%d" % free_port()
@@ -64,31 +49,12 @@ ADMIN_TOK, JOIN_TOK = os.path.join(T, "admin.tok"), os.path.join(T, "join.tok")
 for path, secret in ((ADMIN_TOK, "admin-%s" % os.urandom(8).hex()), (JOIN_TOK, "join-%s" % os.urandom(8).hex())):
     with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         f.write(secret + "\n")
-ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR, CORRAL_TLS_DIR=os.path.join(PKI, "client"),
+ENV = TEST.env
+ENV.update(CORRAL_CONTROLLER=ADDR, CORRAL_TLS_DIR=os.path.join(PKI, "client"),
            CORRAL_TOKEN_FILE=ADMIN_TOK)
 CONTROLLER = ["controller", "--listen", ADDR, "--state", os.path.join(T, "ctl"), "--tls", PKI,
               "--admin-token-file", ADMIN_TOK, "--join-token-file", JOIN_TOK]
 SECURE = ["--tls", PKI, "--join-token-file", JOIN_TOK]
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("  ok   %s (%.0fs)" % (name, time.monotonic() - t_start), flush=True)
-    else:
-        failed += 1
-        print("  FAIL %s %s" % (name, detail), flush=True)
-    return cond
-
-
-def start(name, *args):
-    log = open(os.path.join(T, name + ".log"), "ab")
-    procs[name] = subprocess.Popen([CORRAL, *args], stdout=log, stderr=log, env=ENV)
-
-
-def cli(*args, timeout=30):
-    return subprocess.run([CORRAL, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 def status():
@@ -113,16 +79,6 @@ def read_text(path):
             return f.read()
     except OSError:
         return ""
-
-
-def wait(fn, limit):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    return fn()
 
 
 def cmdline(pid):
@@ -244,26 +200,7 @@ try:
 except Exception as e:  # a crash of the test itself is a failure, with its reason
     check("test ran to the end", False, repr(e))
 finally:
-    for name, p in procs.items():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    TEST.stop_daemons()
     for state in (CLOUD, EDGE):
         cli("agent", "--stop-workers", "--state", state)
-    print("CORRAL-RESULT suite=integration.edge_tunnel passed=%d failed=%d skipped=0 (%.0f s)"
-          % (passed, failed, time.monotonic() - t_start))
-    if failed or os.environ.get("CORRAL_KEEP_TMP"):
-        print("logs kept in " + T)
-        for d in (T, os.path.join(CLOUD_DIR, "logs"), os.path.join(EDGE_DIR, "logs")):
-            for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-                if f.endswith(".log"):
-                    print("--- " + os.path.join(d, f))
-                    with open(os.path.join(d, f), errors="replace") as fh:
-                        print("".join(fh.readlines()[-25:]))
-    else:
-        shutil.rmtree(T, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    TEST.finish([os.path.join(CLOUD_DIR, "logs"), os.path.join(EDGE_DIR, "logs")])

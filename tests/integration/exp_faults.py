@@ -21,65 +21,26 @@ The robots are paced at 10x real time (20 Hz control, so 200 steps/s each): the
 run takes about a minute, and the kills land mid-run on any machine."""
 import json
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-CORRAL = os.environ.get("CORRAL") or os.path.join(os.environ.get("CORRAL_BUILD_DIR", "build"), "corral")
-SRC = os.environ.get("CORRAL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+from itest import CORRAL, SRC, Test, free_port, wait
+
 SPEC = os.path.join(SRC, "configs", "experiments", "reach-sac.yaml")
 NAME = "reach-sac"
 SETS = ["checkpoint.every_updates=500", "stop.eval_episodes=20", "stop.wall_time=4m"]
 
-T = tempfile.mkdtemp(prefix="corral-faults.")
+TEST = Test("integration.exp_faults", "corral-faults.")
+T, procs, check, start, kill9, cli = TEST.dir, TEST.procs, TEST.check, TEST.start, TEST.kill9, TEST.cli
 AGENT_STATE = os.path.join(T, "a1")
 EXPDIR = os.path.join(AGENT_STATE, "experiments", NAME)
-passed = failed = 0
-procs = {}
-t_start = time.monotonic()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 ADDR = "127.0.0.1:%d" % free_port()
-ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR)
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("  ok   %s (%.0fs)" % (name, time.monotonic() - t_start), flush=True)
-    else:
-        failed += 1
-        print("  FAIL %s %s" % (name, detail), flush=True)
-    return cond
-
-
-def start(name, *args):
-    log = open(os.path.join(T, name + ".log"), "ab")
-    procs[name] = subprocess.Popen([CORRAL, *args], stdout=log, stderr=log, env=ENV)
-
-
-def kill9(name):
-    procs[name].kill()
-    procs[name].wait()
-
-
-def cli(*args, timeout=30):
-    return subprocess.run([CORRAL, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+TEST.env.update(CORRAL_CONTROLLER=ADDR)
 
 
 def status():
@@ -96,16 +57,6 @@ def learner_file():
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def wait(fn, limit):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    return fn()
 
 
 def worker_pids(st):
@@ -274,25 +225,6 @@ try:
 except Exception as e:  # a crash of the test itself is a failure, with its reason
     check("test ran to the end", False, repr(e))
 finally:
-    for name, p in procs.items():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    TEST.stop_daemons()
     cli("agent", "--stop-workers", "--state", AGENT_STATE)
-    print("CORRAL-RESULT suite=integration.exp_faults passed=%d failed=%d skipped=0 (%.0f s)"
-          % (passed, failed, time.monotonic() - t_start))
-    if failed or os.environ.get("CORRAL_KEEP_TMP"):
-        print("logs kept in " + T)
-        for d in (T, os.path.join(EXPDIR, "logs")):
-            for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-                if f.endswith(".log"):
-                    print("--- " + os.path.join(d, f))
-                    with open(os.path.join(d, f), errors="replace") as fh:
-                        print("".join(fh.readlines()[-25:]))
-    else:
-        shutil.rmtree(T, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    TEST.finish([os.path.join(EXPDIR, "logs")])

@@ -16,58 +16,24 @@ which records its arguments and idles: this test is about the wiring between
 controller, agent and supervisor. The real worker roles are tested elsewhere."""
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 
-CORRAL = os.environ.get("CORRAL") or os.path.join(os.environ.get("CORRAL_BUILD_DIR", "build"), "corral")
-SRC = os.environ.get("CORRAL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+from itest import CORRAL, SRC, Test, free_port
+
 STANDIN = os.path.abspath(os.path.join(SRC, "tests", "integration", "standin_worker.sh"))
 SPEC = os.path.join(SRC, "configs", "experiments", "reach-sac.yaml")
 # One process per robot (its env, the actor inside) and one learner (the buffer inside).
 WORKERS = {("env", 0), ("env", 1), ("learner", 0)}
 HOSTED = {("actor", 0): ("env", 0), ("actor", 1): ("env", 1), ("buffer", 0): ("learner", 0)}
 
-T = tempfile.mkdtemp(prefix="corral-wire.")
-passed = failed = 0
-procs = {}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+TEST = Test("integration.workers_wire", "corral-wire.")
+T, procs, check, start, cli = TEST.dir, TEST.procs, TEST.check, TEST.start, TEST.cli
 
 
 PORT, AGENT_PORT = free_port(), free_port()
 ADDR = "127.0.0.1:%d" % PORT
-ENV = dict(os.environ, CORRAL_CONTROLLER=ADDR, WIRE_DIR=T, CORRAL_WORKER_CMD=STANDIN)
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("  ok   " + name)
-    else:
-        failed += 1
-        print("  FAIL %s %s" % (name, detail))
-    return cond
-
-
-def start(name, *args):
-    log = open(os.path.join(T, name + ".log"), "ab")
-    procs[name] = subprocess.Popen([CORRAL, *args], stdout=log, stderr=log, env=ENV)
-
-
-def cli(*args):
-    return subprocess.run([CORRAL, *args], capture_output=True, text=True, env=ENV, timeout=30)
+TEST.env.update(CORRAL_CONTROLLER=ADDR, WIRE_DIR=T, CORRAL_WORKER_CMD=STANDIN)
 
 
 def starts():
@@ -250,14 +216,7 @@ try:
 except Exception as e:  # a crash of the test itself is a failure, with its reason
     check("test ran to the end", False, repr(e))
 finally:
-    for name, p in procs.items():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    TEST.stop_daemons()
     # Whatever the outcome, end the workers the agent left (as a demo's teardown would).
     cli("agent", "--stop-workers", "--state", os.path.join(T, "a1"))
     left = running_pids()
@@ -265,14 +224,4 @@ finally:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
     check("nothing left after teardown", not left, str(left))
-    print("CORRAL-RESULT suite=integration.workers_wire passed=%d failed=%d skipped=0" % (passed, failed))
-    if failed or os.environ.get("CORRAL_KEEP_TMP"):
-        print("logs kept in " + T)
-        for f in sorted(os.listdir(T)):
-            if f.endswith(".log"):
-                print("--- " + f)
-                with open(os.path.join(T, f), errors="replace") as fh:
-                    print("".join(fh.readlines()[-30:]))
-    else:
-        shutil.rmtree(T, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    TEST.finish(tail=30)
