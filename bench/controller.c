@@ -231,7 +231,11 @@ int main(int argc, char **argv)
 
     cr_err_t err = {0};
     rpc_channel_t *client = NULL;
-    if (ctl_client_connect(addr, NULL, 10000, &client, &err)) {
+    /* The controller just spawned may not listen yet, and a refused connection
+     * ends a wait for readiness at once: ask again until 10 s have passed. */
+    int64_t up_by = cr_now_ns() + 10 * CR_NS_PER_S;
+    while (ctl_client_connect(addr, NULL, 1000, &client, &err) && cr_now_ns() < up_by) cr_sleep_ns(50 * CR_NS_PER_MS);
+    if (!client) {
         fprintf(stderr, "controller did not come up: %s (log %s)\n", err.msg, log);
         return 1;
     }
