@@ -375,6 +375,9 @@ static void test_directory_set_changes(void)
     ASSERT_INT_EQ(ch_directory_node_lost(d, "a"), 1);
     ASSERT_INT_EQ(ch_directory_replicas(d, "x"), 1);
     wait_peers(cb, 0);
+    /* The hub notes the set's generation just after re-replicating to it. */
+    int64_t noted_by = cr_now_ns() + 10 * CR_NS_PER_S;
+    while (ch_channel_directory_generation(cb) <= g0 && cr_now_ns() < noted_by) cr_sleep_ns(10 * CR_NS_PER_MS);
     ASSERT_TRUE(ch_channel_directory_generation(cb) > g0);
     /* a's hub still reaches the directory: it joins again, and b forwards to it. */
     wait_replicas(d, 2);
