@@ -17,17 +17,28 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static void test_edge_reached_through_controller(void)
+/* Starts a controller on o (its listen and state dir filled in when unset, the
+ * state under the test's directory) and writes the address it serves on. */
+static ctl_server_t *controller(ctl_opts_t *o, char *addr, size_t n)
 {
-    char dir[4200];
+    static char dir[4200];
     snprintf(dir, sizeof dir, "%s/ctl", test_tmpdir());
-    ctl_opts_t o = {.listen = "127.0.0.1:0", .state_dir = dir};
+    if (!o->listen) o->listen = "127.0.0.1:0";
+    if (!o->state_dir) o->state_dir = dir;
     ctl_server_t *srv;
     cr_err_t e = {0};
-    ASSERT_OK(ctl_server_create(&o, &srv, &e), &e);
+    ASSERT_OK(ctl_server_create(o, &srv, &e), &e);
     ASSERT_OK(ctl_server_start(srv, &e), &e);
+    snprintf(addr, n, "127.0.0.1:%d", ctl_server_port(srv));
+    return srv;
+}
+
+static void test_edge_reached_through_controller(void)
+{
+    ctl_opts_t o = {0};
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", ctl_server_port(srv));
+    ctl_server_t *srv = controller(&o, addr, sizeof addr);
+    cr_err_t e = {0};
 
     /* The edge: no listen address, only the controller to dial out to. */
     ch_hub_opts_t eo = {.node = "edge1", .shm = -1, .relay = addr, .reconnect_ms = 50};
@@ -131,15 +142,9 @@ static void test_edge_through_mtls_controller(void)
              other, mixed);
     ASSERT_INT_EQ(system(cmd), 0);
 
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/ctl", test_tmpdir());
-    ctl_opts_t o = {.listen = "127.0.0.1:0", .state_dir = dir,
-                    .rpc = {.security = RPC_MTLS, .cert_dir = sub(good, "server")}};
-    ctl_server_t *srv;
-    ASSERT_OK(ctl_server_create(&o, &srv, &e), &e);
-    ASSERT_OK(ctl_server_start(srv, &e), &e);
+    ctl_opts_t o = {.rpc = {.security = RPC_MTLS, .cert_dir = sub(good, "server")}};
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", ctl_server_port(srv));
+    ctl_server_t *srv = controller(&o, addr, sizeof addr);
 
     /* The edge and the producer's node dial with their own certificates. */
     rpc_opts_t edge_rpc = {.security = RPC_MTLS, .cert_dir = sub(good, "edge1")};
@@ -237,15 +242,10 @@ static void test_edge_through_mtls_controller(void)
  * what was not acknowledged, and the edge holds every message once, in order. */
 static void test_tunnel_survives_controller_restart(void)
 {
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/ctl", test_tmpdir());
-    ctl_opts_t o = {.listen = "127.0.0.1:0", .state_dir = dir};
-    ctl_server_t *srv;
-    cr_err_t e = {0};
-    ASSERT_OK(ctl_server_create(&o, &srv, &e), &e);
-    ASSERT_OK(ctl_server_start(srv, &e), &e);
+    ctl_opts_t o = {0};
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", ctl_server_port(srv));
+    ctl_server_t *srv = controller(&o, addr, sizeof addr);
+    cr_err_t e = {0};
     ch_hub_opts_t eo = {.node = "edge1", .shm = -1, .relay = addr, .reconnect_ms = 50};
     ch_hub_opts_t po = {.node = "cloud", .shm = -1, .relay = addr, .reconnect_ms = 50};
     ch_hub_t *edge, *cloud;
